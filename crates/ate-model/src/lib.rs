@@ -1,0 +1,16 @@
+//! The vocabulary of ate: validated names, the resource types (atespaces, actors, templates,
+//! pools, nodes, workers), label and field selectors, and the per-kind field registry that
+//! stores turn into indexes. Pure data and rules: no I/O, so every other crate can share it.
+
+mod duration;
+mod error;
+pub mod fields;
+pub mod labels;
+pub mod names;
+pub mod resources;
+
+pub use duration::Duration;
+pub use error::{ErrorKind, ModelError};
+pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};
+pub use labels::{LabelSelector, Labels};
+pub use resources::*;
