@@ -55,6 +55,34 @@ impl Kind {
         }
     }
 
+    /// The kind whose record must exist for one of this kind to be created, and the field
+    /// naming it: an actor needs its atespace. Stores check it in the same transaction as
+    /// the create, and refuse to delete a parent that still has children.
+    pub fn parent(self) -> Option<(Kind, &'static str)> {
+        match self {
+            Kind::Actor => Some((Kind::Atespace, "atespace")),
+            _ => None,
+        }
+    }
+
+    /// The kinds that name this one as their parent.
+    pub fn children(self) -> impl Iterator<Item = (Kind, &'static str)> {
+        Kind::ALL
+            .into_iter()
+            .filter_map(move |k| k.parent().filter(|(p, _)| *p == self).map(|(_, f)| (k, f)))
+    }
+
+    /// Field combinations that queries use together and that stores should index as one
+    /// compound index: the scheduler's claims select free workers (`actor_id=`) by pool or
+    /// node, and by atespace and status for actors.
+    pub fn compound_indexes(self) -> &'static [&'static [&'static str]] {
+        match self {
+            Kind::Worker => &[&["pool", "actor_id"], &["node_name", "actor_id"]],
+            Kind::Actor => &[&["atespace", "status"]],
+            _ => &[],
+        }
+    }
+
     /// Whether records of this kind carry labels that label selectors can match.
     pub fn has_labels(self) -> bool {
         matches!(self, Kind::WorkerPool | Kind::Node | Kind::Worker)
@@ -283,7 +311,11 @@ fn parse_term(whole: &str, term: &str) -> Result<Requirement, ModelError> {
                 return requirement(whole, &term[..i], Op::NotEq, &term[i + 2..]);
             }
             b'=' => {
-                let skip = if bytes.get(i + 1) == Some(&b'=') { 2 } else { 1 };
+                let skip = if bytes.get(i + 1) == Some(&b'=') {
+                    2
+                } else {
+                    1
+                };
                 return requirement(whole, &term[..i], Op::Eq, &term[i + skip..]);
             }
             _ => i += 1,
@@ -412,7 +444,10 @@ mod tests {
         let s = FieldSelector::parse("colour=red").unwrap();
         let err = s.validate(Kind::Worker).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
-        assert!(err.contains("pool") && err.contains("cached_snapshot"), "{err}");
+        assert!(
+            err.contains("pool") && err.contains("cached_snapshot"),
+            "{err}"
+        );
         FieldSelector::parse("pool=a,actor_id=")
             .unwrap()
             .validate(Kind::Worker)

@@ -36,9 +36,9 @@ impl LabelSelector {
     pub fn parse(field: &str, text: &str) -> Result<Self, ModelError> {
         let mut match_labels = Labels::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                ModelError::invalid(field, part, "expected key=value")
-            })?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| ModelError::invalid(field, part, "expected key=value"))?;
             match_labels.insert(k.trim().to_string(), v.trim().to_string());
         }
         let sel = Self { match_labels };

@@ -22,7 +22,10 @@ fn label_shape(s: &str) -> Result<(), String> {
     if b.len() > MAX_LABEL_LEN {
         return Err(format!("must be at most {MAX_LABEL_LEN} characters"));
     }
-    if let Some(bad) = s.chars().find(|c| !c.is_ascii() || !is_label_char(*c as u8)) {
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !c.is_ascii() || !is_label_char(*c as u8))
+    {
         return Err(format!(
             "must consist of lower case alphanumeric characters or '-' (found {bad:?})"
         ));
@@ -55,7 +58,11 @@ pub fn validate_subdomain(field: &str, value: &str) -> Result<(), ModelError> {
     }
     for part in value.split('.') {
         if part.is_empty() {
-            return Err(ModelError::invalid(field, value, "must not contain empty labels"));
+            return Err(ModelError::invalid(
+                field,
+                value,
+                "must not contain empty labels",
+            ));
         }
         label_shape(part).map_err(|reason| ModelError::invalid(field, value, reason))?;
     }
@@ -137,7 +144,9 @@ mod tests {
             assert_eq!(err.field(), "atespace", "{bad}");
         }
         assert_eq!(
-            validate_label("actor_ref.name", "").unwrap_err().to_string(),
+            validate_label("actor_ref.name", "")
+                .unwrap_err()
+                .to_string(),
             "actor_ref.name is required"
         );
     }

@@ -62,9 +62,9 @@ impl NamespacedName {
 
     /// Parses `NS/NAME`, the CLI's form.
     pub fn parse(field: &str, text: &str) -> Result<Self, ModelError> {
-        let (ns, name) = text.split_once('/').ok_or_else(|| {
-            ModelError::invalid(field, text, "expected <namespace>/<name>")
-        })?;
+        let (ns, name) = text
+            .split_once('/')
+            .ok_or_else(|| ModelError::invalid(field, text, "expected <namespace>/<name>"))?;
         let out = Self::new(ns, name);
         out.validate(field)?;
         Ok(out)
@@ -242,7 +242,14 @@ impl Indexed for Actor {
         Field {
             name: "worker_pool",
             multi: false,
-            get: |a| vec![a.worker.as_ref().map(|w| w.pool.clone()).unwrap_or_default()],
+            get: |a| {
+                vec![
+                    a.worker
+                        .as_ref()
+                        .map(|w| w.pool.clone())
+                        .unwrap_or_default(),
+                ]
+            },
         },
         Field {
             name: "node_name",
@@ -381,8 +388,7 @@ impl ActorTemplate {
             return Err(ModelError::required("spec.command"));
         }
         for (i, e) in s.env.iter().enumerate() {
-            if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(char::is_control)
-            {
+            if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(char::is_control) {
                 return Err(ModelError::invalid(
                     format!("spec.env[{i}].name"),
                     &e.name,
@@ -408,7 +414,8 @@ impl ActorTemplate {
                 ));
             }
         }
-        if s.snapshots.on_pause == SnapshotScope::Data && s.snapshots.on_commit == SnapshotScope::Full
+        if s.snapshots.on_pause == SnapshotScope::Data
+            && s.snapshots.on_commit == SnapshotScope::Full
         {
             return Err(ModelError::invalid(
                 "spec.snapshots.onCommit",

@@ -1,0 +1,382 @@
+//! The embedded default store: one SQLite file in WAL mode. Writes go through one connection
+//! in `IMMEDIATE` transactions, so every conditional write, claim and parent/child check is
+//! serialised; reads use a small pool of connections and see committed state. Selectors are
+//! answered from indexes derived from the model's field registry (see [`schema`]).
+
+mod leases;
+mod query;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ate_model::{Assignment, FieldSelector, Kind};
+use ate_store::typed::assign_worker;
+use ate_store::{Lease, ListOptions, Page, Record, RecordWrite, Result, Store, StoreError};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+use crate::schema::{column, table, write_index};
+
+const READERS: usize = 4;
+
+/// Maps a driver error: a busy or locked database is a transient `Unavailable`, everything
+/// else is `Internal`.
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("sqlite is busy: {e}"))
+        }
+        Some(rusqlite::ErrorCode::CannotOpen) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(format!("sqlite: {e}")),
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// A store in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open sqlite file {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -32768;",
+    )
+    .map_err(sql_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut writer = connect(&path)?;
+        schema::migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| connect(&path).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        tracing::info!(path = %path.display(), "sqlite store open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in an `IMMEDIATE` transaction on the writer, off the async runtime.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::internal("sqlite writer lock poisoned"))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(StoreError::internal)?
+    }
+
+    /// Runs `f` on a reader connection, off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = inner.readers[i]
+                .lock()
+                .map_err(|_| StoreError::internal("sqlite reader lock poisoned"))?;
+            f(&conn)
+        })
+        .await
+        .map_err(StoreError::internal)?
+    }
+
+    /// The query plan SQLite chooses for a list, one line per step. Lets tests and operators
+    /// check that selectors are answered from an index.
+    pub async fn explain_list(&self, kind: Kind, opts: &ListOptions) -> Result<Vec<String>> {
+        let after = opts.after_key()?;
+        let (sql, params) = query::list(
+            kind,
+            &opts.field_selector,
+            &opts.label_selector,
+            after.as_deref(),
+            opts.page_size() + 1,
+        );
+        self.read(move |c| explain(c, &sql, &params)).await
+    }
+
+    /// The query plan of the free-worker lookup a claim with `selector` runs.
+    pub async fn explain_claim(&self, selector: &FieldSelector) -> Result<Vec<String>> {
+        let (sql, params) = query::free_worker(selector);
+        self.read(move |c| explain(c, &sql, &params)).await
+    }
+}
+
+fn explain(c: &Connection, sql: &str, params: &[String]) -> Result<Vec<String>> {
+    let mut stmt = c
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .map_err(sql_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql_err)?;
+    Ok(rows)
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        key: r.get(0)?,
+        version: r.get::<_, i64>(1)? as u64,
+        body: r.get(2)?,
+    })
+}
+
+fn get_in(c: &Connection, kind: Kind, key: &str) -> Result<Option<Record>> {
+    c.prepare_cached(&format!(
+        "SELECT key, version, body FROM {} WHERE key = ?1",
+        table(kind)
+    ))
+    .and_then(|mut s| s.query_row([key], row_to_record).optional())
+    .map_err(sql_err)
+}
+
+fn put(
+    tx: &Transaction<'_>,
+    kind: Kind,
+    rec: &RecordWrite,
+    version: u64,
+    fresh: bool,
+) -> Result<()> {
+    let sql = if fresh {
+        format!(
+            "INSERT INTO {} (key, version, body) VALUES (?1, ?2, ?3)",
+            table(kind)
+        )
+    } else {
+        format!(
+            "UPDATE {} SET version = ?2, body = ?3 WHERE key = ?1",
+            table(kind)
+        )
+    };
+    tx.prepare_cached(&sql)
+        .and_then(|mut s| s.execute(params![rec.key, version as i64, rec.body]))
+        .map_err(sql_err)?;
+    write_index(tx, kind, &rec.key, &rec.index, fresh)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64> {
+        self.write(move |tx| {
+            if let Some((parent, field)) = kind.parent() {
+                let pkey = rec
+                    .index
+                    .iter()
+                    .find(|(f, _)| *f == field)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                if get_in(tx, parent, &pkey)?.is_none() {
+                    return Err(StoreError::ParentMissing {
+                        kind: parent,
+                        key: pkey,
+                    });
+                }
+            }
+            if get_in(tx, kind, &rec.key)?.is_some() {
+                return Err(StoreError::AlreadyExists { kind, key: rec.key });
+            }
+            put(tx, kind, &rec, 1, true)?;
+            Ok(1)
+        })
+        .await
+    }
+
+    async fn get_record(&self, kind: Kind, key: &str) -> Result<Record> {
+        let key = key.to_string();
+        self.read(move |c| get_in(c, kind, &key)?.ok_or(StoreError::NotFound { kind, key }))
+            .await
+    }
+
+    async fn update_record(&self, kind: Kind, rec: RecordWrite, expected: u64) -> Result<u64> {
+        self.write(move |tx| {
+            let current = get_in(tx, kind, &rec.key)?.ok_or_else(|| StoreError::NotFound {
+                kind,
+                key: rec.key.clone(),
+            })?;
+            if current.version != expected {
+                return Err(StoreError::Conflict { kind, key: rec.key });
+            }
+            put(tx, kind, &rec, expected + 1, false)?;
+            Ok(expected + 1)
+        })
+        .await
+    }
+
+    async fn delete_record(&self, kind: Kind, key: &str, expected: Option<u64>) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |tx| {
+            let current = get_in(tx, kind, &key)?.ok_or_else(|| StoreError::NotFound {
+                kind,
+                key: key.clone(),
+            })?;
+            if expected.is_some_and(|v| v != current.version) {
+                return Err(StoreError::Conflict { kind, key });
+            }
+            for (child, field) in kind.children() {
+                let sql = format!(
+                    "SELECT 1 FROM {} WHERE {} = ?1 LIMIT 1",
+                    table(child),
+                    column(field)
+                );
+                let busy = tx
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.exists([&key]))
+                    .map_err(sql_err)?;
+                if busy {
+                    return Err(StoreError::NotEmpty { kind, key });
+                }
+            }
+            tx.prepare_cached(&format!("DELETE FROM {} WHERE key = ?1", table(kind)))
+                .and_then(|mut s| s.execute([&key]))
+                .map_err(sql_err)?;
+            tx.prepare_cached(&format!(
+                "DELETE FROM {} WHERE key = ?1",
+                schema::multi_table(kind)
+            ))
+            .and_then(|mut s| s.execute([&key]))
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_records(&self, kind: Kind, opts: &ListOptions) -> Result<Page<Record>> {
+        let size = opts.page_size();
+        let after = opts.after_key()?;
+        let (sql, params) = query::list(
+            kind,
+            &opts.field_selector,
+            &opts.label_selector,
+            after.as_deref(),
+            size + 1,
+        );
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+            let items = stmt
+                .query_map(rusqlite::params_from_iter(&params), row_to_record)
+                .map_err(sql_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql_err)?;
+            Ok(Page::from_fetched(items, size, |r| &r.key))
+        })
+        .await
+    }
+
+    async fn claim_worker(
+        &self,
+        selector: &FieldSelector,
+        assignment: &Assignment,
+    ) -> Result<Option<Record>> {
+        let (sql, params) = query::free_worker(selector);
+        let assignment = assignment.clone();
+        self.write(move |tx| {
+            let actor = &assignment.actor;
+            let bound = tx
+                .prepare_cached(&query::bound_worker())
+                .and_then(|mut s| {
+                    s.query_row(params![actor.id, actor.atespace], row_to_record)
+                        .optional()
+                })
+                .map_err(sql_err)?;
+            if bound.is_some() {
+                return Ok(bound);
+            }
+            let free = tx
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params_from_iter(&params), row_to_record)
+                        .optional()
+                })
+                .map_err(sql_err)?;
+            let Some(free) = free else { return Ok(None) };
+            let write = assign_worker(&free, &assignment)?;
+            put(tx, Kind::Worker, &write, free.version + 1, false)?;
+            Ok(Some(Record {
+                key: write.key,
+                version: free.version + 1,
+                body: write.body,
+            }))
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        let (key, owner) = (key.to_string(), owner.to_string());
+        self.write(move |tx| leases::acquire(tx, &key, &owner, ttl))
+            .await
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<()> {
+        let (key, owner) = (key.to_string(), owner.to_string());
+        self.write(move |tx| leases::release(tx, &key, &owner))
+            .await
+    }
+}

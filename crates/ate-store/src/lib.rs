@@ -1,0 +1,106 @@
+//! The storage contract of ate. Backends implement [`Store`] over raw records (key, version,
+//! JSON body, index values derived from the model's field registry); the typed methods on
+//! `dyn Store` in [`typed`] turn those into atespaces, actors, templates, pools, nodes and
+//! workers. Field and label selectors travel down to the backend, which must answer them
+//! from indexes. The `testsuite` feature exports the conformance suite.
+
+mod error;
+mod options;
+pub mod typed;
+
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ate_model::fields::IndexValues;
+use ate_model::{Assignment, FieldSelector, Kind};
+
+pub use error::{Result, StoreError, singular};
+pub use options::{ListOptions, MAX_PAGE, Page, decode_token, encode_token};
+pub use typed::Object;
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub version: u64,
+    pub body: Vec<u8>,
+}
+
+/// A record to write: its key, JSON body and the index values the registry derives from it.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    pub key: String,
+    pub body: Vec<u8>,
+    pub index: IndexValues,
+}
+
+/// A held lease: an owner-scoped lock with an expiry. `generation` grows every time the
+/// lease changes hands, so a holder can fence its writes against a successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: String,
+    pub owner: String,
+    pub expires_at_ms: u64,
+    pub generation: u64,
+}
+
+/// A storage backend. Every write is conditional or atomic as documented; no method may be
+/// implemented as a read followed by an unguarded write.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new record at version 1. `AlreadyExists` if the key is taken;
+    /// `ParentMissing` if the kind has a parent (`Kind::parent`) that does not exist, checked
+    /// atomically with the insert.
+    async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64>;
+
+    async fn get_record(&self, kind: Kind, key: &str) -> Result<Record>;
+
+    /// Replaces a record if its version is `expected_version`, returning the new version
+    /// (`expected_version + 1`). `Conflict` otherwise, `NotFound` if it is gone.
+    async fn update_record(
+        &self,
+        kind: Kind,
+        rec: RecordWrite,
+        expected_version: u64,
+    ) -> Result<u64>;
+
+    /// Deletes a record, if `expected_version` is given only at that version. `NotEmpty` if
+    /// the kind has children (`Kind::children`) that still exist, checked atomically.
+    async fn delete_record(
+        &self,
+        kind: Kind,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<()>;
+
+    /// One page of records in key order, filtered by the options' selectors (validated by
+    /// the caller against the registry).
+    async fn list_records(&self, kind: Kind, opts: &ListOptions) -> Result<Page<Record>>;
+
+    /// Atomically binds the assignment's actor to one free worker matching `selector`, and
+    /// returns that worker. If a worker already hosts this actor it is returned unchanged,
+    /// so an actor never holds two workers. `None` if no free worker matches.
+    async fn claim_worker(
+        &self,
+        selector: &FieldSelector,
+        assignment: &Assignment,
+    ) -> Result<Option<Record>>;
+
+    /// Takes or renews a lease. Succeeds when the lease is free, expired, or already held by
+    /// `owner`; `LeaseHeld` otherwise.
+    async fn acquire_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Gives a lease up. `LeaseNotHeld` if `owner` does not hold it.
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<()>;
+}
+
+/// Milliseconds since the Unix epoch, the clock leases expire by.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
