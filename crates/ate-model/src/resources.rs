@@ -317,7 +317,7 @@ fn default_probe_path() -> String {
 pub const SANDBOX_CLASSES: &[&str] = &["wasm", "process"];
 
 /// What an actor runs. Immutable once created: make a new template for a new version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateSpec {
     pub sandbox_class: String,
@@ -342,7 +342,30 @@ pub struct TemplateSpec {
 }
 
 fn default_idle_timeout() -> Duration {
-    Duration::from_secs(300)
+    TemplateSpec::default_idle_timeout()
+}
+
+impl Default for TemplateSpec {
+    fn default() -> Self {
+        Self {
+            sandbox_class: String::new(),
+            module: String::new(),
+            command: Vec::new(),
+            env: Vec::new(),
+            readiness: None,
+            durable_dirs: Vec::new(),
+            snapshots: SnapshotsConfig::default(),
+            worker_selector: LabelSelector::default(),
+            idle_timeout: Self::default_idle_timeout(),
+        }
+    }
+}
+
+impl TemplateSpec {
+    /// Five minutes: long enough for a conversation's pauses, short enough to free workers.
+    pub fn default_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
 }
 
 /// Progress of a template's golden snapshot.
