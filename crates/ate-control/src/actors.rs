@@ -1,0 +1,200 @@
+//! Atespace and actor handlers.
+
+use ate_model::names::{validate_label, validate_subdomain, validate_user_atespace};
+use ate_model::{
+    Actor, ActorRef, ActorStatus, ActorTemplate, Atespace, FieldSelector, Kind, NamespacedName,
+    Worker,
+};
+use ate_proto::ateapi as pb;
+use ate_proto::convert::{actor_ref_from_pb, actor_to_pb, selector_from_pb, worker_to_pb};
+use ate_proto::status::invalid;
+use ate_store::{ListOptions, MAX_PAGE, StoreError};
+use tonic::Status;
+
+use crate::ControlService;
+use crate::errors::{self, field_selector};
+
+/// Validates an actor reference from a request: both parts are DNS-1123 labels.
+fn actor_ref(r: Option<&pb::ActorRef>) -> Result<ActorRef, Status> {
+    let r = actor_ref_from_pb(r);
+    r.validate("actor_ref").map_err(invalid)?;
+    Ok(r)
+}
+
+impl ControlService {
+    pub(crate) async fn create_atespace_impl(&self, name: &str) -> Result<pb::Atespace, Status> {
+        validate_user_atespace("name", name).map_err(invalid)?;
+        let a = self
+            .store
+            .create(Atespace {
+                name: name.into(),
+                version: 0,
+            })
+            .await
+            .map_err(errors::store)?;
+        tracing::info!(atespace = %a.name, "atespace created");
+        Ok(pb::Atespace { name: a.name })
+    }
+
+    pub(crate) async fn get_atespace_impl(&self, name: &str) -> Result<pb::Atespace, Status> {
+        validate_label("name", name).map_err(invalid)?;
+        let a: Atespace = self.store.get(name).await.map_err(errors::store)?;
+        Ok(pb::Atespace { name: a.name })
+    }
+
+    pub(crate) async fn list_atespaces_impl(&self) -> Result<pb::ListAtespacesResponse, Status> {
+        let all = self
+            .store
+            .list_all::<Atespace>(&ListOptions::default())
+            .await
+            .map_err(errors::store)?;
+        Ok(pb::ListAtespacesResponse {
+            atespaces: all.into_iter().map(|a| pb::Atespace { name: a.name }).collect(),
+        })
+    }
+
+    pub(crate) async fn delete_atespace_impl(
+        &self,
+        name: &str,
+    ) -> Result<pb::DeleteAtespaceResponse, Status> {
+        validate_user_atespace("name", name).map_err(invalid)?;
+        self.store
+            .delete::<Atespace>(name, None)
+            .await
+            .map_err(errors::store)?;
+        tracing::info!(atespace = %name, "atespace deleted");
+        Ok(pb::DeleteAtespaceResponse {})
+    }
+
+    pub(crate) async fn create_actor_impl(
+        &self,
+        r: &pb::CreateActorRequest,
+    ) -> Result<pb::Actor, Status> {
+        let aref = actor_ref(r.actor_ref.as_ref())?;
+        validate_user_atespace("actor_ref.atespace", &aref.atespace).map_err(invalid)?;
+        validate_label("actor_template_namespace", &r.actor_template_namespace)
+            .map_err(invalid)?;
+        validate_subdomain("actor_template_name", &r.actor_template_name).map_err(invalid)?;
+        let selector = selector_from_pb(r.worker_selector.as_ref());
+        selector.validate("worker_selector").map_err(invalid)?;
+        let template = NamespacedName::new(&r.actor_template_namespace, &r.actor_template_name);
+        match self.store.get::<ActorTemplate>(&template.key()).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => {
+                return Err(Status::failed_precondition(format!(
+                    "template {template} not found"
+                )));
+            }
+            Err(e) => return Err(errors::store(e)),
+        }
+        let actor = Actor {
+            atespace: aref.atespace,
+            id: aref.id,
+            template,
+            status: ActorStatus::Suspended,
+            worker_selector: selector,
+            ..Default::default()
+        };
+        let created = self.store.create(actor).await.map_err(errors::store)?;
+        tracing::info!(actor = %created.actor_ref(), template = %created.template, "actor created");
+        Ok(actor_to_pb(&created))
+    }
+
+    pub(crate) async fn get_actor_impl(&self, r: &pb::GetActorRequest) -> Result<pb::Actor, Status> {
+        let aref = actor_ref(r.actor_ref.as_ref())?;
+        let a: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
+        Ok(actor_to_pb(&a))
+    }
+
+    pub(crate) async fn update_actor_impl(
+        &self,
+        r: &pb::UpdateActorRequest,
+    ) -> Result<pb::UpdateActorResponse, Status> {
+        let aref = actor_ref(r.actor_ref.as_ref())?;
+        let selector = selector_from_pb(r.worker_selector.as_ref());
+        selector.validate("worker_selector").map_err(invalid)?;
+        let mut a: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
+        a.worker_selector = selector;
+        let a = self.store.update(a).await.map_err(errors::store)?;
+        Ok(pb::UpdateActorResponse {
+            actor: Some(actor_to_pb(&a)),
+        })
+    }
+
+    pub(crate) async fn delete_actor_impl(
+        &self,
+        r: &pb::DeleteActorRequest,
+    ) -> Result<pb::DeleteActorResponse, Status> {
+        let aref = actor_ref(r.actor_ref.as_ref())?;
+        let a: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
+        if a.status != ActorStatus::Suspended {
+            return Err(Status::failed_precondition(format!(
+                "actor {aref} is not suspended (status: {})",
+                a.status
+            )));
+        }
+        // Conditional on the version read: an actor resumed meanwhile is not deleted.
+        self.store
+            .delete::<Actor>(&aref.key(), Some(a.version))
+            .await
+            .map_err(errors::store)?;
+        tracing::info!(actor = %aref, "actor deleted");
+        Ok(pb::DeleteActorResponse {})
+    }
+
+    /// Resume, suspend and pause need the data plane; until a node can run actors they
+    /// validate their input and answer `Unimplemented`.
+    pub(crate) fn lifecycle_impl(
+        &self,
+        rpc: &str,
+        r: Option<&pb::ActorRef>,
+    ) -> Result<(), Status> {
+        actor_ref(r)?;
+        Err(Status::unimplemented(format!(
+            "{rpc} is not available: this control plane has no data plane to run actors on"
+        )))
+    }
+
+    pub(crate) async fn list_actors_impl(
+        &self,
+        r: &pb::ListActorsRequest,
+    ) -> Result<pb::ListActorsResponse, Status> {
+        if !(0..=MAX_PAGE as i32).contains(&r.page_size) {
+            return Err(Status::invalid_argument(format!(
+                "page_size must be between 0 and {MAX_PAGE} (got {})",
+                r.page_size
+            )));
+        }
+        let mut selector = field_selector(&r.field_selector, Kind::Actor)?;
+        if !r.atespace.is_empty() {
+            validate_label("atespace", &r.atespace).map_err(invalid)?;
+            selector = selector.and_eq("atespace", &r.atespace);
+        }
+        let opts = ListOptions {
+            field_selector: selector,
+            limit: r.page_size as usize,
+            continue_token: (!r.page_token.is_empty()).then(|| r.page_token.clone()),
+            ..Default::default()
+        };
+        let page = self.store.list::<Actor>(&opts).await.map_err(errors::store)?;
+        Ok(pb::ListActorsResponse {
+            actors: page.items.iter().map(actor_to_pb).collect(),
+            next_page_token: page.continue_token.unwrap_or_default(),
+        })
+    }
+
+    pub(crate) async fn list_workers_impl(
+        &self,
+        r: &pb::ListWorkersRequest,
+    ) -> Result<pb::ListWorkersResponse, Status> {
+        let selector: FieldSelector = field_selector(&r.field_selector, Kind::Worker)?;
+        let workers = self
+            .store
+            .list_all::<Worker>(&ListOptions::with_fields(selector))
+            .await
+            .map_err(errors::store)?;
+        Ok(pb::ListWorkersResponse {
+            workers: workers.iter().map(worker_to_pb).collect(),
+        })
+    }
+}

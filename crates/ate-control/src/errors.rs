@@ -1,0 +1,24 @@
+//! How store outcomes become gRPC statuses at this boundary.
+
+use ate_proto::status::status;
+use ate_store::StoreError;
+use tonic::Status;
+
+/// Maps a store error by its kind; the message is the store's, which already names the
+/// object (`atespace team-c not found`, `atespace team-a is not empty`).
+pub fn store(e: StoreError) -> Status {
+    if matches!(e, StoreError::Internal(_)) {
+        tracing::error!(error = %e, "store failure");
+    }
+    status(e.kind(), e.to_string())
+}
+
+/// Parses a field selector from a request and checks it against the kind's registry.
+pub fn field_selector(
+    text: &str,
+    kind: ate_model::Kind,
+) -> Result<ate_model::FieldSelector, Status> {
+    let sel = ate_model::FieldSelector::parse(text).map_err(ate_proto::status::invalid)?;
+    sel.validate(kind).map_err(ate_proto::status::invalid)?;
+    Ok(sel)
+}

@@ -1,0 +1,36 @@
+//! The ate control plane: the `ateapi.Control` gRPC service over any [`Store`], plus gRPC
+//! health and server reflection. It validates every request uniformly (bad input is
+//! `InvalidArgument` naming the field) and maps store outcomes onto the codes of the API
+//! contract.
+
+mod actors;
+mod catalog;
+mod errors;
+mod server;
+mod service;
+
+use std::sync::Arc;
+
+use ate_model::{Atespace, names::GOLDEN_ATESPACE};
+use ate_store::{Store, StoreError};
+
+pub use server::{ServeError, serve};
+pub use service::ControlService;
+
+/// Creates the system atespaces (`ate-golden`) if they are missing. Idempotent.
+pub async fn ensure_system_atespaces(store: &Arc<dyn Store>) -> Result<(), StoreError> {
+    match store
+        .create(Atespace {
+            name: GOLDEN_ATESPACE.into(),
+            version: 0,
+        })
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(atespace = GOLDEN_ATESPACE, "created system atespace");
+            Ok(())
+        }
+        Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
