@@ -49,7 +49,10 @@ impl ControlService {
             .await
             .map_err(errors::store)?;
         Ok(pb::ListAtespacesResponse {
-            atespaces: all.into_iter().map(|a| pb::Atespace { name: a.name }).collect(),
+            atespaces: all
+                .into_iter()
+                .map(|a| pb::Atespace { name: a.name })
+                .collect(),
         })
     }
 
@@ -72,8 +75,7 @@ impl ControlService {
     ) -> Result<pb::Actor, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
         validate_user_atespace("actor_ref.atespace", &aref.atespace).map_err(invalid)?;
-        validate_label("actor_template_namespace", &r.actor_template_namespace)
-            .map_err(invalid)?;
+        validate_label("actor_template_namespace", &r.actor_template_namespace).map_err(invalid)?;
         validate_subdomain("actor_template_name", &r.actor_template_name).map_err(invalid)?;
         let selector = selector_from_pb(r.worker_selector.as_ref());
         selector.validate("worker_selector").map_err(invalid)?;
@@ -100,7 +102,10 @@ impl ControlService {
         Ok(actor_to_pb(&created))
     }
 
-    pub(crate) async fn get_actor_impl(&self, r: &pb::GetActorRequest) -> Result<pb::Actor, Status> {
+    pub(crate) async fn get_actor_impl(
+        &self,
+        r: &pb::GetActorRequest,
+    ) -> Result<pb::Actor, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
         let a: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
         Ok(actor_to_pb(&a))
@@ -144,11 +149,7 @@ impl ControlService {
 
     /// Resume, suspend and pause need the data plane; until a node can run actors they
     /// validate their input and answer `Unimplemented`.
-    pub(crate) fn lifecycle_impl(
-        &self,
-        rpc: &str,
-        r: Option<&pb::ActorRef>,
-    ) -> Result<(), Status> {
+    pub(crate) fn lifecycle_impl(&self, rpc: &str, r: Option<&pb::ActorRef>) -> Result<(), Status> {
         actor_ref(r)?;
         Err(Status::unimplemented(format!(
             "{rpc} is not available: this control plane has no data plane to run actors on"
@@ -176,7 +177,11 @@ impl ControlService {
             continue_token: (!r.page_token.is_empty()).then(|| r.page_token.clone()),
             ..Default::default()
         };
-        let page = self.store.list::<Actor>(&opts).await.map_err(errors::store)?;
+        let page = self
+            .store
+            .list::<Actor>(&opts)
+            .await
+            .map_err(errors::store)?;
         Ok(pb::ListActorsResponse {
             actors: page.items.iter().map(actor_to_pb).collect(),
             next_page_token: page.continue_token.unwrap_or_default(),

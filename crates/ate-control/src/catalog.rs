@@ -1,8 +1,8 @@
 //! Templates, pools and nodes: the declared shape of the system.
 
+use ate_model::PoolStatus;
 use ate_model::names::{validate_label, validate_subdomain};
 use ate_model::{ActorTemplate, FieldSelector, NamespacedName, Node, TemplateStatus, WorkerPool};
-use ate_model::PoolStatus;
 use ate_proto::ateapi as pb;
 use ate_proto::convert::{node_to_pb, pool_from_pb, pool_to_pb, template_from_pb, template_to_pb};
 use ate_proto::status::invalid;

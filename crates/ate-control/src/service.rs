@@ -97,10 +97,7 @@ impl Control for ControlService {
         ok(self.list_actors_impl(r.get_ref()).await)
     }
 
-    async fn create_atespace(
-        &self,
-        r: Request<pb::CreateAtespaceRequest>,
-    ) -> Reply<pb::Atespace> {
+    async fn create_atespace(&self, r: Request<pb::CreateAtespaceRequest>) -> Reply<pb::Atespace> {
         ok(self.create_atespace_impl(&r.get_ref().name).await)
     }
 
@@ -159,10 +156,7 @@ impl Control for ControlService {
         ok(self.apply_pool_impl(r.get_ref()).await)
     }
 
-    async fn get_worker_pool(
-        &self,
-        r: Request<pb::GetWorkerPoolRequest>,
-    ) -> Reply<pb::WorkerPool> {
+    async fn get_worker_pool(&self, r: Request<pb::GetWorkerPoolRequest>) -> Reply<pb::WorkerPool> {
         let r = r.get_ref();
         ok(self.get_pool_impl(&r.namespace, &r.name).await)
     }
@@ -182,10 +176,7 @@ impl Control for ControlService {
         ok(self.delete_pool_impl(&r.namespace, &r.name).await)
     }
 
-    async fn list_nodes(
-        &self,
-        _r: Request<pb::ListNodesRequest>,
-    ) -> Reply<pb::ListNodesResponse> {
+    async fn list_nodes(&self, _r: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
         ok(self.list_nodes_impl().await)
     }
 }

@@ -44,9 +44,11 @@ fn snapshot_to_pb(s: &m::SnapshotInfo) -> pb::SnapshotInfo {
     match s {
         m::SnapshotInfo::External { uri_prefix } => pb::SnapshotInfo {
             r#type: pb::SnapshotType::External as i32,
-            data: Some(pb::snapshot_info::Data::External(pb::ExternalSnapshotInfo {
-                snapshot_uri_prefix: uri_prefix.clone(),
-            })),
+            data: Some(pb::snapshot_info::Data::External(
+                pb::ExternalSnapshotInfo {
+                    snapshot_uri_prefix: uri_prefix.clone(),
+                },
+            )),
         },
         m::SnapshotInfo::Local { prefix, nodes } => pb::SnapshotInfo {
             r#type: pb::SnapshotType::Local as i32,
@@ -215,7 +217,11 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
         .as_ref()
         .map(|r| {
             let port = u16::try_from(r.port).map_err(|_| {
-                m::ModelError::invalid("spec.readiness.port", r.port.to_string(), "must be at most 65535")
+                m::ModelError::invalid(
+                    "spec.readiness.port",
+                    r.port.to_string(),
+                    "must be at most 65535",
+                )
             })?;
             Ok::<_, m::ModelError>(m::ReadinessProbe {
                 path: r.path.clone(),

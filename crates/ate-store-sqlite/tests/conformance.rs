@@ -43,7 +43,8 @@ async fn worker_selectors_use_indexes_not_scans() {
     let hot = FieldSelector::parse("pool=cpu,actor_id=,cached_snapshot=snap-1").expect("parse");
     let plan = store.explain_claim(&hot).await.expect("explain");
     assert!(
-        plan.first().is_some_and(|l| l.starts_with("SEARCH d USING PRIMARY KEY")),
+        plan.first()
+            .is_some_and(|l| l.starts_with("SEARCH d USING PRIMARY KEY")),
         "a cached-snapshot claim is driven by the snapshot index: {plan:?}"
     );
     let by_atespace = ListOptions::with_fields(FieldSelector::eq([("atespace", "team-a")]));

@@ -1,0 +1,203 @@
+//! The `ate` client commands, kubectl style: `get`, `create`, `update`, `delete`, `apply`,
+//! `resume`, `suspend`, `pause`. Data goes to stdout; errors go to stderr as
+//! `Error: failed to <verb> <kind>: rpc error: code = <Code> desc = <message>` with a
+//! non-zero exit.
+
+mod client;
+mod commands;
+pub mod manifest;
+pub mod output;
+pub mod table;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+pub use client::{DEFAULT_ENDPOINT, connect};
+pub use output::Format;
+
+/// What the client commands can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Misuse of flags or arguments, caught before any call.
+    #[error("{0}")]
+    Usage(String),
+    #[error("failed to connect to ate at {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    /// A call the server refused, formatted as gRPC clients print it.
+    #[error("failed to {action}: rpc error: code = {code:?} desc = {message}")]
+    Rpc {
+        action: String,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("cannot format output: {0}")]
+    Output(String),
+}
+
+impl CliError {
+    pub(crate) fn output(e: impl std::fmt::Display) -> Self {
+        CliError::Output(e.to_string())
+    }
+
+    pub(crate) fn rpc(action: impl Into<String>) -> impl FnOnce(tonic::Status) -> Self {
+        let action = action.into();
+        move |s| CliError::Rpc {
+            action,
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+/// Options every client command shares.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Control API address.
+    #[arg(long, global = true, env = "ATE_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+}
+
+/// The kinds `get` and `delete` take, with kubectl-style singular and plural names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    #[value(alias = "atespace")]
+    Atespaces,
+    #[value(alias = "actor")]
+    Actors,
+    #[value(alias = "template", alias = "actortemplates", alias = "actortemplate")]
+    Templates,
+    #[value(alias = "pool", alias = "workerpools", alias = "workerpool")]
+    Pools,
+    #[value(alias = "worker")]
+    Workers,
+    #[value(alias = "node")]
+    Nodes,
+}
+
+/// Selecting actors by atespace.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AtespaceArgs {
+    /// The atespace.
+    #[arg(short = 'a', long)]
+    pub atespace: Option<String>,
+    /// All atespaces (lists only).
+    #[arg(short = 'A', long = "all-atespaces")]
+    pub all_atespaces: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Show one object or list objects of a kind.
+    Get {
+        #[arg(value_enum)]
+        resource: Resource,
+        /// Name (actors: ID; templates and pools: NS/NAME).
+        name: Option<String>,
+        #[command(flatten)]
+        atespace: AtespaceArgs,
+        /// Kubernetes-style field selector, e.g. `status=RUNNING` or `pool=cpu,actor_id=`.
+        #[arg(long = "field-selector")]
+        field_selector: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Create an atespace or an actor.
+    Create {
+        #[command(subcommand)]
+        what: CreateCommand,
+    },
+    /// Change an actor's worker selector.
+    Update {
+        #[command(subcommand)]
+        what: UpdateCommand,
+    },
+    /// Delete an object.
+    Delete {
+        #[arg(value_enum)]
+        resource: Resource,
+        name: String,
+        #[arg(short = 'a', long)]
+        atespace: Option<String>,
+    },
+    /// Create or update objects from YAML manifests (several documents per file).
+    Apply {
+        /// Manifest file, or `-` for standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// Resume an actor onto a worker.
+    Resume(LifecycleArgs),
+    /// Suspend an actor to a durable snapshot.
+    Suspend(LifecycleArgs),
+    /// Pause an actor, keeping its snapshot on the node.
+    Pause(LifecycleArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleArgs {
+    /// Always `actor`.
+    #[arg(value_parser = ["actor", "actors"])]
+    pub kind: String,
+    pub id: String,
+    #[arg(short = 'a', long)]
+    pub atespace: Option<String>,
+    /// Cold boot instead of restoring the golden snapshot (resume only).
+    #[arg(long)]
+    pub boot: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CreateCommand {
+    /// Create an atespace.
+    Atespace {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Create an actor from a template, SUSPENDED until first resumed.
+    Actor {
+        id: String,
+        /// The template, as NAMESPACE/NAME.
+        #[arg(short = 't', long)]
+        template: String,
+        #[arg(short = 'a', long)]
+        atespace: Option<String>,
+        /// Worker selector, `k=v,k2=v2`.
+        #[arg(long)]
+        selector: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UpdateCommand {
+    /// Replace an actor's worker selector (takes effect on the next resume).
+    Actor {
+        id: String,
+        #[arg(short = 'a', long)]
+        atespace: Option<String>,
+        /// Worker selector, `k=v,k2=v2`; empty clears it.
+        #[arg(long)]
+        selector: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// Runs a client command, returning what to print on stdout.
+pub async fn run(global: &Global, cmd: ClientCommand) -> Result<String, CliError> {
+    commands::run(global, cmd).await
+}

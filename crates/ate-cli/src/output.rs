@@ -1,0 +1,260 @@
+//! Printers for every kind: a table (normal or wide), JSON or YAML of the model objects.
+
+use ate_model::{Actor, ActorTemplate, Atespace, Node, Worker, WorkerPool};
+use serde::Serialize;
+
+use crate::CliError;
+use crate::table::Table;
+
+/// `-o` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+/// Something the CLI can print as a table row.
+pub trait Printable: Serialize {
+    /// Plural key used for lists in JSON and YAML (`{"actors": [...]}`).
+    const LIST_KEY: &'static str;
+    fn headers(wide: bool) -> Vec<&'static str>;
+    fn cells(&self, wide: bool) -> Vec<String>;
+    /// Sort key for tables.
+    fn sort_key(&self) -> Vec<String>;
+}
+
+/// Renders items in the requested format. Tables are sorted; JSON and YAML keep the
+/// server's order.
+pub fn render<T: Printable>(items: &[T], format: Format) -> Result<String, CliError> {
+    match format {
+        Format::Table | Format::Wide => {
+            let wide = format == Format::Wide;
+            let mut refs: Vec<&T> = items.iter().collect();
+            refs.sort_by_key(|i| i.sort_key());
+            let mut table = Table::new(&T::headers(wide));
+            for item in refs {
+                table.row(item.cells(wide));
+            }
+            Ok(table.render())
+        }
+        Format::Json => {
+            let value = serde_json::json!({ T::LIST_KEY: items });
+            let mut s = serde_json::to_string_pretty(&value).map_err(CliError::output)?;
+            s.push('\n');
+            Ok(s)
+        }
+        Format::Yaml => {
+            let mut map = std::collections::BTreeMap::new();
+            map.insert(T::LIST_KEY, items);
+            serde_yaml_ng::to_string(&map).map_err(CliError::output)
+        }
+    }
+}
+
+/// Renders one object: a one-row table, or the object itself in JSON or YAML.
+pub fn render_one<T: Printable>(item: &T, format: Format) -> Result<String, CliError> {
+    match format {
+        Format::Json => serde_json::to_string_pretty(item)
+            .map(|s| s + "\n")
+            .map_err(CliError::output),
+        Format::Yaml => serde_yaml_ng::to_string(item).map_err(CliError::output),
+        _ => render(std::slice::from_ref(item), format),
+    }
+}
+
+impl Printable for Atespace {
+    const LIST_KEY: &'static str = "atespaces";
+    fn headers(_: bool) -> Vec<&'static str> {
+        vec!["NAME"]
+    }
+    fn cells(&self, _: bool) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+    fn sort_key(&self) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+}
+
+impl Printable for Actor {
+    const LIST_KEY: &'static str = "actors";
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec![
+            "ATESPACE",
+            "TEMPLATE NS",
+            "TEMPLATE",
+            "ID",
+            "STATUS",
+            "WORKER",
+            "ADDRESS",
+            "VERSION",
+        ];
+        if wide {
+            h.extend(["NODE", "SELECTOR", "SNAPSHOT"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let w = self.worker.clone().unwrap_or_default();
+        let worker = if w.name.is_empty() {
+            String::new()
+        } else {
+            format!("{}/{}", w.pool, w.name)
+        };
+        let mut c = vec![
+            self.atespace.clone(),
+            self.template.namespace.clone(),
+            self.template.name.clone(),
+            self.id.clone(),
+            self.status.to_string(),
+            worker,
+            w.address.clone(),
+            self.version.to_string(),
+        ];
+        if wide {
+            c.push(w.node_name);
+            c.push(self.worker_selector.to_string());
+            c.push(
+                self.latest_snapshot
+                    .as_ref()
+                    .map(|s| s.id().to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        c
+    }
+    fn sort_key(&self) -> Vec<String> {
+        vec![
+            self.atespace.clone(),
+            self.template.namespace.clone(),
+            self.template.name.clone(),
+            self.id.clone(),
+        ]
+    }
+}
+
+impl Printable for ActorTemplate {
+    const LIST_KEY: &'static str = "templates";
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAMESPACE", "NAME", "CLASS", "PHASE"];
+        if wide {
+            h.extend(["IDLE TIMEOUT", "GOLDEN SNAPSHOT", "MESSAGE"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.namespace.clone(),
+            self.name.clone(),
+            self.spec.sandbox_class.clone(),
+            self.status.phase.clone(),
+        ];
+        if wide {
+            c.push(self.spec.idle_timeout.to_string());
+            c.push(self.status.golden_snapshot.clone());
+            c.push(self.status.message.clone());
+        }
+        c
+    }
+    fn sort_key(&self) -> Vec<String> {
+        vec![self.namespace.clone(), self.name.clone()]
+    }
+}
+
+fn labels_text(l: &ate_model::Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Printable for WorkerPool {
+    const LIST_KEY: &'static str = "pools";
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAMESPACE", "NAME", "CLASS", "DESIRED", "REPLICAS"];
+        if wide {
+            h.extend(["LABELS", "NODE SELECTOR"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.namespace.clone(),
+            self.name.clone(),
+            self.spec.sandbox_class.clone(),
+            self.spec.replicas.to_string(),
+            self.status.replicas.to_string(),
+        ];
+        if wide {
+            c.push(labels_text(&self.spec.labels));
+            c.push(labels_text(&self.spec.node_selector));
+        }
+        c
+    }
+    fn sort_key(&self) -> Vec<String> {
+        vec![self.namespace.clone(), self.name.clone()]
+    }
+}
+
+impl Printable for Worker {
+    const LIST_KEY: &'static str = "workers";
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAMESPACE", "POOL", "WORKER", "NODE", "STATUS", "ACTOR"];
+        if wide {
+            h.extend(["ADDRESS", "CLASS", "CACHED SNAPSHOTS"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let (status, actor) = match &self.assignment {
+            Some(a) => ("ASSIGNED".to_string(), a.actor.to_string()),
+            None => ("FREE".to_string(), String::new()),
+        };
+        let mut c = vec![
+            self.namespace.clone(),
+            self.pool.clone(),
+            self.name.clone(),
+            self.node_name.clone(),
+            status,
+            actor,
+        ];
+        if wide {
+            c.push(self.address.clone());
+            c.push(self.sandbox_class.clone());
+            c.push(self.cached_snapshots.join(","));
+        }
+        c
+    }
+    fn sort_key(&self) -> Vec<String> {
+        vec![self.namespace.clone(), self.pool.clone(), self.name.clone()]
+    }
+}
+
+impl Printable for Node {
+    const LIST_KEY: &'static str = "nodes";
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "STATUS", "ADDRESS", "CLASSES", "CAPACITY"];
+        if wide {
+            h.push("LABELS");
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.name.clone(),
+            self.status.clone(),
+            self.address.clone(),
+            self.sandbox_classes.join(","),
+            self.capacity.to_string(),
+        ];
+        if wide {
+            c.push(labels_text(&self.labels));
+        }
+        c
+    }
+    fn sort_key(&self) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+}

@@ -1,0 +1,24 @@
+//! `ate bench`: measurements of ate on this machine. Each run prints the machine, the date
+//! and the figures, ready to be recorded in `docs/benchmarks.md`.
+
+mod list;
+mod machine;
+mod store_ops;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Operations per second of create, get, conditional update and claim on a store.
+    Store(store_ops::StoreBenchArgs),
+    /// Time of `ate get actors -A` over many actors.
+    ListActors(list::ListBenchArgs),
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    println!("{}", machine::describe());
+    match cmd {
+        BenchCommand::Store(a) => store_ops::run(a).await,
+        BenchCommand::ListActors(a) => list::run(a).await,
+    }
+}
