@@ -1,0 +1,315 @@
+//! End to end: the real `ate` binary, `ate up` on a free port with a temp data dir, driven by
+//! the CLI as a user would, across restarts.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const ATE: &str = env!("CARGO_BIN_EXE_ate");
+
+/// A running `ate up`.
+struct Up {
+    child: Child,
+    endpoint: String,
+}
+
+impl Up {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(ATE)
+            .args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ate up");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let endpoint = loop {
+            let line = lines
+                .next()
+                .expect("ate up exited before printing its address")
+                .expect("read stdout");
+            if let Some(rest) = line.trim().strip_prefix("control API") {
+                let url = rest.split_whitespace().next().expect("address");
+                break url.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Up { child, endpoint }
+    }
+
+    fn ate(&self, args: &[&str]) -> Output {
+        Command::new(ATE)
+            .args(args)
+            .env("ATE_ENDPOINT", &self.endpoint)
+            .output()
+            .expect("run ate")
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ate(args);
+        assert!(
+            out.status.success(),
+            "ate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Runs a command that must fail and returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.ate(args);
+        assert!(!out.status.success(), "ate {args:?} unexpectedly succeeded");
+        assert!(out.stdout.is_empty(), "errors go to stderr only");
+        String::from_utf8(out.stderr).expect("utf8")
+    }
+
+    /// Stops with SIGTERM and checks the shutdown was clean.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "ate up exited with {status}");
+    }
+
+    /// Stops with SIGKILL, as a crash would.
+    fn crash(mut self) {
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const THREE_ACTORS: &str = "\
+ATESPACE   TEMPLATE NS   TEMPLATE   ID      STATUS      WORKER   ADDRESS   VERSION
+team-a     demo          counter    test    SUSPENDED   <none>   <none>    1
+team-a     demo          counter    test2   SUSPENDED   <none>   <none>    1
+team-b     demo          counter    test    SUSPENDED   <none>   <none>    1
+";
+
+#[test]
+fn the_cli_scenario_survives_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/counter.yaml");
+    let up = Up::start(dir.path());
+
+    assert_eq!(up.ok(&["create", "atespace", "team-a"]), "NAME\nteam-a\n");
+    up.ok(&["create", "atespace", "team-b"]);
+    let applied = up.ok(&["apply", "-f", manifest]);
+    assert!(
+        applied.contains("actortemplate \"demo/counter\" created"),
+        "{applied}"
+    );
+    let again = up.ok(&["apply", "-f", manifest]);
+    assert!(
+        again.contains("actortemplate \"demo/counter\" unchanged"),
+        "{again}"
+    );
+
+    up.ok(&[
+        "create",
+        "actor",
+        "test",
+        "-t",
+        "demo/counter",
+        "-a",
+        "team-a",
+    ]);
+    up.ok(&[
+        "create",
+        "actor",
+        "test2",
+        "-t",
+        "demo/counter",
+        "-a",
+        "team-a",
+    ]);
+    up.ok(&[
+        "create",
+        "actor",
+        "test",
+        "-t",
+        "demo/counter",
+        "-a",
+        "team-b",
+    ]);
+    let err = up.fails(&[
+        "create",
+        "actor",
+        "test",
+        "-t",
+        "demo/counter",
+        "-a",
+        "team-c",
+    ]);
+    assert_eq!(
+        err.trim(),
+        "Error: failed to create actor: rpc error: code = FailedPrecondition desc = atespace team-c not found"
+    );
+    let err = up.fails(&["create", "actor", "test", "-t", "demo/nope", "-a", "team-a"]);
+    assert!(err.contains("template demo/nope not found"), "{err}");
+
+    assert_eq!(up.ok(&["get", "actors", "-A"]), THREE_ACTORS);
+    let team_a = up.ok(&["get", "actors", "-a", "team-a"]);
+    assert_eq!(team_a.lines().count(), 3, "{team_a}");
+    assert!(
+        team_a.lines().skip(1).all(|l| l.starts_with("team-a ")),
+        "{team_a}"
+    );
+
+    let err = up.fails(&["delete", "atespace", "team-a"]);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("atespace team-a is not empty"),
+        "{err}"
+    );
+
+    // A clean restart keeps everything.
+    up.stop();
+    let up = Up::start(dir.path());
+    assert_eq!(up.ok(&["get", "actors", "-A"]), THREE_ACTORS);
+    let spaces = up.ok(&["get", "atespaces"]);
+    assert_eq!(spaces, "NAME\nate-golden\nteam-a\nteam-b\n");
+
+    assert_eq!(
+        up.ok(&["delete", "actor", "test", "-a", "team-a"]),
+        "actor \"test\" deleted\n"
+    );
+    assert_eq!(
+        up.ok(&["delete", "actor", "test2", "-a", "team-a"]),
+        "actor \"test2\" deleted\n"
+    );
+    assert_eq!(
+        up.ok(&["delete", "atespace", "team-a"]),
+        "atespace \"team-a\" deleted\n"
+    );
+
+    // So does a crash.
+    up.crash();
+    let up = Up::start(dir.path());
+    assert_eq!(up.ok(&["get", "atespaces"]), "NAME\nate-golden\nteam-b\n");
+    let left = up.ok(&["get", "actors", "-A"]);
+    assert_eq!(left.lines().count(), 2, "{left}");
+    assert!(left.contains("team-b"), "{left}");
+    up.stop();
+}
+
+#[test]
+fn flag_misuse_and_output_formats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(dir.path());
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["get", "actors"],
+            "specify --atespace <name> to list one atespace, or -A/--all-atespaces for all",
+        ),
+        (
+            &["get", "actors", "-a", "x", "-A"],
+            "--atespace and -A/--all-atespaces are mutually exclusive",
+        ),
+        (
+            &["get", "actors", "x", "-A"],
+            "-A/--all-atespaces cannot be used when getting a specific actor; pass --atespace",
+        ),
+        (
+            &["get", "actors", "x"],
+            "--atespace is required when getting a specific actor",
+        ),
+    ];
+    for (args, msg) in cases {
+        assert_eq!(up.fails(args).trim(), format!("Error: {msg}"), "{args:?}");
+    }
+    let err = up.fails(&["create", "actor", "x", "-t", "no-slash", "-a", "team-a"]);
+    assert!(err.contains("malformed --template"), "{err}");
+
+    up.ok(&["create", "atespace", "team-a"]);
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/counter.yaml");
+    up.ok(&["apply", "-f", manifest]);
+    up.ok(&[
+        "create",
+        "actor",
+        "a1",
+        "-t",
+        "demo/counter",
+        "-a",
+        "team-a",
+        "--selector",
+        "tier=gold",
+    ]);
+    let json = up.ok(&["get", "actors", "-a", "team-a", "-o", "json"]);
+    assert!(
+        json.contains("\"actors\"") && json.contains("\"id\": \"a1\""),
+        "{json}"
+    );
+    assert!(json.contains("\"tier\": \"gold\""), "{json}");
+    let yaml = up.ok(&["get", "actor", "a1", "-a", "team-a", "-o", "yaml"]);
+    assert!(
+        yaml.contains("id: a1") && yaml.contains("status: SUSPENDED"),
+        "{yaml}"
+    );
+    let updated = up.ok(&[
+        "update",
+        "actor",
+        "a1",
+        "-a",
+        "team-a",
+        "--selector",
+        "tier=silver",
+        "-o",
+        "wide",
+    ]);
+    assert!(
+        updated.contains("tier=silver") && updated.contains(" 2 "),
+        "{updated}"
+    );
+    let filtered = up.ok(&["get", "actors", "-A", "--field-selector", "status=RUNNING"]);
+    assert_eq!(filtered.lines().count(), 1, "only the header: {filtered}");
+    let err = up.fails(&["get", "actors", "-A", "--field-selector", "colour=red"]);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("supported fields"),
+        "{err}"
+    );
+    let err = up.fails(&["resume", "actor", "a1", "-a", "team-a"]);
+    assert!(err.contains("Unimplemented"), "{err}");
+    let pools = up.ok(&["get", "pools"]);
+    assert!(pools.contains("default     wasm"), "{pools}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: ate.dev/v1alpha1\nkind: Atespace\nmetadata: {name: team-z}\n---\napiVersion: ate.dev/v1alpha1\nkind: WorkerPool\nmetadata: {name: p}\nspec: {sandboxClass: gvisor}\n").expect("write");
+    let err = up.fails(&["apply", "-f", bad.to_str().expect("path")]);
+    assert!(
+        err.contains("document 2") && err.contains("spec.sandboxClass"),
+        "{err}"
+    );
+    let spaces = up.ok(&["get", "atespaces"]);
+    assert!(
+        !spaces.contains("team-z"),
+        "a bad file applies nothing: {spaces}"
+    );
+    up.stop();
+}
+
+#[test]
+fn unreachable_endpoint_is_a_clear_error() {
+    let out = Command::new(ATE)
+        .args(["get", "atespaces", "--endpoint", "http://127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error: failed to connect to ate at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
