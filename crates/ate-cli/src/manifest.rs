@@ -15,8 +15,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
     Atespace(String),
-    ActorTemplate(ActorTemplate),
-    WorkerPool(WorkerPool),
+    ActorTemplate(Box<ActorTemplate>),
+    WorkerPool(Box<WorkerPool>),
 }
 
 impl Manifest {
@@ -123,7 +123,7 @@ fn document(doc: Document) -> Result<Manifest, String> {
                 ..Default::default()
             };
             t.validate().map_err(model)?;
-            Ok(Manifest::ActorTemplate(t))
+            Ok(Manifest::ActorTemplate(Box::new(t)))
         }
         "WorkerPool" => {
             let spec: PoolSpec = typed_spec(spec)?;
@@ -134,7 +134,7 @@ fn document(doc: Document) -> Result<Manifest, String> {
                 ..Default::default()
             };
             p.validate().map_err(model)?;
-            Ok(Manifest::WorkerPool(p))
+            Ok(Manifest::WorkerPool(Box::new(p)))
         }
         other => Err(format!(
             "kind {other:?} is not supported (use Atespace, ActorTemplate or WorkerPool)"

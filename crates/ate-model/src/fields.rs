@@ -276,7 +276,7 @@ impl FieldSelector {
             let hit = if f.multi && r.value.is_empty() {
                 values.is_empty()
             } else {
-                values.iter().any(|v| *v == r.value)
+                values.contains(&r.value)
             };
             hit == (r.op == Op::Eq)
         })
@@ -284,20 +284,22 @@ impl FieldSelector {
 }
 
 fn split_unescaped(text: &str, sep: char) -> Vec<String> {
-    let mut parts = vec![String::new()];
+    let mut parts = Vec::new();
+    let mut current = String::new();
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
-            parts.last_mut().map(|p| p.push(c));
+            current.push(c);
             if let Some(n) = chars.next() {
-                parts.last_mut().map(|p| p.push(n));
+                current.push(n);
             }
         } else if c == sep {
-            parts.push(String::new());
+            parts.push(std::mem::take(&mut current));
         } else {
-            parts.last_mut().map(|p| p.push(c));
+            current.push(c);
         }
     }
+    parts.push(current);
     parts
 }
 

@@ -419,14 +419,12 @@ impl ActorTemplate {
                 ));
             }
         }
-        if let Some(p) = &s.readiness {
-            if !p.path.starts_with('/') {
-                return Err(ModelError::invalid(
-                    "spec.readiness.path",
-                    &p.path,
-                    "must start with '/'",
-                ));
-            }
+        if let Some(p) = s.readiness.as_ref().filter(|p| !p.path.starts_with('/')) {
+            return Err(ModelError::invalid(
+                "spec.readiness.path",
+                &p.path,
+                "must start with '/'",
+            ));
         }
         for (i, d) in s.durable_dirs.iter().enumerate() {
             if !d.starts_with('/') || d.split('/').any(|c| c == "..") {

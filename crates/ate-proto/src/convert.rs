@@ -258,7 +258,7 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
             idle_timeout: s
                 .idle_timeout_ms
                 .map(|ms| m::Duration(std::time::Duration::from_millis(ms)))
-                .unwrap_or_else(|| m::TemplateSpec::default_idle_timeout()),
+                .unwrap_or_else(m::TemplateSpec::default_idle_timeout),
         },
         status: m::TemplateStatus {
             phase: status.phase,

@@ -69,7 +69,7 @@ pub fn encode_token(key: &str) -> String {
 
 pub fn decode_token(token: &str) -> Result<String, ModelError> {
     let bad = || ModelError::invalid("page_token", token, "not a token this server issued");
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..token.len())
