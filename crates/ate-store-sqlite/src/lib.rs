@@ -149,14 +149,7 @@ impl SqliteStore {
     /// The query plan SQLite chooses for a list, one line per step. Lets tests and operators
     /// check that selectors are answered from an index.
     pub async fn explain_list(&self, kind: Kind, opts: &ListOptions) -> Result<Vec<String>> {
-        let after = opts.after_key()?;
-        let (sql, params) = query::list(
-            kind,
-            &opts.field_selector,
-            &opts.label_selector,
-            after.as_deref(),
-            opts.page_size() + 1,
-        );
+        let (sql, params) = query::page(kind, opts)?;
         self.read(move |c| explain(c, &sql, &params)).await
     }
 
@@ -310,14 +303,7 @@ impl Store for SqliteStore {
 
     async fn list_records(&self, kind: Kind, opts: &ListOptions) -> Result<Page<Record>> {
         let size = opts.page_size();
-        let after = opts.after_key()?;
-        let (sql, params) = query::list(
-            kind,
-            &opts.field_selector,
-            &opts.label_selector,
-            after.as_deref(),
-            size + 1,
-        );
+        let (sql, params) = query::page(kind, opts)?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
             let items = stmt

@@ -2,7 +2,8 @@
 //! bound parameters; only registry field names (already validated) reach the SQL text.
 
 use ate_model::fields::LABELS_INDEX;
-use ate_model::{FieldSelector, Kind, LabelSelector, Op};
+use ate_model::{FieldSelector, Kind, LabelSelector, ModelError, Op};
+use ate_store::ListOptions;
 
 use crate::schema::{column, is_multi, multi_table, table};
 
@@ -92,16 +93,13 @@ pub fn filter(kind: Kind, fields: &FieldSelector, labels: &LabelSelector) -> Fil
     f
 }
 
-/// `SELECT` of one page in key order, starting after `after`.
-pub fn list(
-    kind: Kind,
-    fields: &FieldSelector,
-    labels: &LabelSelector,
-    after: Option<&str>,
-    limit: usize,
-) -> (String, Vec<String>) {
-    let mut f = filter(kind, fields, labels);
-    if let Some(after) = after {
+/// `SELECT` of one page in key order, fetching one record more than the page size to tell
+/// whether another page follows.
+pub fn page(kind: Kind, opts: &ListOptions) -> Result<(String, Vec<String>), ModelError> {
+    let after = opts.after_key()?;
+    let limit = opts.page_size() + 1;
+    let mut f = filter(kind, &opts.field_selector, &opts.label_selector);
+    if let Some(after) = after.as_deref() {
         let p = f.bind(after);
         f.clauses.push(format!("t.key > ?{p}"));
     }
@@ -110,7 +108,7 @@ pub fn list(
         f.from,
         f.sql()
     );
-    (sql, f.params)
+    Ok((sql, f.params))
 }
 
 /// `SELECT` of one free worker matching the selector.
