@@ -25,6 +25,7 @@ pub async fn connect(endpoint: &str) -> Result<ControlClient<Channel>, CliError>
     let channel = Endpoint::from_shared(url)
         .map_err(|e| fail(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| {

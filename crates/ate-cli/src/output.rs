@@ -33,7 +33,7 @@ pub fn render<T: Printable>(items: &[T], format: Format) -> Result<String, CliEr
         Format::Table | Format::Wide => {
             let wide = format == Format::Wide;
             let mut refs: Vec<&T> = items.iter().collect();
-            refs.sort_by_key(|i| i.sort_key());
+            refs.sort_by_cached_key(|i| i.sort_key());
             let mut table = Table::new(&T::headers(wide));
             for item in refs {
                 table.row(item.cells(wide));

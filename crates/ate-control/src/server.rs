@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ate_proto::ateapi::control_server::ControlServer;
 use ate_store::Store;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::ControlService;
@@ -19,6 +20,18 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+}
+
+/// Accepted connections with Nagle's algorithm off: a unary gRPC reply is small and must not
+/// wait for the peer's delayed ACK (40 ms per call otherwise).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Serves `ateapi.Control`, `grpc.health.v1.Health` and server reflection on `listener`
@@ -41,7 +54,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(control)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }

@@ -74,10 +74,15 @@ impl Kind {
 
     /// Field combinations that queries use together and that stores should index as one
     /// compound index: the scheduler's claims select free workers (`actor_id=`) by pool or
-    /// node, and by atespace and status for actors.
+    /// node and look up the worker an actor already holds (atespace and id); actors are
+    /// listed by atespace and status.
     pub fn compound_indexes(self) -> &'static [&'static [&'static str]] {
         match self {
-            Kind::Worker => &[&["pool", "actor_id"], &["node_name", "actor_id"]],
+            Kind::Worker => &[
+                &["pool", "actor_id"],
+                &["node_name", "actor_id"],
+                &["actor_atespace", "actor_id"],
+            ],
             Kind::Actor => &[&["atespace", "status"]],
             _ => &[],
         }

@@ -153,6 +153,13 @@ impl SqliteStore {
         self.read(move |c| explain(c, &sql, &params)).await
     }
 
+    /// The query plan of the lookup a claim runs first: the worker an actor already holds.
+    pub async fn explain_bound_worker(&self) -> Result<Vec<String>> {
+        let sql = query::bound_worker();
+        let params = vec!["x".to_string(), "team-a".to_string()];
+        self.read(move |c| explain(c, &sql, &params)).await
+    }
+
     /// The query plan of the free-worker lookup a claim with `selector` runs.
     pub async fn explain_claim(&self, selector: &FieldSelector) -> Result<Vec<String>> {
         let (sql, params) = query::free_worker(selector);

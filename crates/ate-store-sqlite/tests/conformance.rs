@@ -40,6 +40,13 @@ async fn worker_selectors_use_indexes_not_scans() {
             .expect("explain");
         assert!(uses_index(&plan), "list {sel}: {plan:?}");
     }
+    let bound = store.explain_bound_worker().await.expect("explain");
+    assert!(
+        bound
+            .iter()
+            .any(|l| l.contains("f_actor_atespace=? AND f_actor_id=?")),
+        "the bound-worker lookup seeks on atespace and id together: {bound:?}"
+    );
     let hot = FieldSelector::parse("pool=cpu,actor_id=,cached_snapshot=snap-1").expect("parse");
     let plan = store.explain_claim(&hot).await.expect("explain");
     assert!(
