@@ -146,7 +146,14 @@ fn typed_spec<T: serde::de::DeserializeOwned>(spec: serde_yaml_ng::Value) -> Res
     if spec.is_null() {
         return Err("spec is required".into());
     }
-    serde_yaml_ng::from_value(spec).map_err(|e| format!("spec: {e}"))
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            format!("spec: {}", e.inner())
+        } else {
+            format!("spec.{path}: {}", e.inner())
+        }
+    })
 }
 
 #[cfg(test)]
