@@ -15,7 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ate_model::{Assignment, FieldSelector, Kind};
 use ate_store::typed::assign_worker;
-use ate_store::{Lease, ListOptions, Page, Record, RecordWrite, Result, Store, StoreError};
+use ate_store::{
+    Lease, ListOptions, Page, Record, RecordWrite, Result, Store, StoreError, WATCH_BUFFER, Watch,
+    WatchEvent,
+};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -36,8 +39,12 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A committed change, broadcast to watchers in commit order.
+type Event = (Kind, WatchEvent);
+
 struct Inner {
     path: PathBuf,
+    events: tokio::sync::broadcast::Sender<Event>,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -94,6 +101,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
@@ -105,11 +113,13 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` in an `IMMEDIATE` transaction on the writer, off the async runtime.
+    /// Runs `f` in an `IMMEDIATE` transaction on the writer, off the async runtime. The
+    /// events `f` records are broadcast after the commit, still under the writer lock, so
+    /// watchers see them in commit order.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Vec<Event>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -120,8 +130,13 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_err)?;
-            let out = f(&tx)?;
+            let mut events = Vec::new();
+            let out = f(&tx, &mut events)?;
             tx.commit().map_err(sql_err)?;
+            for e in events {
+                // No receivers is fine: nobody watches.
+                let _ = inner.events.send(e);
+            }
             Ok(out)
         })
         .await
@@ -198,6 +213,14 @@ fn get_in(c: &Connection, kind: Kind, key: &str) -> Result<Option<Record>> {
     .map_err(sql_err)
 }
 
+fn stored(rec: RecordWrite, version: u64) -> Record {
+    Record {
+        key: rec.key,
+        version,
+        body: rec.body,
+    }
+}
+
 fn put(
     tx: &Transaction<'_>,
     kind: Kind,
@@ -225,7 +248,7 @@ fn put(
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64> {
-        self.write(move |tx| {
+        self.write(move |tx, events| {
             if let Some((parent, field)) = kind.parent() {
                 let pkey = rec
                     .index
@@ -244,6 +267,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::AlreadyExists { kind, key: rec.key });
             }
             put(tx, kind, &rec, 1, true)?;
+            events.push((kind, WatchEvent::Created(stored(rec, 1))));
             Ok(1)
         })
         .await
@@ -256,7 +280,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_record(&self, kind: Kind, rec: RecordWrite, expected: u64) -> Result<u64> {
-        self.write(move |tx| {
+        self.write(move |tx, events| {
             let current = get_in(tx, kind, &rec.key)?.ok_or_else(|| StoreError::NotFound {
                 kind,
                 key: rec.key.clone(),
@@ -265,6 +289,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict { kind, key: rec.key });
             }
             put(tx, kind, &rec, expected + 1, false)?;
+            events.push((kind, WatchEvent::Updated(stored(rec, expected + 1))));
             Ok(expected + 1)
         })
         .await
@@ -272,7 +297,7 @@ impl Store for SqliteStore {
 
     async fn delete_record(&self, kind: Kind, key: &str, expected: Option<u64>) -> Result<()> {
         let key = key.to_string();
-        self.write(move |tx| {
+        self.write(move |tx, events| {
             let current = get_in(tx, kind, &key)?.ok_or_else(|| StoreError::NotFound {
                 kind,
                 key: key.clone(),
@@ -303,6 +328,7 @@ impl Store for SqliteStore {
             ))
             .and_then(|mut s| s.execute([&key]))
             .map_err(sql_err)?;
+            events.push((kind, WatchEvent::Deleted { key }));
             Ok(())
         })
         .await
@@ -330,7 +356,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Record>> {
         let (sql, params) = query::free_worker(selector);
         let assignment = assignment.clone();
-        self.write(move |tx| {
+        self.write(move |tx, events| {
             let actor = &assignment.actor;
             let bound = tx
                 .prepare_cached(&query::bound_worker())
@@ -352,24 +378,44 @@ impl Store for SqliteStore {
             let Some(free) = free else { return Ok(None) };
             let write = assign_worker(&free, &assignment)?;
             put(tx, Kind::Worker, &write, free.version + 1, false)?;
-            Ok(Some(Record {
-                key: write.key,
-                version: free.version + 1,
-                body: write.body,
-            }))
+            let claimed = stored(write, free.version + 1);
+            events.push((Kind::Worker, WatchEvent::Updated(claimed.clone())));
+            Ok(Some(claimed))
         })
         .await
     }
 
     async fn acquire_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<Lease> {
         let (key, owner) = (key.to_string(), owner.to_string());
-        self.write(move |tx| leases::acquire(tx, &key, &owner, ttl))
+        self.write(move |tx, _| leases::acquire(tx, &key, &owner, ttl))
             .await
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<()> {
         let (key, owner) = (key.to_string(), owner.to_string());
-        self.write(move |tx| leases::release(tx, &key, &owner))
+        self.write(move |tx, _| leases::release(tx, &key, &owner))
             .await
+    }
+
+    async fn watch(&self, kind: Kind) -> Result<Watch> {
+        let mut events = self.inner.events.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok((k, e)) if k == kind => e,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(%kind, missed, "watcher fell behind; asking it to resync");
+                        WatchEvent::Resync
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 }

@@ -37,6 +37,25 @@ pub struct RecordWrite {
     pub index: IndexValues,
 }
 
+/// A change to one record, as a watch reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Created(Record),
+    Updated(Record),
+    Deleted {
+        key: String,
+    },
+    /// Events may have been missed (the notification channel was lost and is back, or the
+    /// watcher fell behind): relist to converge.
+    Resync,
+}
+
+/// A stream of events of one kind. Dropping it ends the watch.
+pub type Watch = tokio::sync::mpsc::Receiver<WatchEvent>;
+
+/// How many events a watch buffers before the watcher is told to resync.
+pub const WATCH_BUFFER: usize = 4096;
+
 /// A held lease: an owner-scoped lock with an expiry. `generation` grows every time the
 /// lease changes hands, so a holder can fence its writes against a successor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +114,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives a lease up. `LeaseNotHeld` if `owner` does not hold it.
     async fn release_lease(&self, key: &str, owner: &str) -> Result<()>;
+
+    /// Watches one kind: every committed create, update (claims included) and delete, in
+    /// commit order, from the moment this returns. A `Resync` event says some may have been
+    /// lost; callers subscribe first, then list, then apply events.
+    async fn watch(&self, kind: Kind) -> Result<Watch>;
 }
 
 /// Milliseconds since the Unix epoch, the clock leases expire by.

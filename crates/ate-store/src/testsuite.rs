@@ -12,7 +12,7 @@ use ate_model::{
     WorkerPlacement, WorkerPool,
 };
 
-use crate::{ListOptions, Object, Store, StoreError};
+use crate::{ListOptions, Object, Store, StoreError, Watch, WatchEvent};
 
 pub type Shared = Arc<dyn Store>;
 
@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             conflicting_updates_one_wins, concurrent_claims_never_double_bind,
             claim_is_idempotent_per_actor, claim_respects_selectors, pagination_is_exact,
             field_selectors_match_reference, label_selectors, unknown_fields_rejected,
-            leases, every_kind_round_trips);
+            leases, every_kind_round_trips, watch_reports_changes_in_order);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -749,4 +749,80 @@ pub async fn every_kind_round_trips(store: Shared) {
             "{kind}: {gone:?}"
         );
     }
+}
+
+async fn next_event(w: &mut Watch) -> WatchEvent {
+    match tokio::time::timeout(Duration::from_secs(10), w.recv()).await {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("watch ended"),
+        Err(_) => panic!("no watch event within 10 s"),
+    }
+}
+
+pub async fn watch_reports_changes_in_order(store: Shared) {
+    let mut actors = store.watch(Kind::Actor).await.expect("watch actors");
+    let mut workers = store.watch(Kind::Worker).await.expect("watch workers");
+    atespace(&store, "team-a").await;
+    let a = store.create(actor("team-a", "x")).await.expect("create");
+    let mut changed = a.clone();
+    changed.status = ActorStatus::Running;
+    store.update(changed).await.expect("update");
+    store
+        .delete::<Actor>("team-a/x", None)
+        .await
+        .expect("delete");
+
+    match next_event(&mut actors).await {
+        WatchEvent::Created(r) => {
+            assert_eq!((r.key.as_str(), r.version), ("team-a/x", 1));
+            let got: Actor = crate::typed::decode(&r).expect("decode");
+            assert_eq!(got, a);
+        }
+        other => panic!("expected Created, got {other:?}"),
+    }
+    match next_event(&mut actors).await {
+        WatchEvent::Updated(r) => {
+            assert_eq!((r.key.as_str(), r.version), ("team-a/x", 2));
+            let got: Actor = crate::typed::decode(&r).expect("decode");
+            assert_eq!(got.status, ActorStatus::Running);
+        }
+        other => panic!("expected Updated, got {other:?}"),
+    }
+    assert_eq!(
+        next_event(&mut actors).await,
+        WatchEvent::Deleted {
+            key: "team-a/x".into()
+        },
+        "atespace events are not delivered to an actor watch"
+    );
+
+    store
+        .create(worker("cpu", "w0", "n1"))
+        .await
+        .expect("worker");
+    let claimed = store
+        .claim(
+            &FieldSelector::eq([("pool", "cpu")]),
+            &assignment("team-a", "y"),
+        )
+        .await
+        .expect("claim")
+        .expect("a worker");
+    assert!(matches!(
+        next_event(&mut workers).await,
+        WatchEvent::Created(_)
+    ));
+    match next_event(&mut workers).await {
+        WatchEvent::Updated(r) => {
+            let w: Worker = crate::typed::decode(&r).expect("decode");
+            assert_eq!(w, claimed, "a claim is reported as an update");
+        }
+        other => panic!("expected Updated, got {other:?}"),
+    }
+    drop(actors);
+    // A dropped watch does not disturb writers.
+    store
+        .create(actor("team-a", "z"))
+        .await
+        .expect("create after drop");
 }
