@@ -4,7 +4,6 @@
 //! answered from indexes derived from the model's field registry (see [`schema`]).
 
 mod leases;
-mod query;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +22,11 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use crate::schema::{column, table, write_index};
+use ate_store::sql::{self, Dialect, column, table};
+
+use crate::schema::write_index;
+
+const SQLITE: Dialect = Dialect::Sqlite;
 
 const READERS: usize = 4;
 
@@ -164,20 +167,20 @@ impl SqliteStore {
     /// The query plan SQLite chooses for a list, one line per step. Lets tests and operators
     /// check that selectors are answered from an index.
     pub async fn explain_list(&self, kind: Kind, opts: &ListOptions) -> Result<Vec<String>> {
-        let (sql, params) = query::page(kind, opts)?;
+        let (sql, params) = sql::page(SQLITE, kind, opts)?;
         self.read(move |c| explain(c, &sql, &params)).await
     }
 
     /// The query plan of the lookup a claim runs first: the worker an actor already holds.
     pub async fn explain_bound_worker(&self) -> Result<Vec<String>> {
-        let sql = query::bound_worker();
+        let sql = sql::bound_worker(SQLITE);
         let params = vec!["x".to_string(), "team-a".to_string()];
         self.read(move |c| explain(c, &sql, &params)).await
     }
 
     /// The query plan of the free-worker lookup a claim with `selector` runs.
     pub async fn explain_claim(&self, selector: &FieldSelector) -> Result<Vec<String>> {
-        let (sql, params) = query::free_worker(selector);
+        let (sql, params) = sql::free_worker(SQLITE, selector, false);
         self.read(move |c| explain(c, &sql, &params)).await
     }
 }
@@ -324,7 +327,7 @@ impl Store for SqliteStore {
                 .map_err(sql_err)?;
             tx.prepare_cached(&format!(
                 "DELETE FROM {} WHERE key = ?1",
-                schema::multi_table(kind)
+                sql::multi_table(kind)
             ))
             .and_then(|mut s| s.execute([&key]))
             .map_err(sql_err)?;
@@ -336,7 +339,7 @@ impl Store for SqliteStore {
 
     async fn list_records(&self, kind: Kind, opts: &ListOptions) -> Result<Page<Record>> {
         let size = opts.page_size();
-        let (sql, params) = query::page(kind, opts)?;
+        let (sql, params) = sql::page(SQLITE, kind, opts)?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
             let items = stmt
@@ -354,12 +357,12 @@ impl Store for SqliteStore {
         selector: &FieldSelector,
         assignment: &Assignment,
     ) -> Result<Option<Record>> {
-        let (sql, params) = query::free_worker(selector);
+        let (sql, params) = sql::free_worker(SQLITE, selector, false);
         let assignment = assignment.clone();
         self.write(move |tx, events| {
             let actor = &assignment.actor;
             let bound = tx
-                .prepare_cached(&query::bound_worker())
+                .prepare_cached(&sql::bound_worker(SQLITE))
                 .and_then(|mut s| {
                     s.query_row(params![actor.id, actor.atespace], row_to_record)
                         .optional()

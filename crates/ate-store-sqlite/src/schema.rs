@@ -7,34 +7,10 @@ use ate_model::Kind;
 use ate_model::fields::IndexValues;
 use rusqlite::{Connection, Transaction, params};
 
+use ate_store::sql::{column, is_multi, multi_table, single_fields, table};
+
 use crate::sql_err;
 use ate_store::{Result, StoreError};
-
-pub fn table(kind: Kind) -> String {
-    format!("t_{}", kind.plural())
-}
-
-pub fn multi_table(kind: Kind) -> String {
-    format!("m_{}", kind.plural())
-}
-
-pub fn column(field: &str) -> String {
-    format!("f_{field}")
-}
-
-fn single_fields(kind: Kind) -> Vec<&'static str> {
-    kind.fields()
-        .into_iter()
-        .filter(|f| !f.multi)
-        .map(|f| f.name)
-        .collect()
-}
-
-/// Whether `field` is stored in the side table (multi-valued fields and labels).
-pub fn is_multi(kind: Kind, field: &str) -> bool {
-    field == ate_model::fields::LABELS_INDEX
-        || kind.fields().iter().any(|f| f.name == field && f.multi)
-}
 
 /// Creates or upgrades the schema, backfilling new columns.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -6,6 +6,7 @@
 
 mod error;
 mod options;
+pub mod sql;
 pub mod typed;
 
 #[cfg(feature = "testsuite")]
