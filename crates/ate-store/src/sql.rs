@@ -110,7 +110,12 @@ pub fn filter(
         .position(|r| is_multi(kind, &r.field) && r.op == Op::Eq && !r.value.is_empty());
     if let Some(i) = driver {
         let r = &fields.requirements[i];
-        f.from = format!("{m} d CROSS JOIN {} t ON t.key = d.key", table(kind));
+        // SQLite's CROSS JOIN fixes the join order; PostgreSQL plans it from statistics.
+        let join = match dialect {
+            Dialect::Sqlite => "CROSS JOIN",
+            Dialect::Postgres => "JOIN",
+        };
+        f.from = format!("{m} d {join} {} t ON t.key = d.key", table(kind));
         let (pf, pv) = (f.bind(&r.field), f.bind(&r.value));
         f.clauses.push(format!("d.field = {pf} AND d.value = {pv}"));
     }

@@ -56,6 +56,12 @@ pub fn assign_worker(rec: &Record, assignment: &Assignment) -> Result<RecordWrit
     encode(&worker)
 }
 
+/// The JSON of an assignment, as stores splice it into a claimed worker's body under
+/// `assignment` (a free worker's body has no such key).
+pub fn assignment_json(assignment: &Assignment) -> Result<String> {
+    serde_json::to_string(assignment).map_err(StoreError::internal)
+}
+
 /// Decodes a stored record, with the record's version as the object's.
 pub fn decode<T: Object>(rec: &Record) -> Result<T> {
     let mut obj: T = serde_json::from_slice(&rec.body).map_err(|e| {
