@@ -62,10 +62,10 @@ pub async fn start(client: Client, channel: String, kind: Kind) -> Result<Watch>
                     let Ok(raw) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    if let Some(e) = event(kind, &raw) {
-                        if tx.send(e).await.is_err() {
-                            return;
-                        }
+                    if let Some(e) = event(kind, &raw)
+                        && tx.send(e).await.is_err()
+                    {
+                        return;
                     }
                 }
             }
