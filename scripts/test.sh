@@ -11,6 +11,23 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Real servers the store tests start on free ports: redis-server and PostgreSQL.
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  # The packages start system-wide servers on the default ports; the tests run their own.
+  $sudo_cmd service redis-server stop >/dev/null 2>&1 || true
+  $sudo_cmd service postgresql stop >/dev/null 2>&1 || true
+fi
+
 log "format"
 cargo fmt --all -- --check
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ate_store::Store;
@@ -24,9 +25,13 @@ pub struct UpArgs {
     /// Directory for ate's data (store file, snapshots).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Store URL; defaults to an SQLite file in the data directory.
+    /// Store URL (sqlite://PATH, redis://HOST:PORT/DB, postgres://USER@HOST:PORT/DB);
+    /// defaults to an SQLite file in the data directory.
     #[arg(long)]
     pub store: Option<String>,
+    /// How long to wait for a store server that does not answer yet, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub store_timeout: u64,
 }
 
 /// The roles `ate serve` can run.
@@ -43,9 +48,12 @@ pub struct ServeArgs {
     /// Roles to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', required = true)]
     pub roles: Vec<Role>,
-    /// Store URL, e.g. sqlite:///var/lib/ate/ate.db.
+    /// Store URL: sqlite://PATH, redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB.
     #[arg(long)]
     pub store: String,
+    /// How long to wait for a store server that does not answer yet, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub store_timeout: u64,
     /// Address of the control API (gRPC).
     #[arg(long, default_value = DEFAULT_API_LISTEN)]
     pub listen: SocketAddr,
@@ -94,12 +102,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let store_url = args
         .store
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ate.db").display()));
-    let store = stores::open(&store_url)?;
+    let store = stores::open(&store_url, Duration::from_secs(args.store_timeout)).await?;
     start_api(&store).await?;
     let (listener, addr) = bind(args.api_listen).await?;
     println!("ate is up");
     println!("  control API   http://{addr} (gRPC)");
-    println!("  store         {store_url}");
+    println!("  store         {}", stores::redact(&store_url));
     println!("  data dir      {}", data_dir.display());
     println!();
     println!("Try:");
@@ -123,10 +131,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(r) = args.roles.iter().find(|r| **r != Role::Api) {
         bail!("role {r:?} is not available in this build (available: api)");
     }
-    let store = stores::open(&args.store)?;
+    let store = stores::open(&args.store, Duration::from_secs(args.store_timeout)).await?;
     start_api(&store).await?;
     let (listener, addr) = bind(args.listen).await?;
-    tracing::info!(%addr, store = %args.store, "control API serving");
+    tracing::info!(%addr, store = %stores::redact(&args.store), "control API serving");
     println!("control API   http://{addr} (gRPC)");
     ate_control::serve(listener, store, shutdown_signal()).await?;
     Ok(())

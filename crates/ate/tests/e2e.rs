@@ -15,9 +15,17 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(ATE)
-            .args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        Self::start_with(data_dir, None)
+    }
+
+    fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
+        let mut cmd = Command::new(ATE);
+        cmd.args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        if let Some(url) = store {
+            cmd.args(["--store", url]);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -101,10 +109,28 @@ team-b     demo          counter    test    SUSPENDED   <none>   <none>    1
 ";
 
 #[test]
-fn the_cli_scenario_survives_restarts() {
+fn the_cli_scenario_survives_restarts_on_sqlite() {
+    scenario(None);
+}
+
+#[test]
+fn the_cli_scenario_survives_restarts_on_redis() {
+    let server = ate_testkit::RedisServer::start().expect("redis-server");
+    scenario(Some(&server.url()));
+}
+
+#[test]
+fn the_cli_scenario_survives_restarts_on_postgres() {
+    let server = ate_testkit::PostgresServer::start().expect("postgres");
+    scenario(Some(&server.url()));
+}
+
+/// The scenario of the README, against `ate up` on the given store (the embedded SQLite
+/// file when `None`), across a clean restart and a crash of `ate up`.
+fn scenario(store: Option<&str>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/counter.yaml");
-    let up = Up::start(dir.path());
+    let up = Up::start_with(dir.path(), store);
 
     assert_eq!(up.ok(&["create", "atespace", "team-a"]), "NAME\nteam-a\n");
     up.ok(&["create", "atespace", "team-b"]);
@@ -178,7 +204,7 @@ fn the_cli_scenario_survives_restarts() {
 
     // A clean restart keeps everything.
     up.stop();
-    let up = Up::start(dir.path());
+    let up = Up::start_with(dir.path(), store);
     assert_eq!(up.ok(&["get", "actors", "-A"]), THREE_ACTORS);
     let spaces = up.ok(&["get", "atespaces"]);
     assert_eq!(spaces, "NAME\nate-golden\nteam-a\nteam-b\n");
@@ -198,7 +224,7 @@ fn the_cli_scenario_survives_restarts() {
 
     // So does a crash.
     up.crash();
-    let up = Up::start(dir.path());
+    let up = Up::start_with(dir.path(), store);
     assert_eq!(up.ok(&["get", "atespaces"]), "NAME\nate-golden\nteam-b\n");
     let left = up.ok(&["get", "actors", "-A"]);
     assert_eq!(left.lines().count(), 2, "{left}");
@@ -310,6 +336,88 @@ fn unreachable_endpoint_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("Error: failed to connect to ate at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+/// Retries a command until it succeeds (the store is coming back).
+fn eventually_ok(up: &Up, args: &[&str]) -> String {
+    for _ in 0..100 {
+        let out = up.ate(args);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).expect("utf8");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("ate {args:?} never succeeded after the store came back");
+}
+
+#[test]
+fn a_store_outage_is_unavailable_then_recovers_redis() {
+    let mut server = ate_testkit::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Up::start_with(dir.path(), Some(&server.url()));
+    up.ok(&["create", "atespace", "team-a"]);
+    server.kill();
+    let err = up.fails(&["get", "atespaces"]);
+    assert!(err.contains("code = Unavailable"), "{err}");
+    server.restart().expect("restart");
+    let spaces = eventually_ok(&up, &["get", "atespaces"]);
+    assert!(spaces.contains("team-a"), "{spaces}");
+    up.ok(&["create", "atespace", "team-b"]);
+    up.stop();
+}
+
+#[test]
+fn a_store_outage_is_unavailable_then_recovers_postgres() {
+    let mut server = ate_testkit::PostgresServer::start().expect("postgres");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Up::start_with(dir.path(), Some(&server.url()));
+    up.ok(&["create", "atespace", "team-a"]);
+    server.kill().expect("stop postgres");
+    let err = up.fails(&["get", "atespaces"]);
+    assert!(err.contains("code = Unavailable"), "{err}");
+    server.start_again().expect("start postgres");
+    let spaces = eventually_ok(&up, &["get", "atespaces"]);
+    assert!(spaces.contains("team-a"), "{spaces}");
+    up.ok(&["create", "atespace", "team-b"]);
+    up.stop();
+}
+
+#[test]
+fn an_unreachable_store_at_start_up_is_retried_then_reported() {
+    let port = ate_testkit::free_port().expect("port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let out = Command::new(ATE)
+        .args([
+            "up",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+            "--store-timeout",
+            "2",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store not reachable yet; retrying"), "{err}");
+    assert!(
+        err.contains(&format!("Error: cannot open store {url}")),
+        "{err}"
+    );
+    let bad = Command::new(ATE)
+        .args(["up", "--store", "mysql://x", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("store scheme \"mysql\" is not supported"),
         "{err}"
     );
 }

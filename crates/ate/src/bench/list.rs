@@ -59,7 +59,7 @@ async fn seed(store: &Arc<dyn Store>, actors: usize) -> anyhow::Result<()> {
 pub async fn run(args: ListBenchArgs) -> anyhow::Result<()> {
     let scratch = Scratch::new("ate-bench-list")?;
     let url = format!("sqlite://{}", scratch.0.join("bench.db").display());
-    let store = stores::open(&url)?;
+    let store = stores::open(&url, stores::DEFAULT_PATIENCE).await?;
     let t = Instant::now();
     seed(&store, args.actors).await?;
     println!(

@@ -206,7 +206,7 @@ pub async fn run(args: StoreBenchArgs) -> anyhow::Result<()> {
         .store
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", scratch.0.join("bench.db").display()));
-    let store = stores::open(&url)?;
+    let store = stores::open(&url, stores::DEFAULT_PATIENCE).await?;
     println!("store: {url}; {} operations per phase", args.ops);
     println!();
     println!("| operation | clients | ops/s | p50 | p99 |");
