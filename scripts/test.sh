@@ -28,6 +28,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo_cmd service postgresql stop >/dev/null 2>&1 || true
 fi
 
+# PostgreSQL refuses to run as root: the tests then run it as the postgres user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --no-create-home postgres
+fi
+
 log "format"
 cargo fmt --all -- --check
 

@@ -1,6 +1,7 @@
 //! `ate bench`: measurements of ate on this machine. Each run prints the machine, the date
 //! and the figures, ready to be recorded in `docs/benchmarks.md`.
 
+mod claims;
 mod list;
 mod machine;
 mod store_ops;
@@ -11,6 +12,8 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Operations per second of create, get, conditional update and claim on a store.
     Store(store_ops::StoreBenchArgs),
+    /// Claim cost against pool size, with selectors and with the list-everything baseline.
+    Claims(claims::ClaimBenchArgs),
     /// Time of `ate get actors -A` over many actors.
     ListActors(list::ListBenchArgs),
 }
@@ -20,5 +23,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(a) => store_ops::run(a).await,
         BenchCommand::ListActors(a) => list::run(a).await,
+        BenchCommand::Claims(a) => claims::run(a).await,
     }
 }
