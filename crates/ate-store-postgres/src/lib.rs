@@ -11,7 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ate_model::fields::IndexValues;
 use ate_model::{Assignment, FieldSelector, Kind};
-use ate_store::sql::{self, Dialect, column, is_multi, multi_table, single_fields, table};
+use ate_store::sql::{
+    self, Dialect, column, is_multi, multi_table, single_fields, single_values, table,
+    update_columns,
+};
 use ate_store::typed::assignment_json;
 use ate_store::{Lease, ListOptions, Page, Record, RecordWrite, Result, Store, StoreError, Watch};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -63,19 +66,6 @@ fn record(row: &PgRow) -> Result<Record> {
     })
 }
 
-fn single_values(kind: Kind, index: &IndexValues) -> Vec<String> {
-    single_fields(kind)
-        .iter()
-        .map(|f| {
-            index
-                .iter()
-                .find(|(name, _)| name == f)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 /// Rewrites a record's field columns and side-table rows from its index values.
 pub(crate) async fn write_index(
     conn: &mut PgConnection,
@@ -83,19 +73,8 @@ pub(crate) async fn write_index(
     key: &str,
     index: &IndexValues,
 ) -> Result<()> {
-    let singles = single_fields(kind);
-    if !singles.is_empty() {
-        let sets: Vec<String> = singles
-            .iter()
-            .enumerate()
-            .map(|(i, f)| format!("{} = ${}", column(f), i + 2))
-            .collect();
-        let mut q = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {} SET {} WHERE key = $1",
-            table(kind),
-            sets.join(", ")
-        )))
-        .bind(key);
+    if let Some(sql) = update_columns(PG, kind) {
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(key);
         for v in single_values(kind, index) {
             q = q.bind(v);
         }
@@ -205,13 +184,7 @@ impl Store for PgStore {
     async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64> {
         let body = body_text(&rec.body)?;
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        if let Some((parent, field)) = kind.parent() {
-            let pkey = rec
-                .index
-                .iter()
-                .find(|(f, _)| *f == field)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
+        if let Some((parent, pkey)) = rec.parent(kind) {
             // FOR SHARE: a concurrent delete of the parent waits for this transaction.
             let found = sqlx::query(AssertSqlSafe(format!(
                 "SELECT 1 FROM {} WHERE key = $1 FOR SHARE",

@@ -164,15 +164,9 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64> {
-        let (pkind, pkey) = match kind.parent() {
-            Some((parent, field)) => (
-                parent.plural(),
-                rec.index
-                    .iter()
-                    .find(|(f, _)| *f == field)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default(),
-            ),
+        let parent = rec.parent(kind);
+        let (pkind, pkey) = match &parent {
+            Some((p, key)) => (p.plural(), key.clone()),
             None => ("", String::new()),
         };
         let body = String::from_utf8_lossy(&rec.body);
@@ -194,7 +188,7 @@ impl Store for RedisStore {
             "ok" => Ok(1),
             "exists" => Err(StoreError::AlreadyExists { kind, key: rec.key }),
             "parent" => Err(StoreError::ParentMissing {
-                kind: kind.parent().map(|p| p.0).unwrap_or(kind),
+                kind: parent.map(|p| p.0).unwrap_or(kind),
                 key: pkey,
             }),
             other => Err(StoreError::Internal(format!("create: unexpected {other}"))),

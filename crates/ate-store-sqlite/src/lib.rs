@@ -252,19 +252,13 @@ fn put(
 impl Store for SqliteStore {
     async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64> {
         self.write(move |tx, events| {
-            if let Some((parent, field)) = kind.parent() {
-                let pkey = rec
-                    .index
-                    .iter()
-                    .find(|(f, _)| *f == field)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                if get_in(tx, parent, &pkey)?.is_none() {
-                    return Err(StoreError::ParentMissing {
-                        kind: parent,
-                        key: pkey,
-                    });
-                }
+            if let Some((parent, pkey)) = rec.parent(kind)
+                && get_in(tx, parent, &pkey)?.is_none()
+            {
+                return Err(StoreError::ParentMissing {
+                    kind: parent,
+                    key: pkey,
+                });
             }
             if get_in(tx, kind, &rec.key)?.is_some() {
                 return Err(StoreError::AlreadyExists { kind, key: rec.key });

@@ -7,7 +7,9 @@ use ate_model::Kind;
 use ate_model::fields::IndexValues;
 use rusqlite::{Connection, Transaction, params};
 
-use ate_store::sql::{column, is_multi, multi_table, single_fields, table};
+use ate_store::sql::{
+    Dialect, column, is_multi, multi_table, single_fields, single_values, table, update_columns,
+};
 
 use crate::sql_err;
 use ate_store::{Result, StoreError};
@@ -114,27 +116,9 @@ pub fn write_index(
     index: &IndexValues,
     fresh: bool,
 ) -> Result<()> {
-    let singles = single_fields(kind);
-    if !singles.is_empty() {
-        let sets: Vec<String> = singles
-            .iter()
-            .enumerate()
-            .map(|(i, f)| format!("{} = ?{}", column(f), i + 2))
-            .collect();
-        let sql = format!(
-            "UPDATE {} SET {} WHERE key = ?1",
-            table(kind),
-            sets.join(", ")
-        );
-        let mut values: Vec<&str> = vec![key];
-        for f in &singles {
-            let v = index
-                .iter()
-                .find(|(name, _)| name == f)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
-            values.push(v);
-        }
+    if let Some(sql) = update_columns(Dialect::Sqlite, kind) {
+        let mut values = vec![key.to_string()];
+        values.extend(single_values(kind, index));
         tx.prepare_cached(&sql)
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
             .map_err(sql_err)?;

@@ -38,6 +38,21 @@ pub struct RecordWrite {
     pub index: IndexValues,
 }
 
+impl RecordWrite {
+    /// The parent this record needs (`Kind::parent`) and its key, read from the index values.
+    pub fn parent(&self, kind: Kind) -> Option<(Kind, String)> {
+        kind.parent().map(|(parent, field)| {
+            let key = self
+                .index
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            (parent, key)
+        })
+    }
+}
+
 /// A change to one record, as a watch reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {

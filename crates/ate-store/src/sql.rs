@@ -7,7 +7,7 @@
 //! Values are always bound parameters; only registry field names (validated by the caller)
 //! reach the SQL text.
 
-use ate_model::fields::LABELS_INDEX;
+use ate_model::fields::{IndexValues, LABELS_INDEX};
 use ate_model::{FieldSelector, Kind, LabelSelector, ModelError, Op};
 
 use crate::ListOptions;
@@ -56,6 +56,38 @@ pub fn single_fields(kind: Kind) -> Vec<&'static str> {
         .filter(|f| !f.multi)
         .map(|f| f.name)
         .collect()
+}
+
+/// The values of the single-valued fields, in `single_fields` order.
+pub fn single_values(kind: Kind, index: &IndexValues) -> Vec<String> {
+    single_fields(kind)
+        .iter()
+        .map(|f| {
+            index
+                .iter()
+                .find(|(name, _)| name == f)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// `UPDATE` of a record's field columns: parameter 1 is the key, then `single_values`.
+/// `None` for kinds without single-valued fields.
+pub fn update_columns(dialect: Dialect, kind: Kind) -> Option<String> {
+    let sets: Vec<String> = single_fields(kind)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("{} = {}", column(f), dialect.param(i + 2)))
+        .collect();
+    (!sets.is_empty()).then(|| {
+        format!(
+            "UPDATE {} SET {} WHERE key = {}",
+            table(kind),
+            sets.join(", "),
+            dialect.param(1)
+        )
+    })
 }
 
 /// Whether `field` is stored in the side table (multi-valued fields and labels).

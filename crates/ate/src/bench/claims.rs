@@ -11,7 +11,7 @@ use ate_store::{ListOptions, Store, StoreError};
 use clap::Args;
 
 use super::machine::percentile;
-use super::store_ops::Scratch;
+use super::store_ops::{Scratch, fill};
 use crate::stores;
 
 #[derive(Debug, Args)]
@@ -34,31 +34,17 @@ pub struct ClaimBenchArgs {
 const HOT_PER_SNAPSHOT: usize = 4;
 
 async fn seed(store: &Arc<dyn Store>, pool: &str, n: usize) -> anyhow::Result<()> {
-    let tasks: Vec<_> = (0..8)
-        .map(|t| {
-            let (store, pool) = (store.clone(), pool.to_string());
-            tokio::spawn(async move {
-                for i in (t..n).step_by(8) {
-                    store
-                        .create(Worker {
-                            namespace: "bench".into(),
-                            pool: pool.clone(),
-                            name: format!("w-{i:07}"),
-                            node_name: format!("node-{}", i % 32),
-                            sandbox_class: "wasm".into(),
-                            cached_snapshots: vec![format!("{pool}-snap-{}", i / HOT_PER_SNAPSHOT)],
-                            ..Default::default()
-                        })
-                        .await?;
-                }
-                Ok::<_, anyhow::Error>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    let pool = pool.to_string();
+    fill(store, n, move |i| Worker {
+        namespace: "bench".into(),
+        pool: pool.clone(),
+        name: format!("w-{i:07}"),
+        node_name: format!("node-{}", i % 32),
+        sandbox_class: "wasm".into(),
+        cached_snapshots: vec![format!("{pool}-snap-{}", i / HOT_PER_SNAPSHOT)],
+        ..Default::default()
+    })
+    .await
 }
 
 fn assignment(i: usize) -> Assignment {

@@ -8,7 +8,7 @@ use ate_model::{Actor, Atespace, NamespacedName};
 use ate_store::Store;
 use clap::Args;
 
-use super::store_ops::Scratch;
+use super::store_ops::{Scratch, fill};
 use crate::stores;
 
 #[derive(Debug, Args)]
@@ -31,29 +31,13 @@ async fn seed(store: &Arc<dyn Store>, actors: usize) -> anyhow::Result<()> {
             })
             .await?;
     }
-    let workers = 8;
-    let tasks: Vec<_> = (0..workers)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in (w..actors).step_by(workers) {
-                    store
-                        .create(Actor {
-                            atespace: format!("bench-{}", i % SPACES),
-                            id: format!("actor-{i:07}"),
-                            template: NamespacedName::new("bench", "t"),
-                            ..Default::default()
-                        })
-                        .await?;
-                }
-                Ok::<_, anyhow::Error>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    fill(store, actors, |i| Actor {
+        atespace: format!("bench-{}", i % SPACES),
+        id: format!("actor-{i:07}"),
+        template: NamespacedName::new("bench", "t"),
+        ..Default::default()
+    })
+    .await
 }
 
 pub async fn run(args: ListBenchArgs) -> anyhow::Result<()> {

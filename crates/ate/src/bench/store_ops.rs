@@ -48,6 +48,31 @@ impl Drop for Scratch {
     }
 }
 
+/// Creates `n` objects made by `make(i)` over eight concurrent tasks, to fill a store fast.
+pub async fn fill<T, F>(store: &Arc<dyn Store>, n: usize, make: F) -> anyhow::Result<()>
+where
+    T: ate_store::Object + 'static,
+    F: Fn(usize) -> T + Send + Sync + 'static,
+{
+    const TASKS: usize = 8;
+    let make = Arc::new(make);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (store, make) = (store.clone(), make.clone());
+            tokio::spawn(async move {
+                for i in (t..n).step_by(TASKS) {
+                    store.create(make(i)).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
 struct Stats {
     ops_per_sec: f64,
     p50: Duration,
