@@ -2,6 +2,7 @@
 //! and the figures, ready to be recorded in `docs/benchmarks.md`.
 
 mod claims;
+mod dataspace;
 mod list;
 mod machine;
 mod store_ops;
@@ -14,6 +15,8 @@ pub enum BenchCommand {
     Store(store_ops::StoreBenchArgs),
     /// Claim cost against pool size, with selectors and with the list-everything baseline.
     Claims(claims::ClaimBenchArgs),
+    /// Assert-to-delivery cost of the dataspace.
+    Dataspace(dataspace::DataspaceBenchArgs),
     /// Time of `ate get actors -A` over many actors.
     ListActors(list::ListBenchArgs),
 }
@@ -24,5 +27,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Store(a) => store_ops::run(a).await,
         BenchCommand::ListActors(a) => list::run(a).await,
         BenchCommand::Claims(a) => claims::run(a).await,
+        BenchCommand::Dataspace(a) => dataspace::run(a).await,
     }
 }
