@@ -1,0 +1,111 @@
+//! The manifest that describes one snapshot. It is written last, so a snapshot without one
+//! is incomplete and is never restored.
+
+use ate_model::SnapshotScope;
+use serde::{Deserialize, Serialize};
+
+use crate::SnapshotError;
+
+/// Version of the manifest layout this code writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// One file of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    pub name: String,
+    /// Size before compression.
+    pub size: u64,
+    pub compressed_size: u64,
+    /// Lower-case hex SHA-256 of the uncompressed content.
+    pub sha256: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub atespace: String,
+    pub actor: String,
+    pub sandbox_class: String,
+    pub scope: SnapshotScope,
+    /// The runtime that wrote it (e.g. `ate/0.1.0 wasmtime/48`): restores can refuse
+    /// snapshots from an incompatible runtime.
+    pub runtime: String,
+    pub created_at_ms: u64,
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Checks a file name inside a snapshot: one path component of `[A-Za-z0-9._-]`, not `.`
+/// or `..`, so no name can escape the snapshot's directory.
+pub fn validate_file_name(name: &str) -> Result<(), SnapshotError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name != "manifest.json"
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::InvalidName {
+            what: "file name",
+            name: name.into(),
+        })
+    }
+}
+
+/// Checks a snapshot id: 1-64 of `[a-z0-9-]`.
+pub fn validate_id(id: &str) -> Result<(), SnapshotError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::InvalidName {
+            what: "snapshot id",
+            name: id.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "manifest.json",
+            "x\0",
+            &"a".repeat(129),
+        ] {
+            assert!(validate_file_name(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["memory.bin", "globals.json", "data-1.tar"] {
+            validate_file_name(ok).unwrap();
+        }
+        assert!(validate_id("0001763900000000-1a2b").is_ok());
+        assert!(validate_id("../x").is_err());
+        assert!(validate_id("A").is_err());
+    }
+}

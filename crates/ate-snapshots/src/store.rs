@@ -1,0 +1,342 @@
+use std::sync::Arc;
+
+use ate_model::{ActorRef, SnapshotScope};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::manifest::{FORMAT, FileEntry, Manifest, validate_file_name, validate_id};
+use crate::{SnapshotError, sha256};
+
+const MANIFEST: &str = "manifest.json";
+/// zstd level: fast enough to stay off the critical path of a suspend.
+const LEVEL: i32 = 3;
+
+/// A new snapshot id: milliseconds since the epoch, then randomness. Ids sort by creation,
+/// which retention relies on.
+pub fn new_snapshot_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    format!("{ms:016}-{}", crate::hex(&r))
+}
+
+fn os_err(e: object_store::Error) -> SnapshotError {
+    SnapshotError::Unavailable(e.to_string())
+}
+
+/// Where snapshots live.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    store: Arc<dyn ObjectStore>,
+    base: Path,
+    url: String,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl SnapshotStore {
+    /// Opens a location: `file:///DIR` (created if missing), `s3://BUCKET/PREFIX` or
+    /// `gs://BUCKET/PREFIX`.
+    pub fn open(location: &str) -> Result<Self, SnapshotError> {
+        let bad = |reason: String| SnapshotError::InvalidLocation {
+            url: location.into(),
+            reason,
+        };
+        let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        let (store, base): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute file path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| bad(e.to_string()))?;
+                (Arc::new(fs), Path::default())
+            }
+            "s3" | "gs" => {
+                let (store, path) = object_store::parse_url_opts(&url, std::env::vars())
+                    .map_err(|e| bad(e.to_string()))?;
+                (Arc::from(store), path)
+            }
+            other => {
+                return Err(bad(format!(
+                    "scheme {other:?} is not supported (file, s3, gs)"
+                )));
+            }
+        };
+        Ok(Self {
+            store,
+            base,
+            url: location.into(),
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.url
+    }
+
+    fn actor_dir(&self, actor: &ActorRef) -> Result<Path, SnapshotError> {
+        actor
+            .validate("actor")
+            .map_err(|e| SnapshotError::InvalidName {
+                what: "actor",
+                name: e.to_string(),
+            })?;
+        Ok(self
+            .base
+            .clone()
+            .join(actor.atespace.as_str())
+            .join(actor.id.as_str()))
+    }
+
+    fn snapshot_dir(&self, actor: &ActorRef, id: &str) -> Result<Path, SnapshotError> {
+        validate_id(id)?;
+        Ok(self.actor_dir(actor)?.join(id))
+    }
+
+    /// Writes a snapshot: every file compressed, then the manifest, so a snapshot is either
+    /// complete or has no manifest.
+    pub async fn write(
+        &self,
+        actor: &ActorRef,
+        id: &str,
+        sandbox_class: &str,
+        scope: SnapshotScope,
+        runtime: &str,
+        files: Vec<(String, Bytes)>,
+    ) -> Result<Manifest, SnapshotError> {
+        let dir = self.snapshot_dir(actor, id)?;
+        let mut entries = Vec::with_capacity(files.len());
+        for (name, data) in files {
+            validate_file_name(&name)?;
+            let raw = data.clone();
+            let (digest, packed) = tokio::task::spawn_blocking(move || {
+                let packed = zstd::bulk::compress(&raw, LEVEL);
+                (sha256(&raw), packed)
+            })
+            .await
+            .map_err(|e| SnapshotError::Io(e.to_string()))?;
+            let packed = packed.map_err(|e| SnapshotError::Io(e.to_string()))?;
+            entries.push(FileEntry {
+                name: name.clone(),
+                size: data.len() as u64,
+                compressed_size: packed.len() as u64,
+                sha256: digest,
+            });
+            self.store
+                .put(
+                    &dir.clone().join(format!("{name}.zst")),
+                    PutPayload::from(packed),
+                )
+                .await
+                .map_err(os_err)?;
+        }
+        let manifest = Manifest {
+            format: FORMAT,
+            id: id.into(),
+            atespace: actor.atespace.clone(),
+            actor: actor.id.clone(),
+            sandbox_class: sandbox_class.into(),
+            scope,
+            runtime: runtime.into(),
+            created_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            files: entries,
+        };
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Io(e.to_string()))?;
+        self.store
+            .put(&dir.join(MANIFEST), PutPayload::from(json))
+            .await
+            .map_err(os_err)?;
+        tracing::debug!(actor = %actor, id, bytes = manifest.total_size(), "snapshot written");
+        Ok(manifest)
+    }
+
+    /// Reads a snapshot's manifest.
+    pub async fn manifest(&self, actor: &ActorRef, id: &str) -> Result<Manifest, SnapshotError> {
+        let dir = self.snapshot_dir(actor, id)?;
+        let bytes = match self.store.get(&dir.clone().join(MANIFEST)).await {
+            Ok(r) => r.bytes().await.map_err(os_err)?,
+            Err(object_store::Error::NotFound { .. }) => {
+                let any = self
+                    .store
+                    .list(Some(&dir))
+                    .try_next()
+                    .await
+                    .map_err(os_err)?;
+                return Err(match any {
+                    Some(_) => SnapshotError::Incomplete {
+                        actor: actor.to_string(),
+                        id: id.into(),
+                        reason: "manifest.json is missing".into(),
+                    },
+                    None => SnapshotError::NotFound {
+                        actor: actor.to_string(),
+                        id: id.into(),
+                    },
+                });
+            }
+            Err(e) => return Err(os_err(e)),
+        };
+        let corrupt = |reason: String| SnapshotError::Corrupt {
+            actor: actor.to_string(),
+            id: id.into(),
+            reason,
+        };
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("manifest: {e}")))?;
+        if m.format != FORMAT {
+            return Err(corrupt(format!(
+                "manifest format {} is not {FORMAT}",
+                m.format
+            )));
+        }
+        if m.id != id || m.atespace != actor.atespace || m.actor != actor.id {
+            return Err(corrupt("manifest names another snapshot".into()));
+        }
+        for f in &m.files {
+            validate_file_name(&f.name).map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(m)
+    }
+
+    /// Reads and verifies a whole snapshot: every file's size and SHA-256 must match the
+    /// manifest.
+    pub async fn read(
+        &self,
+        actor: &ActorRef,
+        id: &str,
+    ) -> Result<(Manifest, Vec<(String, Bytes)>), SnapshotError> {
+        let manifest = self.manifest(actor, id).await?;
+        let dir = self.snapshot_dir(actor, id)?;
+        let mut out = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            let fail = |reason: String| SnapshotError::Corrupt {
+                actor: actor.to_string(),
+                id: id.into(),
+                reason: format!("{}: {reason}", f.name),
+            };
+            let packed = match self
+                .store
+                .get(&dir.clone().join(format!("{}.zst", f.name)))
+                .await
+            {
+                Ok(r) => r.bytes().await.map_err(os_err)?,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(SnapshotError::Incomplete {
+                        actor: actor.to_string(),
+                        id: id.into(),
+                        reason: format!("{} is missing", f.name),
+                    });
+                }
+                Err(e) => return Err(os_err(e)),
+            };
+            let size = f.size as usize;
+            let data =
+                tokio::task::spawn_blocking(move || zstd::bulk::decompress(&packed, size.max(1)))
+                    .await
+                    .map_err(|e| SnapshotError::Io(e.to_string()))?
+                    .map_err(|e| fail(format!("cannot decompress: {e}")))?;
+            if data.len() as u64 != f.size {
+                return Err(fail(format!(
+                    "{} bytes, manifest says {}",
+                    data.len(),
+                    f.size
+                )));
+            }
+            let digest = sha256(&data);
+            if digest != f.sha256 {
+                return Err(fail("sha256 does not match the manifest".into()));
+            }
+            out.push((f.name.clone(), Bytes::from(data)));
+        }
+        Ok((manifest, out))
+    }
+
+    /// The ids of an actor's snapshots, oldest first.
+    pub async fn list(&self, actor: &ActorRef) -> Result<Vec<String>, SnapshotError> {
+        // Ids come from the objects themselves, not from directory listings: a local
+        // filesystem keeps empty directories after a delete.
+        let dir = self.actor_dir(actor)?;
+        let depth = dir.parts().count();
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(os_err)?;
+        let mut ids: Vec<String> = objects
+            .iter()
+            .filter_map(|o| {
+                o.location
+                    .parts()
+                    .nth(depth)
+                    .map(|p| p.as_ref().to_string())
+            })
+            .filter(|id| validate_id(id).is_ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn delete_prefix(&self, prefix: &Path) -> Result<usize, SnapshotError> {
+        let objects: Vec<_> = self
+            .store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(os_err)?;
+        // The manifest goes first, so an interrupted delete leaves an incomplete snapshot
+        // that is never restored.
+        let mut locations: Vec<Path> = objects.into_iter().map(|o| o.location).collect();
+        locations.sort_by_key(|l| l.filename() != Some(MANIFEST));
+        for l in &locations {
+            match self.store.delete(l).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(os_err(e)),
+            }
+        }
+        Ok(locations.len())
+    }
+
+    /// Keeps an actor's `keep` newest snapshots and deletes the others; returns the deleted
+    /// ids.
+    pub async fn retain(
+        &self,
+        actor: &ActorRef,
+        keep: usize,
+    ) -> Result<Vec<String>, SnapshotError> {
+        let ids = self.list(actor).await?;
+        let old = ids.len().saturating_sub(keep);
+        let mut deleted = Vec::new();
+        for id in ids.into_iter().take(old) {
+            self.delete_prefix(&self.snapshot_dir(actor, &id)?).await?;
+            deleted.push(id);
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every snapshot of an actor (when the actor is deleted).
+    pub async fn delete_actor(&self, actor: &ActorRef) -> Result<usize, SnapshotError> {
+        let ids = self.list(actor).await?;
+        for id in &ids {
+            self.delete_prefix(&self.snapshot_dir(actor, id)?).await?;
+        }
+        Ok(ids.len())
+    }
+}

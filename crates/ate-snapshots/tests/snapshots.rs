@@ -1,0 +1,214 @@
+//! Snapshot storage on a real directory through `file://`: round trips, verification,
+//! retention, and the node cache.
+
+use ate_model::{ActorRef, SnapshotScope};
+use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, new_snapshot_id};
+use bytes::Bytes;
+
+fn store(dir: &tempfile::TempDir) -> SnapshotStore {
+    SnapshotStore::open(&format!(
+        "file://{}",
+        dir.path().join("snapshots").display()
+    ))
+    .expect("open")
+}
+
+fn files(seed: u8, size: usize) -> Vec<(String, Bytes)> {
+    let memory: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    vec![
+        ("memory.bin".into(), Bytes::from(memory)),
+        (
+            "globals.json".into(),
+            Bytes::from(format!("{{\"counter\":{seed}}}")),
+        ),
+    ]
+}
+
+async fn write(s: &SnapshotStore, actor: &ActorRef, id: &str, seed: u8) {
+    s.write(
+        actor,
+        id,
+        "wasm",
+        SnapshotScope::Full,
+        "ate/test",
+        files(seed, 70_000),
+    )
+    .await
+    .expect("write");
+}
+
+#[tokio::test]
+async fn round_trip_is_byte_identical_and_laid_out_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "counter-1");
+    let id = new_snapshot_id();
+    let m = s
+        .write(
+            &actor,
+            &id,
+            "wasm",
+            SnapshotScope::Full,
+            "ate/test",
+            files(3, 1 << 20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.files.len(), 2);
+    assert!(
+        m.files[0].compressed_size < m.files[0].size,
+        "files are compressed"
+    );
+    let on_disk = dir.path().join("snapshots/team-a/counter-1").join(&id);
+    for f in ["manifest.json", "memory.bin.zst", "globals.json.zst"] {
+        assert!(on_disk.join(f).exists(), "{f}");
+    }
+    let (read, got) = s.read(&actor, &id).await.unwrap();
+    assert_eq!(read, m);
+    assert_eq!(got, files(3, 1 << 20));
+}
+
+#[tokio::test]
+async fn corrupt_or_incomplete_snapshots_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "x");
+    write(&s, &actor, "0001-a", 5).await;
+    let snap = dir.path().join("snapshots/team-a/x/0001-a");
+
+    // Another valid zstd stream with different content: the checksum catches it.
+    let other = zstd::bulk::compress(&vec![9u8; 70_000], 3).unwrap();
+    std::fs::write(snap.join("memory.bin.zst"), other).unwrap();
+    match s.read(&actor, "0001-a").await {
+        Err(SnapshotError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("sha256"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Garbage instead of zstd.
+    std::fs::write(snap.join("memory.bin.zst"), b"not zstd").unwrap();
+    assert!(matches!(
+        s.read(&actor, "0001-a").await,
+        Err(SnapshotError::Corrupt { .. })
+    ));
+    // A file gone.
+    std::fs::remove_file(snap.join("memory.bin.zst")).unwrap();
+    assert!(matches!(
+        s.read(&actor, "0001-a").await,
+        Err(SnapshotError::Incomplete { .. })
+    ));
+    // No manifest: an interrupted write.
+    write(&s, &actor, "0002-b", 6).await;
+    std::fs::remove_file(dir.path().join("snapshots/team-a/x/0002-b/manifest.json")).unwrap();
+    match s.read(&actor, "0002-b").await {
+        Err(SnapshotError::Incomplete { reason, .. }) => {
+            assert!(reason.contains("manifest"), "{reason}")
+        }
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+    // A manifest that names files outside the snapshot.
+    write(&s, &actor, "0003-c", 7).await;
+    let mpath = dir.path().join("snapshots/team-a/x/0003-c/manifest.json");
+    let text = std::fs::read_to_string(&mpath)
+        .unwrap()
+        .replace("globals.json", "../../escape");
+    std::fs::write(&mpath, text).unwrap();
+    assert!(matches!(
+        s.read(&actor, "0003-c").await,
+        Err(SnapshotError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        s.read(&actor, "0009-z").await,
+        Err(SnapshotError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn names_that_could_escape_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "x");
+    for name in ["../x", "a/b", "..", "manifest.json"] {
+        let r = s
+            .write(
+                &actor,
+                "0001-a",
+                "wasm",
+                SnapshotScope::Full,
+                "t",
+                vec![(name.into(), Bytes::from_static(b"x"))],
+            )
+            .await;
+        assert!(
+            matches!(r, Err(SnapshotError::InvalidName { .. })),
+            "{name}: {r:?}"
+        );
+    }
+    let r = s.read(&actor, "../../etc").await;
+    assert!(matches!(r, Err(SnapshotError::InvalidName { .. })), "{r:?}");
+    let r = s.read(&ActorRef::new("..", "x"), "0001-a").await;
+    assert!(matches!(r, Err(SnapshotError::InvalidName { .. })), "{r:?}");
+    assert!(SnapshotStore::open("ftp://x/y").is_err());
+    assert!(SnapshotStore::open("not a url").is_err());
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_and_actor_delete_removes_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "x");
+    let other = ActorRef::new("team-b", "x");
+    let mut ids = Vec::new();
+    for i in 0..5u8 {
+        let id = new_snapshot_id();
+        write(&s, &actor, &id, i).await;
+        ids.push(id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    write(&s, &other, "0001-a", 1).await;
+    assert_eq!(s.list(&actor).await.unwrap(), ids);
+    let deleted = s.retain(&actor, 2).await.unwrap();
+    assert_eq!(deleted, ids[..3].to_vec());
+    assert_eq!(s.list(&actor).await.unwrap(), ids[3..].to_vec());
+    assert_eq!(s.read(&actor, &ids[4]).await.unwrap().1, files(4, 70_000));
+    assert_eq!(s.delete_actor(&actor).await.unwrap(), 2);
+    assert!(s.list(&actor).await.unwrap().is_empty());
+    assert_eq!(
+        s.list(&other).await.unwrap(),
+        ["0001-a"],
+        "another atespace is untouched"
+    );
+}
+
+#[tokio::test]
+async fn the_cache_serves_hits_and_evicts_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "x");
+    for id in ["0001-a", "0002-b", "0003-c"] {
+        write(&s, &actor, id, 2).await;
+    }
+    // Each snapshot is a little over 70 kB: the cache holds two.
+    let cache = SnapshotCache::new(dir.path().join("cache"), 150_000).unwrap();
+    let a = cache.get_or_fetch(&s, &actor, "0001-a").await.unwrap();
+    assert_eq!(
+        std::fs::read(a.file("memory.bin").unwrap()).unwrap(),
+        files(2, 70_000)[0].1
+    );
+    cache.get_or_fetch(&s, &actor, "0002-b").await.unwrap();
+    assert_eq!(cache.held(), ["team-a/x/0001-a", "team-a/x/0002-b"]);
+    // Use a again, then bring in c: b is the least recently used and goes.
+    std::fs::remove_dir_all(dir.path().join("snapshots/team-a/x/0001-a")).unwrap();
+    cache
+        .get_or_fetch(&s, &actor, "0001-a")
+        .await
+        .expect("served from the cache");
+    cache.get_or_fetch(&s, &actor, "0003-c").await.unwrap();
+    assert_eq!(cache.held(), ["team-a/x/0001-a", "team-a/x/0003-c"]);
+    assert!(cache.total_bytes() <= 150_000);
+    assert!(
+        !dir.path().join("cache/team-a/x/0002-b").exists(),
+        "evicted files are removed"
+    );
+    assert!(a.file("../x").is_err());
+}
