@@ -2,10 +2,9 @@
 //! usage and recovery after a server restart.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use ate_model::{Atespace, FieldSelector, Kind};
-use ate_store::{ListOptions, Store, StoreError, WatchEvent};
+use ate_model::{FieldSelector, Kind};
+use ate_store::{ListOptions, Store};
 use ate_store_postgres::PgStore;
 use ate_testkit::PostgresServer;
 
@@ -47,50 +46,12 @@ async fn selectors_use_indexes() {
 
 #[tokio::test]
 async fn recovers_after_a_server_restart_and_watch_resyncs() {
-    let mut server = tokio::task::spawn_blocking(|| PostgresServer::start().expect("start"))
-        .await
-        .expect("join");
-    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&server.url()).await.expect("connect"));
-    let mut watch = store.watch(Kind::Atespace).await.expect("watch");
-    store
-        .create(Atespace {
-            name: "before".into(),
-            version: 0,
-        })
-        .await
-        .expect("create");
-    assert!(matches!(watch.recv().await, Some(WatchEvent::Created(_))));
-
-    server.kill().expect("stop");
-    let down = store.get::<Atespace>("before").await;
-    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
-    server.start_again().expect("start again");
-
-    let mut ok = false;
-    for _ in 0..100 {
-        if store.get::<Atespace>("before").await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "the store recovers on its own once the server is back");
-    let resync = tokio::time::timeout(Duration::from_secs(15), watch.recv())
-        .await
-        .expect("event");
-    assert_eq!(resync, Some(WatchEvent::Resync));
-    store
-        .create(Atespace {
-            name: "after".into(),
-            version: 0,
-        })
-        .await
-        .expect("create");
-    match tokio::time::timeout(Duration::from_secs(10), watch.recv())
-        .await
-        .expect("event")
-    {
-        Some(WatchEvent::Created(r)) => assert_eq!(r.key, "after"),
-        other => panic!("expected Created, got {other:?}"),
-    }
+    let (store, server) = fresh().await;
+    let server = std::sync::Mutex::new(server);
+    ate_store::testsuite::recovers_after_server_restart(
+        store,
+        || server.lock().expect("lock").kill().expect("stop"),
+        || server.lock().expect("lock").start_again().expect("start"),
+    )
+    .await;
 }

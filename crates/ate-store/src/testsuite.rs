@@ -826,3 +826,46 @@ pub async fn watch_reports_changes_in_order(store: Shared) {
         .await
         .expect("create after drop");
 }
+
+/// For backends with a server: `stop` takes the server down, `start` brings it back with its
+/// data. Calls fail with `Unavailable` meanwhile; afterwards the store recovers by itself and
+/// a watch reports `Resync`, then live events again.
+pub async fn recovers_after_server_restart(
+    store: Shared,
+    stop: impl FnOnce(),
+    start: impl FnOnce(),
+) {
+    let mut watch = store.watch(Kind::Atespace).await.expect("watch");
+    atespace(&store, "before").await;
+    assert!(matches!(
+        next_event(&mut watch).await,
+        WatchEvent::Created(_)
+    ));
+
+    stop();
+    let down = store.get::<Atespace>("before").await;
+    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
+    start();
+
+    let mut ok = false;
+    for _ in 0..100 {
+        if store.get::<Atespace>("before").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ok,
+        "the store recovers on its own, with its data, once the server is back"
+    );
+    let resync = tokio::time::timeout(Duration::from_secs(15), watch.recv())
+        .await
+        .expect("event");
+    assert_eq!(resync, Some(WatchEvent::Resync));
+    atespace(&store, "after").await;
+    match next_event(&mut watch).await {
+        WatchEvent::Created(r) => assert_eq!(r.key, "after"),
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
