@@ -352,16 +352,16 @@ fn eventually_ok(up: &Up, args: &[&str]) -> String {
     panic!("ate {args:?} never succeeded after the store came back");
 }
 
-#[test]
-fn a_store_outage_is_unavailable_then_recovers_redis() {
-    let mut server = ate_testkit::RedisServer::start().expect("redis-server");
+/// Under a running `ate up` on the store at `url`: `stop` takes the store server down and
+/// calls fail with `Unavailable`; `start` brings it back and ate recovers without a restart.
+fn outage(url: &str, stop: impl FnOnce(), start: impl FnOnce()) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let up = Up::start_with(dir.path(), Some(&server.url()));
+    let up = Up::start_with(dir.path(), Some(url));
     up.ok(&["create", "atespace", "team-a"]);
-    server.kill();
+    stop();
     let err = up.fails(&["get", "atespaces"]);
     assert!(err.contains("code = Unavailable"), "{err}");
-    server.restart().expect("restart");
+    start();
     let spaces = eventually_ok(&up, &["get", "atespaces"]);
     assert!(spaces.contains("team-a"), "{spaces}");
     up.ok(&["create", "atespace", "team-b"]);
@@ -369,19 +369,25 @@ fn a_store_outage_is_unavailable_then_recovers_redis() {
 }
 
 #[test]
+fn a_store_outage_is_unavailable_then_recovers_redis() {
+    let server = std::cell::RefCell::new(ate_testkit::RedisServer::start().expect("redis-server"));
+    let url = server.borrow().url();
+    outage(
+        &url,
+        || server.borrow_mut().kill(),
+        || server.borrow_mut().restart().expect("restart"),
+    );
+}
+
+#[test]
 fn a_store_outage_is_unavailable_then_recovers_postgres() {
-    let mut server = ate_testkit::PostgresServer::start().expect("postgres");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let up = Up::start_with(dir.path(), Some(&server.url()));
-    up.ok(&["create", "atespace", "team-a"]);
-    server.kill().expect("stop postgres");
-    let err = up.fails(&["get", "atespaces"]);
-    assert!(err.contains("code = Unavailable"), "{err}");
-    server.start_again().expect("start postgres");
-    let spaces = eventually_ok(&up, &["get", "atespaces"]);
-    assert!(spaces.contains("team-a"), "{spaces}");
-    up.ok(&["create", "atespace", "team-b"]);
-    up.stop();
+    let server = std::cell::RefCell::new(ate_testkit::PostgresServer::start().expect("postgres"));
+    let url = server.borrow().url();
+    outage(
+        &url,
+        || server.borrow_mut().kill().expect("stop postgres"),
+        || server.borrow_mut().start_again().expect("start postgres"),
+    );
 }
 
 #[test]
