@@ -61,8 +61,20 @@ pub(crate) fn redis_err(e: redis::RedisError) -> StoreError {
     }
 }
 
-/// What a script needs to know of a kind's registry.
-fn schema(kind: Kind) -> String {
+/// What a script needs to know of a kind's registry, built once per kind (claims and writes
+/// pass it on every call).
+fn schema(kind: Kind) -> &'static str {
+    static SCHEMAS: std::sync::LazyLock<std::collections::HashMap<Kind, String>> =
+        std::sync::LazyLock::new(|| {
+            Kind::ALL
+                .into_iter()
+                .map(|k| (k, build_schema(k)))
+                .collect()
+        });
+    SCHEMAS.get(&kind).map(String::as_str).unwrap_or("{}")
+}
+
+fn build_schema(kind: Kind) -> String {
     let mut multi = serde_json::Map::new();
     multi.insert(LABELS_INDEX.into(), true.into());
     for f in kind.fields().iter().filter(|f| f.multi) {
@@ -178,7 +190,7 @@ impl Store for RedisStore {
                     &rec.key,
                     &body,
                     &entries(&rec.index),
-                    &schema(kind),
+                    schema(kind),
                     pkind,
                     &pkey,
                 ],
@@ -229,7 +241,7 @@ impl Store for RedisStore {
                     &rec.key,
                     &body,
                     &entries(&rec.index),
-                    &schema(kind),
+                    schema(kind),
                     &expected.to_string(),
                 ],
             )
@@ -249,7 +261,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &scripts::DELETE,
-                &[kind.plural(), key, &expected, &children, &schema(kind)],
+                &[kind.plural(), key, &expected, &children, schema(kind)],
             )
             .await?;
         match status(&reply)?.as_str() {
@@ -278,7 +290,7 @@ impl Store for RedisStore {
                 &scripts::LIST,
                 &[
                     kind.plural(),
-                    &schema(kind),
+                    schema(kind),
                     &requirements(&opts.field_selector, &opts.label_selector),
                     &after,
                     &(size + 1).to_string(),
@@ -313,7 +325,7 @@ impl Store for RedisStore {
             .run(
                 &scripts::CLAIM,
                 &[
-                    &schema(Kind::Worker),
+                    schema(Kind::Worker),
                     &requirements(&free, &LabelSelector::default()),
                     &assignment.actor.atespace,
                     &assignment.actor.id,
