@@ -45,6 +45,7 @@ impl Kind {
     /// The queryable fields of this kind, in registry order.
     pub fn fields(self) -> Vec<FieldSpec> {
         use crate::resources::*;
+        use crate::template::ActorTemplate;
         match self {
             Kind::Atespace => specs::<Atespace>(),
             Kind::Actor => specs::<Actor>(),
@@ -97,6 +98,7 @@ impl Kind {
     /// was added to the registry.
     pub fn index_values_from_json(self, body: &[u8]) -> Result<IndexValues, serde_json::Error> {
         use crate::resources::*;
+        use crate::template::ActorTemplate;
         Ok(match self {
             Kind::Atespace => serde_json::from_slice::<Atespace>(body)?.index_values(),
             Kind::Actor => serde_json::from_slice::<Actor>(body)?.index_values(),

@@ -8,9 +8,11 @@ pub mod fields;
 pub mod labels;
 pub mod names;
 pub mod resources;
+pub mod template;
 
 pub use duration::Duration;
 pub use error::{ErrorKind, ModelError};
 pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};
 pub use labels::{LabelSelector, Labels};
 pub use resources::*;
+pub use template::*;

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::fields::{Field, Indexed, Kind};
 use crate::labels::{LabelSelector, Labels, validate_labels};
 use crate::names::{validate_label, validate_subdomain};
-use crate::{Duration, ModelError};
+use crate::ModelError;
+use crate::template::validate_sandbox_class;
 
 /// Identifies an actor: ids are unique only inside an atespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -266,218 +267,6 @@ impl Indexed for Actor {
     ];
 }
 
-/// How much of an actor a snapshot holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotScope {
-    /// Memory and files.
-    #[default]
-    Full,
-    /// Only the durable dirs; the workload cold-starts on restore.
-    Data,
-}
-
-/// Where and how an actor's snapshots are taken.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SnapshotsConfig {
-    /// Snapshot store location (`file://…`, `s3://…`, `gs://…`); empty means the node's
-    /// default store.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub location: String,
-    #[serde(default)]
-    pub on_pause: SnapshotScope,
-    #[serde(default)]
-    pub on_commit: SnapshotScope,
-}
-
-/// An environment variable given to the workload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EnvVar {
-    pub name: String,
-    #[serde(default)]
-    pub value: String,
-}
-
-/// An HTTP readiness probe: the workload is ready once `GET path` on `port` answers 2xx.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReadinessProbe {
-    #[serde(default = "default_probe_path")]
-    pub path: String,
-    #[serde(default)]
-    pub port: u16,
-}
-
-fn default_probe_path() -> String {
-    "/readyz".into()
-}
-
-/// The sandbox classes ate knows.
-pub const SANDBOX_CLASSES: &[&str] = &["wasm", "process"];
-
-/// What an actor runs. Immutable once created: make a new template for a new version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TemplateSpec {
-    pub sandbox_class: String,
-    /// The workload: a wasm module (path or URL) for `wasm`, a program for `process`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub module: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readiness: Option<ReadinessProbe>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub durable_dirs: Vec<String>,
-    #[serde(default)]
-    pub snapshots: SnapshotsConfig,
-    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
-    pub worker_selector: LabelSelector,
-    /// Idle time after which a running actor is suspended (`0s` disables).
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: Duration,
-}
-
-fn default_idle_timeout() -> Duration {
-    TemplateSpec::default_idle_timeout()
-}
-
-impl Default for TemplateSpec {
-    fn default() -> Self {
-        Self {
-            sandbox_class: String::new(),
-            module: String::new(),
-            command: Vec::new(),
-            env: Vec::new(),
-            readiness: None,
-            durable_dirs: Vec::new(),
-            snapshots: SnapshotsConfig::default(),
-            worker_selector: LabelSelector::default(),
-            idle_timeout: Self::default_idle_timeout(),
-        }
-    }
-}
-
-impl TemplateSpec {
-    /// Five minutes: long enough for a conversation's pauses, short enough to free workers.
-    pub fn default_idle_timeout() -> Duration {
-        Duration::from_secs(300)
-    }
-}
-
-/// Progress of a template's golden snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TemplateStatus {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub phase: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub golden_actor: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub golden_snapshot: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-/// What an actor runs, addressed by `(namespace, name)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActorTemplate {
-    pub namespace: String,
-    pub name: String,
-    #[serde(default)]
-    pub version: u64,
-    pub spec: TemplateSpec,
-    #[serde(default)]
-    pub status: TemplateStatus,
-}
-
-impl ActorTemplate {
-    pub fn id(&self) -> NamespacedName {
-        NamespacedName::new(&self.namespace, &self.name)
-    }
-
-    pub fn validate(&self) -> Result<(), ModelError> {
-        self.id().validate("metadata")?;
-        let s = &self.spec;
-        validate_sandbox_class("spec.sandboxClass", &s.sandbox_class)?;
-        if s.sandbox_class == "wasm" && s.module.is_empty() {
-            return Err(ModelError::required("spec.module"));
-        }
-        if s.sandbox_class == "process" && s.command.is_empty() {
-            return Err(ModelError::required("spec.command"));
-        }
-        for (i, e) in s.env.iter().enumerate() {
-            if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(char::is_control) {
-                return Err(ModelError::invalid(
-                    format!("spec.env[{i}].name"),
-                    &e.name,
-                    "must be non-empty, without '=' or control characters",
-                ));
-            }
-        }
-        if let Some(p) = s.readiness.as_ref().filter(|p| !p.path.starts_with('/')) {
-            return Err(ModelError::invalid(
-                "spec.readiness.path",
-                &p.path,
-                "must start with '/'",
-            ));
-        }
-        for (i, d) in s.durable_dirs.iter().enumerate() {
-            if !d.starts_with('/') || d.split('/').any(|c| c == "..") {
-                return Err(ModelError::invalid(
-                    format!("spec.durableDirs[{i}]"),
-                    d,
-                    "must be an absolute path without '..'",
-                ));
-            }
-        }
-        if s.snapshots.on_pause == SnapshotScope::Data
-            && s.snapshots.on_commit == SnapshotScope::Full
-        {
-            return Err(ModelError::invalid(
-                "spec.snapshots.onCommit",
-                "Full",
-                "must not be wider than onPause (Data)",
-            ));
-        }
-        s.worker_selector.validate("spec.workerSelector")
-    }
-}
-
-fn validate_sandbox_class(field: &str, class: &str) -> Result<(), ModelError> {
-    if class.is_empty() {
-        return Err(ModelError::required(field));
-    }
-    if !SANDBOX_CLASSES.contains(&class) {
-        return Err(ModelError::invalid(
-            field,
-            class,
-            format!("supported classes: {}", SANDBOX_CLASSES.join(", ")),
-        ));
-    }
-    Ok(())
-}
-
-impl Indexed for ActorTemplate {
-    const KIND: Kind = Kind::ActorTemplate;
-    const FIELDS: &'static [Field<Self>] = &[
-        Field {
-            name: "namespace",
-            multi: false,
-            get: |t| vec![t.namespace.clone()],
-        },
-        Field {
-            name: "sandbox_class",
-            multi: false,
-            get: |t| vec![t.spec.sandbox_class.clone()],
-        },
-    ];
-}
-
 /// Declared warm capacity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -692,6 +481,7 @@ impl Indexed for Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::{ActorTemplate, TemplateSpec};
     use crate::fields::FieldSelector;
 
     fn worker(pool: &str, actor: Option<&str>, cached: &[&str]) -> Worker {

@@ -198,6 +198,12 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
             }),
             worker_selector: selector_to_pb(&s.worker_selector),
             idle_timeout_ms: Some(s.idle_timeout.0.as_millis() as u64),
+            module_sha256: s.module_sha256.clone(),
+            egress: s.egress.clone(),
+            limits: Some(pb::Limits {
+                memory_pages: s.limits.memory_pages,
+                request_budget_ms: Some(s.limits.request_budget.0.as_millis() as u64),
+            }),
         }),
         status: Some(pb::ActorTemplateStatus {
             phase: t.status.phase.clone(),
@@ -230,6 +236,7 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
         })
         .transpose()?;
     let snapshots = s.snapshots.clone().unwrap_or_default();
+    let limits = s.limits.unwrap_or_default();
     let status = t.status.clone().unwrap_or_default();
     Ok(m::ActorTemplate {
         namespace: t.namespace.clone(),
@@ -259,6 +266,18 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
                 .idle_timeout_ms
                 .map(|ms| m::Duration(std::time::Duration::from_millis(ms)))
                 .unwrap_or_else(m::TemplateSpec::default_idle_timeout),
+            module_sha256: s.module_sha256,
+            egress: s.egress,
+            limits: m::Limits {
+                memory_pages: match limits.memory_pages {
+                    0 => m::Limits::default_memory_pages(),
+                    n => n,
+                },
+                request_budget: limits
+                    .request_budget_ms
+                    .map(|ms| m::Duration(std::time::Duration::from_millis(ms)))
+                    .unwrap_or_else(m::Limits::default_request_budget),
+            },
         },
         status: m::TemplateStatus {
             phase: status.phase,
@@ -357,6 +376,12 @@ mod tests {
                 },
                 worker_selector: m::LabelSelector::parse("s", "tier=gold").unwrap(),
                 idle_timeout: m::Duration::from_secs(0),
+                module_sha256: "ab".repeat(32),
+                egress: vec!["api.example.com:443".into(), "*.models.dev".into()],
+                limits: m::Limits {
+                    memory_pages: 17,
+                    request_budget: m::Duration::from_secs(3),
+                },
                 ..Default::default()
             },
             status: m::TemplateStatus {
