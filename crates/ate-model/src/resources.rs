@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ModelError;
 use crate::fields::{Field, Indexed, Kind};
 use crate::labels::{LabelSelector, Labels, validate_labels};
 use crate::names::{validate_label, validate_subdomain};
-use crate::ModelError;
 use crate::template::validate_sandbox_class;
 
 /// Identifies an actor: ids are unique only inside an atespace.
@@ -481,8 +481,8 @@ impl Indexed for Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::{ActorTemplate, TemplateSpec};
     use crate::fields::FieldSelector;
+    use crate::template::{ActorTemplate, TemplateSpec};
 
     fn worker(pool: &str, actor: Option<&str>, cached: &[&str]) -> Worker {
         Worker {

@@ -287,7 +287,6 @@ impl Indexed for ActorTemplate {
     ];
 }
 
-
 fn is_url(module: &str) -> bool {
     module.starts_with("http://") || module.starts_with("https://")
 }
@@ -304,7 +303,11 @@ fn validate_module(s: &TemplateSpec) -> Result<(), ModelError> {
         }
         return Ok(());
     }
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(ModelError::invalid(
             "spec.moduleSha256",
             sha,
@@ -331,8 +334,9 @@ pub fn validate_egress(field: &str, rule: &str) -> Result<(), ModelError> {
     if name.parse::<std::net::Ipv4Addr>().is_ok() && !host.starts_with("*.") {
         return Ok(());
     }
-    crate::names::validate_subdomain(field, &name.to_ascii_lowercase())
-        .map_err(|_| bad("must be a host name, `*.domain` or an IPv4 address, with an optional :port"))
+    crate::names::validate_subdomain(field, &name.to_ascii_lowercase()).map_err(|_| {
+        bad("must be a host name, `*.domain` or an IPv4 address, with an optional :port")
+    })
 }
 
 #[cfg(test)]
@@ -354,7 +358,12 @@ mod tests {
 
     #[test]
     fn egress_rules_are_checked_and_name_the_field() {
-        for ok in ["api.example.com", "api.example.com:443", "*.example.com", "127.0.0.1:8080"] {
+        for ok in [
+            "api.example.com",
+            "api.example.com:443",
+            "*.example.com",
+            "127.0.0.1:8080",
+        ] {
             validate_egress("spec.egress[0]", ok).unwrap();
         }
         for bad in ["", "http://x", "a b", "host:0", "host:99999", "*.", "x/y"] {
@@ -383,6 +392,9 @@ mod tests {
             request_budget: Duration::from_secs(0),
             ..Limits::default()
         };
-        assert_eq!(t.validate().unwrap_err().field(), "spec.limits.requestBudget");
+        assert_eq!(
+            t.validate().unwrap_err().field(),
+            "spec.limits.requestBudget"
+        );
     }
 }

@@ -1,0 +1,50 @@
+use ate_model::ErrorKind;
+
+/// What a node operation can fail with. [`SeamError::GuestUnavailable`] is the one the
+/// router turns into HTTP 503: the actor exists but cannot answer right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeamError {
+    #[error("actor {actor} is unavailable: {reason}")]
+    GuestUnavailable { actor: String, reason: String },
+    #[error("worker {worker} does not host actor {actor}")]
+    NotHosted { worker: String, actor: String },
+    #[error("worker {worker} already hosts actor {actor}")]
+    WorkerBusy { worker: String, actor: String },
+    #[error("node {node} does not support sandbox class {class:?}")]
+    UnsupportedClass { node: String, class: String },
+    #[error("invalid workload: {field}: {reason}")]
+    InvalidWorkload { field: String, reason: String },
+    #[error("snapshot refused: {0}")]
+    Snapshot(String),
+    #[error("node {node} is unavailable")]
+    NodeUnavailable { node: String },
+    #[error("node {node} is already registered")]
+    NodeExists { node: String },
+    #[error("node internal error: {0}")]
+    Internal(String),
+}
+
+impl SeamError {
+    /// The gRPC-level category, so callers map every node failure the same way.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SeamError::GuestUnavailable { .. } | SeamError::NodeUnavailable { .. } => {
+                ErrorKind::Unavailable
+            }
+            SeamError::NotHosted { .. }
+            | SeamError::WorkerBusy { .. }
+            | SeamError::UnsupportedClass { .. }
+            | SeamError::Snapshot(_)
+            | SeamError::NodeExists { .. } => ErrorKind::FailedPrecondition,
+            SeamError::InvalidWorkload { .. } => ErrorKind::InvalidArgument,
+            SeamError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub fn unavailable(actor: impl ToString, reason: impl Into<String>) -> Self {
+        SeamError::GuestUnavailable {
+            actor: actor.to_string(),
+            reason: reason.into(),
+        }
+    }
+}

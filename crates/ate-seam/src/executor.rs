@@ -1,0 +1,130 @@
+//! What the control plane asks of a node: run, checkpoint, restore and stop an actor on one
+//! of the node's workers, deliver HTTP requests to it, and read its logs.
+
+use std::fmt;
+
+use ate_model::{ActorRef, NamespacedName, SnapshotScope, TemplateSpec};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{Body, SeamError};
+
+/// One worker slot, as the store names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId {
+    pub namespace: String,
+    pub pool: String,
+    pub name: String,
+}
+
+impl WorkerId {
+    pub fn new(namespace: &str, pool: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            pool: pool.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.namespace, self.pool, self.name)
+    }
+}
+
+/// What to run: the template's identity (nodes cache compiled workloads by it) and spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub template: NamespacedName,
+    pub spec: TemplateSpec,
+}
+
+/// A durable snapshot: the store it lives in (empty = the node's default), its scope and
+/// its id under `<location>/<atespace>/<actor>/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub location: String,
+    pub scope: SnapshotScope,
+    pub id: String,
+}
+
+/// Boot an actor from nothing on a free worker.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub worker: WorkerId,
+    pub actor: ActorRef,
+    pub workload: Workload,
+}
+
+/// Bring an actor back from a snapshot on a free worker.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub worker: WorkerId,
+    pub actor: ActorRef,
+    pub workload: Workload,
+    pub snapshot: SnapshotRef,
+}
+
+/// Save a running actor, between requests, to `location` (empty = the node's default).
+#[derive(Debug, Clone)]
+pub struct CheckpointRequest {
+    pub worker: WorkerId,
+    pub actor: ActorRef,
+    pub workload: Workload,
+    pub location: String,
+    pub scope: SnapshotScope,
+}
+
+/// A checkpoint that is durable in the snapshot store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub snapshot: SnapshotRef,
+    /// Uncompressed size of everything saved.
+    pub bytes: u64,
+}
+
+/// Stop the actor and free the worker. Stopping a worker that does not host the actor is
+/// a no-op, so a retried stop after a crash succeeds.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    pub worker: WorkerId,
+    pub actor: ActorRef,
+}
+
+/// One line the guest wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub text: String,
+}
+
+/// Log lines as they arrive; closed when the node stops following.
+pub type LogStream = mpsc::Receiver<LogLine>;
+
+/// A node as the control plane drives it. Every call names the worker and the actor, so a
+/// call that arrives late (after the actor moved) is refused instead of acting on a
+/// stranger.
+#[async_trait::async_trait]
+pub trait NodeExecutor: Send + Sync + fmt::Debug {
+    /// Cold-boots the workload and returns once it is ready for requests.
+    async fn run(&self, req: RunRequest) -> Result<(), SeamError>;
+    /// Restores the actor from a snapshot and returns once it is ready.
+    async fn restore(&self, req: RestoreRequest) -> Result<(), SeamError>;
+    /// Saves the actor between requests; it keeps running.
+    async fn checkpoint(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError>;
+    /// Stops the actor and frees the worker.
+    async fn stop(&self, req: StopRequest) -> Result<(), SeamError>;
+    /// Delivers one HTTP request to the actor and streams its response back.
+    async fn invoke(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, SeamError>;
+    /// The actor's recent log lines, then (with `follow`) new ones as they are written.
+    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError>;
+}

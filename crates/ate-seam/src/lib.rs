@@ -1,0 +1,21 @@
+//! The seam between ate's control plane and its nodes (`control -> seam <- node`). Neither
+//! plane imports the other: the control plane drives sandboxes through [`NodeExecutor`] and
+//! learns which nodes are alive, and what they hold, from dataspace assertions
+//! ([`NodeRegistration`], [`WorkerAdvert`], [`NodeCacheAdvert`]). In the all-in-one binary
+//! [`LocalSeam`] wires both planes in one process with no network hop; the split deployment
+//! puts a network executor behind the same trait.
+
+mod body;
+mod error;
+mod executor;
+mod local;
+mod registry;
+
+pub use body::{Body, BodyError, empty_body, full_body};
+pub use error::SeamError;
+pub use executor::{
+    Checkpoint, CheckpointRequest, LogLine, LogStream, NodeExecutor, RestoreRequest, RunRequest,
+    SnapshotRef, StopRequest, WorkerId, Workload,
+};
+pub use local::{LocalSeam, NodeMembership};
+pub use registry::{NodeCacheAdvert, NodeDirectory, NodeRegistration, WorkerAdvert};

@@ -1,0 +1,60 @@
+//! Node registration and liveness as dataspace assertions. A node's assertions are held by
+//! its membership owner, so they vanish the moment the node leaves or dies: there is no
+//! separate "node lost" message to forget to send.
+
+use std::sync::Arc;
+
+use ate_dataspace::{Assertion, Dataspace};
+use ate_model::Labels;
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeExecutor, SeamError, WorkerId};
+
+/// A live node, asserted under its name for as long as it is alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub name: String,
+    /// Where the node's services listen (empty for an in-process node).
+    pub address: String,
+    pub labels: Labels,
+    pub sandbox_classes: Vec<String>,
+    /// Most worker slots the node hosts, over all pools.
+    pub capacity: u32,
+}
+
+impl Assertion for NodeRegistration {
+    const TYPE: &'static str = "ate.node.v1";
+}
+
+/// The snapshots one worker holds hot in memory, asserted under the worker's key
+/// (`namespace/pool/name`). The scheduler's first choice for an actor is a free worker
+/// that holds its latest snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerAdvert {
+    pub node: String,
+    pub worker: WorkerId,
+    pub snapshots: Vec<String>,
+}
+
+impl Assertion for WorkerAdvert {
+    const TYPE: &'static str = "ate.worker-snapshots.v1";
+}
+
+/// The snapshots in a node's local cache (`atespace/actor/id`), asserted under the node's
+/// name: the scheduler's second choice is any free worker on such a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCacheAdvert {
+    pub node: String,
+    pub snapshots: Vec<String>,
+}
+
+impl Assertion for NodeCacheAdvert {
+    const TYPE: &'static str = "ate.node-cache.v1";
+}
+
+/// How the control plane finds nodes: the dataspace in which they assert themselves, and
+/// an executor for each live one.
+pub trait NodeDirectory: Send + Sync + std::fmt::Debug {
+    fn dataspace(&self) -> &Dataspace;
+    fn executor(&self, node: &str) -> Result<Arc<dyn NodeExecutor>, SeamError>;
+}
