@@ -11,7 +11,7 @@ mod executor;
 mod local;
 mod registry;
 
-pub use body::{Body, BodyError, empty_body, full_body};
+pub use body::{Body, BodyError, BodySender, channel_body, empty_body, full_body};
 pub use error::SeamError;
 pub use executor::{
     Checkpoint, CheckpointRequest, LogLine, LogStream, NodeExecutor, RestoreRequest, RunRequest,

@@ -113,12 +113,29 @@ impl SnapshotCache {
             }
         }
         let (manifest, files) = store.read(actor, id).await?;
-        let dir = self.dir.join(&actor.atespace).join(&actor.id).join(id);
+        self.insert(actor, manifest, &files)
+    }
+
+    /// Puts a snapshot the node has in hand (one it just wrote) into the cache, so the
+    /// next restore of it on this node reads no object storage.
+    pub fn insert(
+        &self,
+        actor: &ActorRef,
+        manifest: Manifest,
+        files: &[(String, bytes::Bytes)],
+    ) -> Result<CachedSnapshot, SnapshotError> {
+        validate_id(&manifest.id)?;
+        let k = key(actor, &manifest.id);
+        let dir = self
+            .dir
+            .join(&actor.atespace)
+            .join(&actor.id)
+            .join(&manifest.id);
         let bytes = manifest.total_size();
         let staging = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(io)?;
-        for (name, data) in &files {
+        for (name, data) in files {
             validate_file_name(name)?;
             std::fs::write(staging.join(name), data).map_err(io)?;
         }
@@ -128,6 +145,9 @@ impl SnapshotCache {
         let mut inner = self.lock();
         inner.clock += 1;
         let used = inner.clock;
+        if let Some(old) = inner.entries.remove(&k) {
+            inner.total -= old.bytes;
+        }
         inner.total += bytes;
         inner.entries.insert(
             k.clone(),

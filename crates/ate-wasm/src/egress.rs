@@ -38,6 +38,7 @@ impl EgressError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EgressPolicy {
     rules: Vec<(String, Option<u16>)>,
+    any: bool,
 }
 
 impl EgressPolicy {
@@ -53,10 +54,21 @@ impl EgressPolicy {
                 None => (r.to_ascii_lowercase(), None),
             })
             .collect();
-        Self { rules }
+        Self { rules, any: false }
+    }
+
+    /// Allows every destination: for the node's own downloads, never for guests.
+    fn any() -> Self {
+        Self {
+            rules: Vec::new(),
+            any: true,
+        }
     }
 
     pub fn allows(&self, host: &str, port: u16) -> bool {
+        if self.any {
+            return true;
+        }
         let host = host.to_ascii_lowercase();
         self.rules.iter().any(|(rule, rule_port)| {
             let host_ok = match rule.strip_prefix("*.") {
@@ -166,6 +178,26 @@ pub fn send(policy: &EgressPolicy, raw: &[u8], timeout: Duration) -> Result<Vec<
     stream.write_all(head.as_bytes()).map_err(failed)?;
     stream.write_all(req.body).map_err(failed)?;
     read_response(BufReader::new(stream))
+}
+
+/// Downloads `url` (plain `http://`) and returns the body of a 200 response.
+pub fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, EgressError> {
+    let raw = send(
+        &EgressPolicy::any(),
+        format!("GET {url} HTTP/1.1\r\n\r\n").as_bytes(),
+        timeout,
+    )?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| EgressError::Failed("response without headers".into()))?;
+    let status_line =
+        String::from_utf8_lossy(&raw[..raw.iter().position(|b| *b == b'\r').unwrap_or(0)])
+            .into_owned();
+    if status_line.split(' ').nth(1) != Some("200") {
+        return Err(EgressError::Failed(format!("GET {url}: {status_line}")));
+    }
+    Ok(raw[head_end + 4..].to_vec())
 }
 
 fn read_response(mut r: impl BufRead) -> Result<Vec<u8>, EgressError> {

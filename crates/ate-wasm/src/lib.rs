@@ -14,7 +14,7 @@ mod host;
 mod image;
 mod instrument;
 
-pub use egress::{EgressError, EgressPolicy};
+pub use egress::{EgressError, EgressPolicy, fetch};
 pub use engine::{CompiledModule, EPOCH_TICK, RUNTIME, WasmEngine, sha256_hex};
 pub use guest::{Guest, GuestConfig};
 pub use host::{LogSink, OutputStream, ResponsePart, ResponseSink};

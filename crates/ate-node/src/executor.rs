@@ -1,0 +1,406 @@
+//! The node's side of the seam: every `NodeExecutor` call, on real wasm guests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ate_model::{ActorRef, SnapshotScope};
+use ate_seam::{
+    Body, Checkpoint, CheckpointRequest, LogStream, NodeCacheAdvert, NodeExecutor, NodeMembership,
+    RestoreRequest, RunRequest, SeamError, SnapshotRef, StopRequest, WorkerAdvert, WorkerId,
+    Workload, channel_body,
+};
+use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, new_snapshot_id};
+use ate_wasm::{EgressPolicy, GuestConfig, MemoryImage, ResponsePart, WasmEngine, WasmError};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::logs::LogBook;
+use crate::slots::{Hosted, Slots, Vacancy, Warm};
+use crate::{NodeConfig, SANDBOX_CLASSES, workload};
+
+/// Largest request body a guest is handed.
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// The node's executor.
+#[derive(Debug)]
+pub struct NodeService {
+    config: NodeConfig,
+    engine: Arc<WasmEngine>,
+    cache: SnapshotCache,
+    stores: Mutex<HashMap<String, SnapshotStore>>,
+    slots: Slots,
+    logs: LogBook,
+    membership: Arc<Mutex<Option<NodeMembership>>>,
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> SeamError {
+    SeamError::Internal(format!("node task failed: {e}"))
+}
+
+fn snapshot_error(e: SnapshotError) -> SeamError {
+    match e {
+        SnapshotError::Unavailable(_) => SeamError::Internal(e.to_string()),
+        other => SeamError::Snapshot(other.to_string()),
+    }
+}
+
+fn guest_error(actor: &ActorRef, e: WasmError) -> SeamError {
+    match e {
+        WasmError::BudgetExceeded { .. } | WasmError::Trap(_) | WasmError::Poisoned => {
+            SeamError::unavailable(actor, e.to_string())
+        }
+        WasmError::Snapshot(_) => SeamError::Snapshot(e.to_string()),
+        other => workload::wasm_error(other),
+    }
+}
+
+impl NodeService {
+    pub(crate) fn new(
+        config: NodeConfig,
+        engine: WasmEngine,
+        cache: SnapshotCache,
+        membership: Arc<Mutex<Option<NodeMembership>>>,
+    ) -> Self {
+        Self {
+            config,
+            engine: Arc::new(engine),
+            cache,
+            stores: Mutex::new(HashMap::new()),
+            slots: Slots::default(),
+            logs: LogBook::default(),
+            membership,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Modules compiled on this node so far.
+    pub fn compiled_modules(&self) -> usize {
+        self.engine.cached_modules()
+    }
+
+    /// Snapshots in the local cache, as `atespace/actor/id`.
+    pub fn cached_snapshots(&self) -> Vec<String> {
+        self.cache.held()
+    }
+
+    pub(crate) fn stop_all(&self) {
+        let n = self.slots.drain().len();
+        if n > 0 {
+            tracing::info!(node = %self.config.name, actors = n, "node stopped its guests");
+        }
+    }
+
+    fn store(&self, location: &str) -> Result<SnapshotStore, SeamError> {
+        let location = if location.is_empty() {
+            self.config.snapshot_location.as_str()
+        } else {
+            location
+        };
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = stores.get(location) {
+            return Ok(s.clone());
+        }
+        let store = SnapshotStore::open(location).map_err(snapshot_error)?;
+        stores.insert(location.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// Re-asserts what `worker` and the cache hold, so the scheduler sees it.
+    fn advertise(&self, worker: &WorkerId) {
+        let guard = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(m) = guard.as_ref() else { return };
+        let advert = WorkerAdvert {
+            node: self.config.name.clone(),
+            worker: worker.clone(),
+            snapshots: self.slots.hot(worker),
+        };
+        let cache = NodeCacheAdvert {
+            node: self.config.name.clone(),
+            snapshots: self.cache.held(),
+        };
+        if let Err(e) = m
+            .owner()
+            .assert(worker.to_string(), advert)
+            .and_then(|_| m.owner().assert(self.config.name.as_str(), cache))
+        {
+            tracing::warn!(node = %self.config.name, error = %e, "cannot advertise snapshots");
+        }
+    }
+
+    fn check_class(&self, w: &Workload) -> Result<(), SeamError> {
+        if SANDBOX_CLASSES.contains(&w.spec.sandbox_class.as_str()) {
+            return Ok(());
+        }
+        Err(SeamError::UnsupportedClass {
+            node: self.config.name.clone(),
+            class: w.spec.sandbox_class.clone(),
+        })
+    }
+
+    fn guest_config(&self, actor: &ActorRef, w: &Workload) -> GuestConfig {
+        GuestConfig {
+            actor: actor.clone(),
+            env: w
+                .spec
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect(),
+            limits: w.spec.limits,
+            egress: EgressPolicy::new(&w.spec.egress),
+            egress_timeout: self.config.egress_timeout,
+            log: self.logs.sink(actor),
+        }
+    }
+
+    /// The image of a durable snapshot: from the worker's warm copy, else the local cache,
+    /// else the snapshot store (verified on the way in).
+    async fn image(&self, req: &RestoreRequest) -> Result<Warm, SeamError> {
+        let key = format!(
+            "{}/{}/{}",
+            req.actor.atespace, req.actor.id, req.snapshot.id
+        );
+        if let Some(w) = self.slots.warm(&req.worker).filter(|w| w.key == key) {
+            return Ok(w);
+        }
+        let store = self.store(&req.snapshot.location)?;
+        let cached = self
+            .cache
+            .get_or_fetch(&store, &req.actor, &req.snapshot.id)
+            .await
+            .map_err(snapshot_error)?;
+        if cached.manifest.sandbox_class != "wasm" {
+            return Err(SeamError::Snapshot(format!(
+                "snapshot {} was written by sandbox class {:?}, not wasm",
+                req.snapshot.id, cached.manifest.sandbox_class
+            )));
+        }
+        let image = tokio::task::spawn_blocking(move || {
+            let mut files = Vec::new();
+            for f in &cached.manifest.files {
+                let path = cached.file(&f.name).map_err(|e| e.to_string())?;
+                let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                files.push((f.name.clone(), Bytes::from(data)));
+            }
+            MemoryImage::from_files(&files).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(SeamError::Snapshot)?;
+        Ok(Warm {
+            key,
+            image: Arc::new(image),
+        })
+    }
+
+    async fn start(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+        w: &Workload,
+        image: Option<Warm>,
+    ) -> Result<(), SeamError> {
+        let module =
+            workload::compile(&self.engine, w, &self.config.data_dir.join("modules")).await?;
+        let config = self.guest_config(actor, w);
+        let (engine, m, cfg, img) = (
+            self.engine.clone(),
+            module.clone(),
+            config.clone(),
+            image.clone(),
+        );
+        let guest = tokio::task::spawn_blocking(move || match &img {
+            Some(warm) => ate_wasm::Guest::restore(&engine, m, &cfg, &warm.image),
+            None => ate_wasm::Guest::boot(&engine, m, &cfg),
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(|e| guest_error(actor, e))?;
+        let hosted = Hosted {
+            guest: Some(guest),
+            module,
+            config,
+            image,
+        };
+        self.slots.install(worker, actor, hosted)?;
+        self.advertise(worker);
+        tracing::info!(node = %self.config.name, worker = %worker, actor = %actor, "actor started");
+        Ok(())
+    }
+}
+
+/// Encodes a request as the HTTP/1.1 message a guest receives.
+async fn encode_request(req: http::Request<Body>) -> Result<Vec<u8>, String> {
+    let (parts, mut stream) = req.into_parts();
+    let mut body = Vec::new();
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(|e| format!("reading the request body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if body.len() + data.len() > MAX_REQUEST_BYTES {
+                return Err(format!(
+                    "request body larger than {MAX_REQUEST_BYTES} bytes"
+                ));
+            }
+            body.extend_from_slice(&data);
+        }
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = format!("{} {target} HTTP/1.1\r\n", parts.method).into_bytes();
+    for (k, v) in &parts.headers {
+        if k == http::header::CONTENT_LENGTH || k == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl NodeExecutor for NodeService {
+    async fn run(&self, req: RunRequest) -> Result<(), SeamError> {
+        self.check_class(&req.workload)?;
+        if let Vacancy::AlreadyHosting = self.slots.vacancy(&req.worker, &req.actor)? {
+            return Ok(());
+        }
+        self.start(&req.worker, &req.actor, &req.workload, None)
+            .await
+    }
+
+    async fn restore(&self, req: RestoreRequest) -> Result<(), SeamError> {
+        self.check_class(&req.workload)?;
+        if let Vacancy::AlreadyHosting = self.slots.vacancy(&req.worker, &req.actor)? {
+            return Ok(());
+        }
+        if req.snapshot.scope == SnapshotScope::Data {
+            // A wasm guest keeps nothing outside its memory: a Data snapshot is a cold boot.
+            return self
+                .start(&req.worker, &req.actor, &req.workload, None)
+                .await;
+        }
+        let image = self.image(&req).await?;
+        self.start(&req.worker, &req.actor, &req.workload, Some(image))
+            .await
+    }
+
+    async fn checkpoint(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError> {
+        let hosted = self.slots.hosted(&req.worker, &req.actor)?;
+        let mut guard = hosted.lock_owned().await;
+        let engine = self.engine.clone();
+        let (image, guard_back) = tokio::task::spawn_blocking(move || {
+            let r = guard.guest(&engine).and_then(|g| g.checkpoint());
+            (r, guard)
+        })
+        .await
+        .map_err(blocking_failed)?;
+        let mut guard = guard_back;
+        let image = image.map_err(|e| guest_error(&req.actor, e))?;
+        let store = self.store(&req.location)?;
+        let id = new_snapshot_id();
+        let files = image
+            .to_files()
+            .map_err(|e| SeamError::Snapshot(e.to_string()))?;
+        let runtime = format!("ate/{} {}", env!("CARGO_PKG_VERSION"), ate_wasm::RUNTIME);
+        let manifest = store
+            .write(
+                &req.actor,
+                &id,
+                "wasm",
+                SnapshotScope::Full,
+                &runtime,
+                files.clone(),
+            )
+            .await
+            .map_err(snapshot_error)?;
+        let bytes = manifest.total_size();
+        if let Err(e) = self.cache.insert(&req.actor, manifest, &files) {
+            tracing::warn!(actor = %req.actor, error = %e, "checkpoint not kept in the local cache");
+        }
+        let warm = Warm {
+            key: format!("{}/{}/{id}", req.actor.atespace, req.actor.id),
+            image: Arc::new(image),
+        };
+        guard.image = Some(warm.clone());
+        drop(guard);
+        self.slots.set_warm(&req.worker, warm);
+        self.advertise(&req.worker);
+        Ok(Checkpoint {
+            snapshot: SnapshotRef {
+                location: store.location().to_string(),
+                scope: SnapshotScope::Full,
+                id,
+            },
+            bytes,
+        })
+    }
+
+    async fn stop(&self, req: StopRequest) -> Result<(), SeamError> {
+        if let Some(hosted) = self.slots.remove(&req.worker, &req.actor) {
+            // Waits for a request in flight to finish before the guest is dropped.
+            drop(hosted.lock().await);
+            self.advertise(&req.worker);
+            tracing::info!(node = %self.config.name, worker = %req.worker, actor = %req.actor, "actor stopped");
+        }
+        Ok(())
+    }
+
+    async fn invoke(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, SeamError> {
+        let hosted = self.slots.hosted(worker, actor)?;
+        let raw = encode_request(request)
+            .await
+            .map_err(|e| SeamError::unavailable(actor, e))?;
+        let mut guard = hosted.lock_owned().await;
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (body_tx, body) = channel_body(16);
+        let engine = self.engine.clone();
+        let mut head_tx = Some(head_tx);
+        let task = tokio::task::spawn_blocking(move || {
+            let sink_body = body_tx.clone();
+            let sink = Box::new(move |part: ResponsePart| match part {
+                ResponsePart::Head { status, headers } => head_tx
+                    .take()
+                    .is_some_and(|tx| tx.send((status, headers)).is_ok()),
+                ResponsePart::Chunk(c) => sink_body.blocking_send(Ok(c)).is_ok(),
+            });
+            let result = guard.guest(&engine).and_then(|g| g.handle(&raw, sink));
+            if let Err(e) = &result {
+                let _ = body_tx.blocking_send(Err(e.to_string().into()));
+            }
+            result
+        });
+        let (status, headers) = match head_rx.await {
+            Ok(head) => head,
+            Err(_) => {
+                let e = match task.await.map_err(blocking_failed)? {
+                    Err(e) => e,
+                    Ok(()) => WasmError::Internal("guest finished without a response".into()),
+                };
+                tracing::warn!(actor = %actor, error = %e, "request failed in the guest");
+                return Err(guest_error(actor, e));
+            }
+        };
+        let mut response = http::Response::builder().status(status);
+        for (k, v) in headers {
+            response = response.header(k, v);
+        }
+        response.body(body).map_err(|e| {
+            SeamError::unavailable(actor, format!("guest sent a bad response head: {e}"))
+        })
+    }
+
+    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
+        Ok(self.logs.read(actor, follow))
+    }
+}

@@ -1,0 +1,301 @@
+//! Nodes in one process, driven through the seam as the control plane drives them: real
+//! wasm guests, real snapshot files, the dataspace adverts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ate_dataspace::{Dataspace, Filter};
+use ate_model::{ActorRef, NamespacedName, TemplateSpec};
+use ate_node::{Node, NodeConfig};
+use ate_seam::*;
+use http_body_util::BodyExt;
+
+const COUNTER: &str = include_str!("../../../demo/counter/counter.wat");
+
+struct Fixture {
+    seam: LocalSeam,
+    dir: tempfile::TempDir,
+    workload: Workload,
+}
+
+fn fixture(module_source: &str, budget_ms: u64) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("module.wat");
+    std::fs::write(&module, module_source).expect("write module");
+    let mut spec = TemplateSpec {
+        sandbox_class: "wasm".into(),
+        module: module.display().to_string(),
+        ..Default::default()
+    };
+    spec.limits.request_budget = ate_model::Duration(std::time::Duration::from_millis(budget_ms));
+    Fixture {
+        seam: LocalSeam::new(Dataspace::new()),
+        dir,
+        workload: Workload {
+            template: NamespacedName::new("demo", "counter"),
+            spec,
+        },
+    }
+}
+
+impl Fixture {
+    fn node(&self, name: &str) -> Node {
+        let mut config = NodeConfig::local(name, self.dir.path().join(name));
+        // Every node shares one snapshot store, as nodes of one deployment do.
+        config.snapshot_location =
+            format!("file://{}", self.dir.path().join("snapshots").display());
+        Node::start(config, &self.seam).expect("node starts")
+    }
+
+    fn exec(&self, node: &str) -> Arc<dyn NodeExecutor> {
+        self.seam.executor(node).expect("node is registered")
+    }
+
+    fn snapshots(&self) -> std::path::PathBuf {
+        self.dir.path().join("snapshots")
+    }
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId::new("default", "wasm", name)
+}
+
+async fn get(
+    exec: &Arc<dyn NodeExecutor>,
+    w: &WorkerId,
+    a: &ActorRef,
+) -> Result<(u16, String), SeamError> {
+    let req = http::Request::builder()
+        .uri("/count?x=1")
+        .body(full_body("hello"))
+        .expect("request");
+    let resp = exec.invoke(w, a, req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Ok((status, String::from_utf8(body.to_vec()).expect("utf-8")))
+}
+
+fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir()
+            && let Some(found) = find(&p, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_moves_between_nodes_through_a_snapshot() {
+    let f = fixture(COUNTER, 10_000);
+    let (a, b) = (f.node("node-a"), f.node("node-b"));
+    let actor = ActorRef::new("team-a", "c1");
+    let (w1, w2) = (worker("w1"), worker("w2"));
+    let ea = f.exec("node-a");
+    ea.run(RunRequest {
+        worker: w1.clone(),
+        actor: actor.clone(),
+        workload: f.workload.clone(),
+    })
+    .await
+    .unwrap();
+    // A retried run is a no-op; another actor cannot take the worker.
+    ea.run(RunRequest {
+        worker: w1.clone(),
+        actor: actor.clone(),
+        workload: f.workload.clone(),
+    })
+    .await
+    .unwrap();
+    let other = ActorRef::new("team-a", "c2");
+    assert!(matches!(
+        ea.run(RunRequest {
+            worker: w1.clone(),
+            actor: other.clone(),
+            workload: f.workload.clone()
+        })
+        .await,
+        Err(SeamError::WorkerBusy { .. })
+    ));
+    assert!(matches!(
+        get(&ea, &w1, &other).await,
+        Err(SeamError::NotHosted { .. })
+    ));
+    for n in 1..=3 {
+        assert_eq!(get(&ea, &w1, &actor).await.unwrap(), (200, n.to_string()));
+    }
+    let cp = ea
+        .checkpoint(CheckpointRequest {
+            worker: w1.clone(),
+            actor: actor.clone(),
+            workload: f.workload.clone(),
+            location: String::new(),
+            scope: ate_model::SnapshotScope::Full,
+        })
+        .await
+        .unwrap();
+    assert!(cp.bytes >= 65_536, "{cp:?}");
+    assert_eq!(get(&ea, &w1, &actor).await.unwrap().1, "4");
+
+    // The worker and node advertise the snapshot.
+    let key = format!("team-a/c1/{}", cp.snapshot.id);
+    let ds = f.seam.dataspace();
+    let advert: WorkerAdvert = ds.get(&w1.to_string().into()).expect("worker advert");
+    assert_eq!(advert.snapshots, vec![key.clone()]);
+    let cache: NodeCacheAdvert = ds.get(&"node-a".into()).expect("cache advert");
+    assert_eq!(cache.snapshots, vec![key.clone()]);
+
+    ea.stop(StopRequest {
+        worker: w1.clone(),
+        actor: actor.clone(),
+    })
+    .await
+    .unwrap();
+    ea.stop(StopRequest {
+        worker: w1.clone(),
+        actor: actor.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        get(&ea, &w1, &actor).await,
+        Err(SeamError::NotHosted { .. })
+    ));
+
+    // Restored on the other node from the store: it continues from the checkpoint.
+    let eb = f.exec("node-b");
+    eb.restore(RestoreRequest {
+        worker: w2.clone(),
+        actor: actor.clone(),
+        workload: f.workload.clone(),
+        snapshot: cp.snapshot.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&eb, &w2, &actor).await.unwrap().1, "4");
+    assert_eq!(get(&eb, &w2, &actor).await.unwrap().1, "5");
+    let cache_b: NodeCacheAdvert = ds.get(&"node-b".into()).expect("cache advert b");
+    assert_eq!(cache_b.snapshots, vec![key]);
+
+    // The guest's stdout is the actor's log on the node that ran it.
+    let mut logs = eb.logs(&actor, false).await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(l) = logs.recv().await {
+        lines.push(l.text);
+    }
+    assert_eq!(lines, ["counter: request 4", "counter: request 5"]);
+
+    // Leaving retracts the registration and every advert.
+    drop(a);
+    assert!(ds.get::<NodeRegistration>(&"node-a".into()).is_none());
+    assert!(ds.get::<NodeCacheAdvert>(&"node-a".into()).is_none());
+    assert!(ds.get::<WorkerAdvert>(&w1.to_string().into()).is_none());
+    assert!(matches!(
+        f.seam.executor("node-a"),
+        Err(SeamError::NodeUnavailable { .. })
+    ));
+    let names: Vec<String> = ds
+        .list::<NodeRegistration>(&Filter::All)
+        .into_iter()
+        .map(|(_, r)| r.name)
+        .collect();
+    assert_eq!(names, ["node-b"]);
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_snapshot_is_refused() {
+    let f = fixture(COUNTER, 10_000);
+    let _a = f.node("node-a");
+    let _b = f.node("node-b");
+    let actor = ActorRef::new("team-a", "c1");
+    let ea = f.exec("node-a");
+    ea.run(RunRequest {
+        worker: worker("w1"),
+        actor: actor.clone(),
+        workload: f.workload.clone(),
+    })
+    .await
+    .unwrap();
+    get(&ea, &worker("w1"), &actor).await.unwrap();
+    let cp = ea
+        .checkpoint(CheckpointRequest {
+            worker: worker("w1"),
+            actor: actor.clone(),
+            workload: f.workload.clone(),
+            location: String::new(),
+            scope: ate_model::SnapshotScope::Full,
+        })
+        .await
+        .unwrap();
+    let memory = find(&f.snapshots(), "memory.bin.zst").expect("memory file in the store");
+    let mut bytes = std::fs::read(&memory).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&memory, bytes).unwrap();
+    let err = f
+        .exec("node-b")
+        .restore(RestoreRequest {
+            worker: worker("w2"),
+            actor: actor.clone(),
+            workload: f.workload.clone(),
+            snapshot: cp.snapshot.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SeamError::Snapshot(m) if m.contains("corrupt")),
+        "{err}"
+    );
+    // Nothing was installed: the worker is still free.
+    assert!(matches!(
+        get(&f.exec("node-b"), &worker("w2"), &actor).await,
+        Err(SeamError::NotHosted { .. })
+    ));
+}
+
+const SPIN: &str = r#"(module
+  (import "ate" "response_write" (func $write (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $n (mut i32) (i32.const 0))
+  (func (export "ate_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "ate_handle") (param i32 i32) (result i32)
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (if (i32.eq (global.get $n) (i32.const 2)) (then (loop $forever (br $forever))))
+    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (global.get $n)))
+    (drop (call $write (i32.const 0) (i32.const 1)))
+    i32.const 0))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_guest_is_stopped_and_its_worker_recovers() {
+    let f = fixture(SPIN, 300);
+    let _a = f.node("node-a");
+    let ea = f.exec("node-a");
+    let actor = ActorRef::new("team-a", "spin");
+    ea.run(RunRequest {
+        worker: worker("w1"),
+        actor: actor.clone(),
+        workload: f.workload.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&ea, &worker("w1"), &actor).await.unwrap(),
+        (200, "1".into())
+    );
+    let err = get(&ea, &worker("w1"), &actor).await.unwrap_err();
+    assert!(
+        matches!(&err, SeamError::GuestUnavailable { reason, .. } if reason.contains("budget")),
+        "{err}"
+    );
+    // The next request gets a replacement guest (booted fresh: no checkpoint was taken).
+    assert_eq!(
+        get(&ea, &worker("w1"), &actor).await.unwrap(),
+        (200, "1".into())
+    );
+}
