@@ -6,6 +6,8 @@
 mod actors;
 mod catalog;
 mod errors;
+mod fleet;
+mod placement;
 mod server;
 mod service;
 
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use ate_model::{Atespace, names::GOLDEN_ATESPACE};
 use ate_store::{Store, StoreError};
 
+pub use fleet::{Fleet, FleetHandle, FleetReport, NODE_LOST, NODE_READY};
+pub use placement::{Action, NodeSlots, plan};
 pub use server::{ServeError, serve};
 pub use service::ControlService;
 

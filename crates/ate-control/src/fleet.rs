@@ -1,0 +1,349 @@
+//! The fleet: turns declared worker pools into worker records on live nodes. Nodes are
+//! learned from their dataspace registrations; pools and workers live in the store. A
+//! reconcile runs when a node joins or leaves, a pool changes, and periodically. It also
+//! copies what each worker advertises as hot into the worker's `cached_snapshots`, the
+//! field the scheduler selects on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ate_dataspace::{Event, Filter};
+use ate_model::{FieldSelector, Kind, Node, Worker, WorkerPool};
+use ate_seam::{NodeDirectory, NodeRegistration, WorkerAdvert};
+use ate_store::{ListOptions, Store, StoreError};
+use tokio::task::JoinHandle;
+
+use crate::placement::{Action, NodeSlots, plan};
+
+/// Node status while its registration is asserted.
+pub const NODE_READY: &str = "Ready";
+/// Node status once its registration is gone.
+pub const NODE_LOST: &str = "NotReady";
+
+/// How often the fleet reconciles with nothing to trigger it.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
+
+/// What one reconcile changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FleetReport {
+    pub created: usize,
+    pub deleted: usize,
+}
+
+/// Pools to worker slots.
+#[derive(Clone)]
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    nodes: Arc<dyn NodeDirectory>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn selector(text: &str) -> Result<FieldSelector, StoreError> {
+    FieldSelector::parse(text).map_err(StoreError::Invalid)
+}
+
+fn eligible(node: &NodeRegistration, pool: &WorkerPool) -> bool {
+    node.sandbox_classes.contains(&pool.spec.sandbox_class)
+        && pool
+            .spec
+            .node_selector
+            .iter()
+            .all(|(k, v)| node.labels.get(k) == Some(v))
+}
+
+impl Fleet {
+    pub fn new(store: Arc<dyn Store>, nodes: Arc<dyn NodeDirectory>) -> Self {
+        Self { store, nodes }
+    }
+
+    fn live_nodes(&self) -> BTreeMap<String, NodeRegistration> {
+        self.nodes
+            .dataspace()
+            .list::<NodeRegistration>(&Filter::All)
+            .into_iter()
+            .map(|(_, n)| (n.name.clone(), n))
+            .collect()
+    }
+
+    /// Brings node records, and every pool's workers, in line with the live nodes.
+    pub async fn reconcile(&self) -> Result<FleetReport, StoreError> {
+        let live = self.live_nodes();
+        self.sync_nodes(&live).await?;
+        let mut report = FleetReport::default();
+        let all = self
+            .store
+            .list_all::<Worker>(&ListOptions::default())
+            .await?;
+        let pools = self
+            .store
+            .list_all::<WorkerPool>(&ListOptions::default())
+            .await?;
+        let pool_keys: HashSet<String> = pools.iter().map(|p| p.id().key()).collect();
+        let mut used: BTreeMap<String, u32> = BTreeMap::new();
+        for w in &all {
+            let orphan = !live.contains_key(&w.node_name)
+                || !pool_keys.contains(&format!("{}/{}", w.namespace, w.pool));
+            // A busy worker on a lost node is left for actor recovery to release.
+            if orphan && w.is_free() {
+                report.deleted += usize::from(self.delete_free(w).await?);
+                continue;
+            }
+            *used.entry(w.node_name.clone()).or_default() += 1;
+        }
+        for pool in &pools {
+            let mine: Vec<&Worker> = all
+                .iter()
+                .filter(|w| w.namespace == pool.namespace && w.pool == pool.name)
+                .collect();
+            let mut slots = Vec::new();
+            for node in live.values() {
+                let here: Vec<&Worker> = mine
+                    .iter()
+                    .copied()
+                    .filter(|w| w.node_name == node.name)
+                    .collect();
+                if !eligible(node, pool) {
+                    for w in here.iter().filter(|w| w.is_free()) {
+                        report.deleted += usize::from(self.delete_free(w).await?);
+                    }
+                    continue;
+                }
+                slots.push(NodeSlots {
+                    node: node.name.clone(),
+                    room: node
+                        .capacity
+                        .saturating_sub(used.get(&node.name).copied().unwrap_or(0)),
+                    workers: here.iter().map(|w| (w.name.clone(), w.is_free())).collect(),
+                });
+            }
+            for action in plan(pool.spec.replicas, &slots) {
+                match action {
+                    Action::Create { node } => {
+                        if let Some(n) = live.get(&node) {
+                            self.create_worker(pool, n, &mine).await?;
+                            *used.entry(node).or_default() += 1;
+                            report.created += 1;
+                        }
+                    }
+                    Action::Delete { worker, .. } => {
+                        if let Some(w) = mine.iter().find(|w| w.name == worker) {
+                            report.deleted += usize::from(self.delete_free(w).await?);
+                        }
+                    }
+                }
+            }
+            self.update_pool_status(pool).await?;
+        }
+        if report != FleetReport::default() {
+            tracing::info!(
+                created = report.created,
+                deleted = report.deleted,
+                nodes = live.len(),
+                "fleet reconciled"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn sync_nodes(
+        &self,
+        live: &BTreeMap<String, NodeRegistration>,
+    ) -> Result<(), StoreError> {
+        let stored = self.store.list_all::<Node>(&ListOptions::default()).await?;
+        for reg in live.values() {
+            let want = Node {
+                name: reg.name.clone(),
+                version: 0,
+                address: reg.address.clone(),
+                labels: reg.labels.clone(),
+                sandbox_classes: reg.sandbox_classes.clone(),
+                capacity: reg.capacity,
+                status: NODE_READY.into(),
+            };
+            match stored.iter().find(|n| n.name == reg.name) {
+                None => ignore_race(self.store.create(want).await.map(drop))?,
+                Some(have)
+                    if Node {
+                        version: 0,
+                        ..have.clone()
+                    } != want =>
+                {
+                    ignore_race(
+                        self.store
+                            .update(Node {
+                                version: have.version,
+                                ..want
+                            })
+                            .await
+                            .map(drop),
+                    )?
+                }
+                Some(_) => {}
+            }
+        }
+        for have in stored
+            .iter()
+            .filter(|n| !live.contains_key(&n.name) && n.status != NODE_LOST)
+        {
+            let lost = Node {
+                status: NODE_LOST.into(),
+                ..have.clone()
+            };
+            ignore_race(self.store.update(lost).await.map(drop))?;
+            tracing::warn!(node = %have.name, "node lost");
+        }
+        Ok(())
+    }
+
+    async fn create_worker(
+        &self,
+        pool: &WorkerPool,
+        node: &NodeRegistration,
+        taken: &[&Worker],
+    ) -> Result<(), StoreError> {
+        let base = format!("{}-{}", pool.name, node.name);
+        let base = &base[..base.len().min(55)];
+        for n in 0.. {
+            let name = format!("{}-{n}", base.trim_end_matches('-'));
+            if taken.iter().any(|w| w.name == name) {
+                continue;
+            }
+            let worker = Worker {
+                namespace: pool.namespace.clone(),
+                pool: pool.name.clone(),
+                name,
+                version: 0,
+                node_name: node.name.clone(),
+                address: node.address.clone(),
+                sandbox_class: pool.spec.sandbox_class.clone(),
+                labels: pool.spec.labels.clone(),
+                assignment: None,
+                cached_snapshots: Vec::new(),
+            };
+            match self.store.create(worker).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a worker only at the version seen free: a claim in between wins.
+    async fn delete_free(&self, w: &Worker) -> Result<bool, StoreError> {
+        match self.store.delete::<Worker>(&w.key(), Some(w.version)).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update_pool_status(&self, pool: &WorkerPool) -> Result<(), StoreError> {
+        let sel = selector(&format!("namespace={},pool={}", pool.namespace, pool.name))?;
+        let count = self
+            .store
+            .list_all::<Worker>(&ListOptions::with_fields(sel))
+            .await?
+            .len() as u32;
+        if pool.status.replicas != count {
+            let mut p = pool.clone();
+            p.status.replicas = count;
+            ignore_race(self.store.update(p).await.map(drop))?;
+        }
+        Ok(())
+    }
+
+    /// Copies a worker's advert into its record, retrying over concurrent claims.
+    pub async fn record_advert(&self, advert: &WorkerAdvert) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let mut w = match self.store.get::<Worker>(&advert.worker.to_string()).await {
+                Ok(w) => w,
+                Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if w.cached_snapshots == advert.snapshots {
+                return Ok(());
+            }
+            w.cached_snapshots = advert.snapshots.clone();
+            match self.store.update(w).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the fleet until the handle is dropped.
+    pub fn start(self) -> FleetHandle {
+        FleetHandle(tokio::spawn(self.run()))
+    }
+
+    async fn run(self) {
+        let ds = self.nodes.dataspace().clone();
+        let (Ok(mut nodes), Ok(mut adverts)) = (
+            ds.subscribe::<NodeRegistration>(Filter::All),
+            ds.subscribe::<WorkerAdvert>(Filter::All),
+        ) else {
+            tracing::error!("fleet cannot subscribe to node registrations");
+            return;
+        };
+        let mut pools = self.store.watch(Kind::WorkerPool).await.ok();
+        let mut tick = tokio::time::interval(RESYNC_EVERY);
+        loop {
+            tokio::select! {
+                ev = nodes.recv() => if ev.is_none() { return },
+                ev = adverts.recv() => match ev {
+                    None => return,
+                    Some(Event::Asserted { value, .. }) => {
+                        if let Err(e) = self.record_advert(&value).await {
+                            tracing::warn!(worker = %value.worker, error = %e, "cannot record worker advert");
+                        }
+                        continue;
+                    }
+                    Some(_) => continue,
+                },
+                ev = async { match pools.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                    if ev.is_none() {
+                        pools = self.store.watch(Kind::WorkerPool).await.ok();
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            // Let a burst of changes settle into one pass.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "fleet reconcile failed; retrying");
+            }
+        }
+    }
+}
+
+fn ignore_race(r: Result<(), StoreError>) -> Result<(), StoreError> {
+    match r {
+        Err(
+            StoreError::Conflict { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::NotFound { .. },
+        ) => Ok(()),
+        other => other,
+    }
+}
+
+/// The running fleet loop; dropping it stops the loop.
+#[derive(Debug)]
+pub struct FleetHandle(JoinHandle<()>);
+
+impl Drop for FleetHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
