@@ -12,8 +12,8 @@ use tonic::transport::Channel;
 use crate::manifest::{self, Manifest};
 use crate::output::{Format, Printable, render, render_one};
 use crate::{
-    AtespaceArgs, CliError, ClientCommand, CreateCommand, Global, LifecycleArgs, Resource,
-    UpdateCommand, connect,
+    AtespaceArgs, CliError, ClientCommand, CreateCommand, Global, LifecycleArgs, LogsArgs,
+    Resource, UpdateCommand, connect,
 };
 
 type Client = ControlClient<Channel>;
@@ -127,7 +127,44 @@ pub async fn run(global: &Global, cmd: ClientCommand) -> Result<String, CliError
         ClientCommand::Resume(a) => lifecycle(&mut c, "resume", a).await,
         ClientCommand::Suspend(a) => lifecycle(&mut c, "suspend", a).await,
         ClientCommand::Pause(a) => lifecycle(&mut c, "pause", a).await,
+        ClientCommand::Logs(a) => logs(&mut c, a).await,
     }
+}
+
+/// Streams log lines to stdout as they arrive (with `-f`, until interrupted).
+async fn logs(c: &mut Client, a: LogsArgs) -> Result<String, CliError> {
+    use std::io::Write;
+    let atespace = required_atespace(a.atespace)?;
+    let r = pb::GetActorLogsRequest {
+        actor_ref: Some(actor_ref(&ate_model::ActorRef::new(atespace, a.id))),
+        follow: a.follow,
+    };
+    let mut stream = c
+        .get_actor_logs(r)
+        .await
+        .map_err(CliError::rpc("get logs"))?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(entry) = stream.message().await.map_err(CliError::rpc("get logs"))? {
+        let line = if a.timestamps {
+            format!(
+                "{} {} {}\n",
+                crate::output::rfc3339_ms(entry.time_ms),
+                entry.stream,
+                entry.text
+            )
+        } else {
+            format!("{}\n", entry.text)
+        };
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(String::new())
 }
 
 async fn get(
@@ -390,7 +427,14 @@ async fn apply(c: &mut Client, files: &[String]) -> Result<String, CliError> {
     // Parse and validate everything first: a bad document anywhere applies nothing.
     let mut all = Vec::new();
     for f in files {
-        all.extend(manifest::parse(f, &read_source(f)?)?);
+        let mut docs = manifest::parse(f, &read_source(f)?)?;
+        if f != "-" {
+            let base = std::path::Path::new(f)
+                .parent()
+                .unwrap_or(std::path::Path::new(""));
+            manifest::resolve_module_paths(&mut docs, base);
+        }
+        all.extend(docs);
     }
     let mut out = String::new();
     for m in all {

@@ -141,6 +141,24 @@ pub enum ClientCommand {
     Suspend(LifecycleArgs),
     /// Pause an actor, keeping its snapshot on the node.
     Pause(LifecycleArgs),
+    /// Print an actor's logs (its guest's stdout and stderr).
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Always `actor`.
+    #[arg(value_parser = ["actor", "actors"])]
+    pub kind: String,
+    pub id: String,
+    #[arg(short = 'a', long)]
+    pub atespace: Option<String>,
+    /// Keep printing new lines as they are written.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Prefix each line with its time and stream.
+    #[arg(long)]
+    pub timestamps: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -142,6 +142,26 @@ fn document(doc: Document) -> Result<Manifest, String> {
     }
 }
 
+/// Makes a template's relative module path absolute against the manifest's directory, so
+/// `module: counter.wat` next to the manifest works wherever `ate apply` runs from (the
+/// node reads the path as given). URLs and absolute paths are left alone.
+pub fn resolve_module_paths(manifests: &mut [Manifest], base: &std::path::Path) {
+    for m in manifests {
+        let Manifest::ActorTemplate(t) = m else {
+            continue;
+        };
+        let module = &t.spec.module;
+        if module.is_empty() || module.contains("://") || module.starts_with('/') {
+            continue;
+        }
+        let joined = base.join(module);
+        let resolved = std::fs::canonicalize(&joined)
+            .or_else(|_| std::path::absolute(&joined))
+            .unwrap_or(joined);
+        t.spec.module = resolved.display().to_string();
+    }
+}
+
 fn typed_spec<T: serde::de::DeserializeOwned>(spec: serde_yaml_ng::Value) -> Result<T, String> {
     if spec.is_null() {
         return Err("spec is required".into());

@@ -15,7 +15,7 @@ use crate::ControlService;
 use crate::errors::{self, field_selector};
 
 /// Validates an actor reference from a request: both parts are DNS-1123 labels.
-fn actor_ref(r: Option<&pb::ActorRef>) -> Result<ActorRef, Status> {
+pub(crate) fn actor_ref(r: Option<&pb::ActorRef>) -> Result<ActorRef, Status> {
     let r = actor_ref_from_pb(r);
     r.validate("actor_ref").map_err(invalid)?;
     Ok(r)

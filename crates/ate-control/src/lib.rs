@@ -7,6 +7,7 @@ mod actors;
 mod catalog;
 mod errors;
 mod fleet;
+mod logs;
 mod placement;
 mod server;
 mod service;

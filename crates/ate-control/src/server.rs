@@ -1,10 +1,7 @@
 //! Serving the control API on a listener, with health and reflection.
 
-use std::future::Future;
-use std::sync::Arc;
-
 use ate_proto::ateapi::control_server::ControlServer;
-use ate_store::Store;
+use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -38,7 +35,7 @@ fn incoming(
 /// until `shutdown` resolves; in-flight calls finish first.
 pub async fn serve(
     listener: TcpListener,
-    store: Arc<dyn Store>,
+    control: ControlService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -47,7 +44,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(ate_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let control = ControlServer::new(ControlService::new(store))
+    let control = ControlServer::new(control)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()

@@ -5,15 +5,18 @@ use std::sync::Arc;
 
 use ate_proto::ateapi as pb;
 use ate_proto::ateapi::control_server::Control;
+use ate_seam::NodeDirectory;
 use ate_store::Store;
 use tonic::{Request, Response, Status};
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// The control service over one store.
+/// The control service over one store, and the nodes it can reach (none for an API-only
+/// control plane).
 #[derive(Clone)]
 pub struct ControlService {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) nodes: Option<Arc<dyn NodeDirectory>>,
 }
 
 impl std::fmt::Debug for ControlService {
@@ -24,7 +27,15 @@ impl std::fmt::Debug for ControlService {
 
 impl ControlService {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, nodes: None }
+    }
+
+    /// The same service, driving the nodes in `nodes`.
+    pub fn with_nodes(self, nodes: Arc<dyn NodeDirectory>) -> Self {
+        Self {
+            nodes: Some(nodes),
+            ..self
+        }
     }
 }
 
@@ -178,5 +189,14 @@ impl Control for ControlService {
 
     async fn list_nodes(&self, _r: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
         ok(self.list_nodes_impl().await)
+    }
+
+    type GetActorLogsStream = crate::logs::LogEntries;
+
+    async fn get_actor_logs(
+        &self,
+        r: Request<pb::GetActorLogsRequest>,
+    ) -> Reply<Self::GetActorLogsStream> {
+        ok(self.actor_logs_impl(r.get_ref()).await)
     }
 }

@@ -31,9 +31,13 @@ async fn start() -> Server {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ate_control::serve(listener, store.clone(), async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(ate_control::serve(
+        listener,
+        ate_control::ControlService::new(store.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let channel = channel(addr).await;
     let client = ControlClient::new(channel);
     Server {

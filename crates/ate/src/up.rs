@@ -11,8 +11,10 @@ use ate_store::Store;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use ate_control::ControlService;
+
 use crate::cli::default_data_dir;
-use crate::stores;
+use crate::{local, stores};
 
 /// Where `ate up` serves the control API unless told otherwise.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7420";
@@ -105,10 +107,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let store = stores::open(&store_url, Duration::from_secs(args.store_timeout)).await?;
     start_api(&store).await?;
     let (listener, addr) = bind(args.api_listen).await?;
+    let data_plane = local::start(&store, &data_dir).await?;
     println!("ate is up");
     println!("  control API   http://{addr} (gRPC)");
     println!("  store         {}", stores::redact(&store_url));
     println!("  data dir      {}", data_dir.display());
+    println!(
+        "  node          {} (pool {}/{}, {} wasm workers)",
+        local::LOCAL_NODE,
+        local::DEFAULT_POOL.0,
+        local::DEFAULT_POOL.1,
+        local::DEFAULT_POOL_REPLICAS
+    );
     println!();
     println!("Try:");
     let endpoint = if addr.to_string() == DEFAULT_API_LISTEN {
@@ -116,13 +126,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     } else {
         format!(" --endpoint http://{addr}")
     };
+    println!("  ate{endpoint} get nodes");
+    println!("  ate{endpoint} get workers");
     println!("  ate{endpoint} create atespace team-a");
-    println!("  ate{endpoint} apply -f examples/counter.yaml");
     println!("  ate{endpoint} create actor counter-1 -t demo/counter -a team-a");
     println!("  ate{endpoint} get actors -A");
     println!();
     println!("Press Ctrl-C to stop.");
-    ate_control::serve(listener, store, shutdown_signal()).await?;
+    let control = ControlService::new(store).with_nodes(Arc::new(data_plane.seam.clone()));
+    ate_control::serve(listener, control, shutdown_signal()).await?;
+    drop(data_plane);
     println!("ate stopped");
     Ok(())
 }
@@ -136,6 +149,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (listener, addr) = bind(args.listen).await?;
     tracing::info!(%addr, store = %stores::redact(&args.store), "control API serving");
     println!("control API   http://{addr} (gRPC)");
-    ate_control::serve(listener, store, shutdown_signal()).await?;
+    ate_control::serve(listener, ControlService::new(store), shutdown_signal()).await?;
     Ok(())
 }

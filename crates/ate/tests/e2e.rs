@@ -103,9 +103,9 @@ impl Drop for Up {
 
 const THREE_ACTORS: &str = "\
 ATESPACE   TEMPLATE NS   TEMPLATE   ID      STATUS      WORKER   ADDRESS   VERSION
-team-a     demo          counter    test    SUSPENDED   <none>   <none>    1
-team-a     demo          counter    test2   SUSPENDED   <none>   <none>    1
-team-b     demo          counter    test    SUSPENDED   <none>   <none>    1
+team-a     examples      counter    test    SUSPENDED   <none>   <none>    1
+team-a     examples      counter    test2   SUSPENDED   <none>   <none>    1
+team-b     examples      counter    test    SUSPENDED   <none>   <none>    1
 ";
 
 #[test]
@@ -136,12 +136,12 @@ fn scenario(store: Option<&str>) {
     up.ok(&["create", "atespace", "team-b"]);
     let applied = up.ok(&["apply", "-f", manifest]);
     assert!(
-        applied.contains("actortemplate \"demo/counter\" created"),
+        applied.contains("actortemplate \"examples/counter\" created"),
         "{applied}"
     );
     let again = up.ok(&["apply", "-f", manifest]);
     assert!(
-        again.contains("actortemplate \"demo/counter\" unchanged"),
+        again.contains("actortemplate \"examples/counter\" unchanged"),
         "{again}"
     );
 
@@ -150,7 +150,7 @@ fn scenario(store: Option<&str>) {
         "actor",
         "test",
         "-t",
-        "demo/counter",
+        "examples/counter",
         "-a",
         "team-a",
     ]);
@@ -159,7 +159,7 @@ fn scenario(store: Option<&str>) {
         "actor",
         "test2",
         "-t",
-        "demo/counter",
+        "examples/counter",
         "-a",
         "team-a",
     ]);
@@ -168,7 +168,7 @@ fn scenario(store: Option<&str>) {
         "actor",
         "test",
         "-t",
-        "demo/counter",
+        "examples/counter",
         "-a",
         "team-b",
     ]);
@@ -177,7 +177,7 @@ fn scenario(store: Option<&str>) {
         "actor",
         "test",
         "-t",
-        "demo/counter",
+        "examples/counter",
         "-a",
         "team-c",
     ]);
@@ -185,8 +185,16 @@ fn scenario(store: Option<&str>) {
         err.trim(),
         "Error: failed to create actor: rpc error: code = FailedPrecondition desc = atespace team-c not found"
     );
-    let err = up.fails(&["create", "actor", "test", "-t", "demo/nope", "-a", "team-a"]);
-    assert!(err.contains("template demo/nope not found"), "{err}");
+    let err = up.fails(&[
+        "create",
+        "actor",
+        "test",
+        "-t",
+        "examples/nope",
+        "-a",
+        "team-a",
+    ]);
+    assert!(err.contains("template examples/nope not found"), "{err}");
 
     assert_eq!(up.ok(&["get", "actors", "-A"]), THREE_ACTORS);
     let team_a = up.ok(&["get", "actors", "-a", "team-a"]);
@@ -268,7 +276,7 @@ fn flag_misuse_and_output_formats() {
         "actor",
         "a1",
         "-t",
-        "demo/counter",
+        "examples/counter",
         "-a",
         "team-a",
         "--selector",
@@ -426,4 +434,69 @@ fn an_unreachable_store_at_start_up_is_retried_then_reported() {
         err.contains("store scheme \"mysql\" is not supported"),
         "{err}"
     );
+}
+
+#[test]
+fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(dir.path());
+    assert_eq!(
+        up.ok(&["get", "nodes"]),
+        "NAME    STATUS   ADDRESS   CLASSES   CAPACITY\nlocal   Ready    <none>    wasm      64\n"
+    );
+    let workers = up.ok(&["get", "workers"]);
+    let mut lines = workers.lines();
+    assert_eq!(
+        lines.next(),
+        Some("NAMESPACE   POOL   WORKER         NODE    STATUS   ACTOR")
+    );
+    assert_eq!(
+        lines
+            .filter(|l| l.starts_with("default     wasm   wasm-local-")
+                && l.ends_with("local   FREE     <none>"))
+            .count(),
+        4,
+        "{workers}"
+    );
+    let templates = up.ok(&["get", "templates"]);
+    assert!(
+        templates.contains("demo        counter   wasm"),
+        "{templates}"
+    );
+
+    // A created actor that never ran has no log lines; an unknown one is an error.
+    up.ok(&["create", "atespace", "team-a"]);
+    up.ok(&[
+        "create",
+        "actor",
+        "c1",
+        "-t",
+        "demo/counter",
+        "-a",
+        "team-a",
+    ]);
+    assert_eq!(up.ok(&["logs", "actor", "c1", "-a", "team-a"]), "");
+    let err = up.fails(&["logs", "actor", "nope", "-a", "team-a"]);
+    assert!(err.contains("actor team-a/nope not found"), "{err}");
+
+    // Scaling the pool down through a manifest: the running fleet follows.
+    let manifest = dir.path().join("pool.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: ate.dev/v1alpha1\nkind: WorkerPool\nmetadata: {namespace: default, name: wasm}\nspec: {replicas: 2, sandboxClass: wasm}\n",
+    )
+    .expect("write manifest");
+    up.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let workers = up.ok(&["get", "workers", "--field-selector", "pool=wasm"]);
+        if workers.lines().count() == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool did not scale down: {workers}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -54,9 +54,13 @@ pub async fn run(args: ListBenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ate_control::serve(listener, store, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(ate_control::serve(
+        listener,
+        ate_control::ControlService::new(store),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let exe = std::env::current_exe().context("cannot find the ate binary")?;
     let mut times = Vec::new();
     for _ in 0..args.runs.max(1) {

@@ -1,0 +1,115 @@
+//! The data plane of `ate up`: one node in this process, the fleet that gives it workers,
+//! a default `wasm` pool and the demo templates.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ate_control::{Fleet, FleetHandle};
+use ate_dataspace::Dataspace;
+use ate_model::{ActorTemplate, PoolSpec, TemplateSpec, WorkerPool};
+use ate_node::{Node, NodeConfig};
+use ate_seam::LocalSeam;
+use ate_store::{Store, StoreError};
+
+/// The node `ate up` runs.
+pub const LOCAL_NODE: &str = "local";
+/// The pool `ate up` creates when it is missing.
+pub const DEFAULT_POOL: (&str, &str) = ("default", "wasm");
+pub const DEFAULT_POOL_REPLICAS: u32 = 4;
+
+/// A demo workload shipped inside the binary.
+struct Demo {
+    name: &'static str,
+    file: &'static str,
+    bytes: &'static [u8],
+    egress: &'static [&'static str],
+}
+
+const DEMOS: &[Demo] = &[Demo {
+    name: "counter",
+    file: "counter.wat",
+    bytes: include_bytes!("../../../demo/counter/counter.wat"),
+    egress: &[],
+}];
+
+/// The running local data plane. Dropping it stops the node and the fleet.
+#[derive(Debug)]
+pub struct LocalDataPlane {
+    pub seam: LocalSeam,
+    _node: Node,
+    _fleet: FleetHandle,
+}
+
+pub async fn start(store: &Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<LocalDataPlane> {
+    let seam = LocalSeam::new(Dataspace::new());
+    let node = Node::start(NodeConfig::local(LOCAL_NODE, data_dir.join("node")), &seam)
+        .context("cannot start the local node")?;
+    ensure_default_pool(store).await?;
+    register_demos(store, &data_dir.join("demo")).await?;
+    let fleet = Fleet::new(store.clone(), Arc::new(seam.clone()));
+    fleet
+        .reconcile()
+        .await
+        .context("cannot place the workers")?;
+    Ok(LocalDataPlane {
+        seam,
+        _node: node,
+        _fleet: fleet.start(),
+    })
+}
+
+async fn ensure_default_pool(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    let pool = WorkerPool {
+        namespace: DEFAULT_POOL.0.into(),
+        name: DEFAULT_POOL.1.into(),
+        version: 0,
+        spec: PoolSpec {
+            replicas: DEFAULT_POOL_REPLICAS,
+            sandbox_class: "wasm".into(),
+            labels: Default::default(),
+            node_selector: Default::default(),
+        },
+        status: Default::default(),
+    };
+    match store.create(pool).await {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e).context("cannot create the default pool"),
+    }
+}
+
+/// Writes each demo module under `dir` and registers its template `demo/<name>`. A demo
+/// template that already exists with another spec (an older build's) is left alone:
+/// templates are immutable.
+async fn register_demos(store: &Arc<dyn Store>, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for demo in DEMOS {
+        let path = dir.join(demo.file);
+        std::fs::write(&path, demo.bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let template = ActorTemplate {
+            namespace: "demo".into(),
+            name: demo.name.into(),
+            version: 0,
+            spec: TemplateSpec {
+                sandbox_class: "wasm".into(),
+                module: path.display().to_string(),
+                module_sha256: ate_wasm::sha256_hex(demo.bytes),
+                egress: demo.egress.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            },
+            status: Default::default(),
+        };
+        match store.create(template.clone()).await {
+            Ok(_) => tracing::info!(template = %template.id(), "registered demo template"),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let have = store.get::<ActorTemplate>(&template.id().key()).await?;
+                if have.spec != template.spec {
+                    tracing::warn!(template = %template.id(), "demo template exists with another spec; left as it is");
+                }
+            }
+            Err(e) => return Err(e).context("cannot register the demo templates"),
+        }
+    }
+    Ok(())
+}
