@@ -17,6 +17,12 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)
 fi
+# The C demo agent is built for wasm32-wasi with Debian's clang, lld and wasi-libc.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || need_apt+=(lld)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
+  || need_apt+=(libclang-rt-14-dev-wasm32)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   sudo_cmd=""
@@ -32,6 +38,9 @@ fi
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --no-create-home postgres
 fi
+
+log "demo agent (C -> wasm32-wasi)"
+scripts/build-demo-agent.sh
 
 log "format"
 cargo fmt --all -- --check

@@ -1,60 +1,15 @@
 //! Real guests on a real wasmtime engine: the demo counter, a runaway loop, egress through
 //! the host call against a local HTTP server, and memory limits.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ate_model::{ActorRef, Limits};
 use ate_wasm::*;
 
+mod common;
+use common::{call, config, quiet};
+
 const COUNTER: &str = include_str!("../../../demo/counter/counter.wat");
-
-type Collected = Arc<Mutex<Vec<ResponsePart>>>;
-
-fn config(log: Arc<Mutex<Vec<u8>>>) -> GuestConfig {
-    GuestConfig {
-        actor: ActorRef::new("team-a", "c1"),
-        env: vec![],
-        limits: Limits::default(),
-        egress: EgressPolicy::default(),
-        egress_timeout: Duration::from_secs(5),
-        log: Arc::new(move |_, bytes| log.lock().expect("log lock").extend_from_slice(bytes)),
-    }
-}
-
-fn quiet() -> GuestConfig {
-    config(Arc::default())
-}
-
-fn call(guest: &mut Guest, body: &str) -> Result<(u16, String), WasmError> {
-    let parts: Collected = Arc::default();
-    let sink = parts.clone();
-    let request = format!(
-        "POST / HTTP/1.1\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    guest.handle(
-        request.as_bytes(),
-        Box::new(move |p| {
-            sink.lock().expect("sink lock").push(p);
-            true
-        }),
-    )?;
-    let parts = parts.lock().expect("parts lock");
-    let ResponsePart::Head { status, .. } = parts[0] else {
-        panic!("first part is not a head: {parts:?}")
-    };
-    let body: Vec<u8> = parts[1..]
-        .iter()
-        .flat_map(|p| match p {
-            ResponsePart::Chunk(c) => c.to_vec(),
-            ResponsePart::Head { .. } => panic!("two heads"),
-        })
-        .collect();
-    Ok((status, String::from_utf8(body).expect("utf-8 body")))
-}
 
 #[test]
 fn counter_state_survives_checkpoint_and_restore_on_another_engine() {
@@ -226,25 +181,9 @@ fn egress_guest(outbound: &str) -> String {
     )
 }
 
-/// An HTTP server answering every request with `hello from upstream`; returns its port.
-fn upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 19\r\n\r\nhello from upstream",
-            );
-        }
-    });
-    port
-}
-
 #[test]
 fn egress_is_limited_to_the_allowlist() {
-    let port = upstream();
+    let port = common::upstream("hello from upstream");
     let outbound = format!("GET http://127.0.0.1:{port}/v1/models HTTP/1.1\r\naccept: */*\r\n\r\n");
     let engine = WasmEngine::new().unwrap();
     let module = engine

@@ -23,15 +23,30 @@ struct Demo {
     name: &'static str,
     file: &'static str,
     bytes: &'static [u8],
+    env: &'static [(&'static str, &'static str)],
     egress: &'static [&'static str],
 }
 
-const DEMOS: &[Demo] = &[Demo {
-    name: "counter",
-    file: "counter.wat",
-    bytes: include_bytes!("../../../demo/counter/counter.wat"),
-    egress: &[],
-}];
+/// Where the demo agent looks for a model: a local endpoint, allowed by its template.
+/// Nothing listens there by default, and the agent falls back to a local summary.
+pub const DEMO_MODEL_URL: &str = "http://127.0.0.1:8088/v1/summarize";
+
+const DEMOS: &[Demo] = &[
+    Demo {
+        name: "counter",
+        file: "counter.wat",
+        bytes: include_bytes!("../../../demo/counter/counter.wat"),
+        env: &[],
+        egress: &[],
+    },
+    Demo {
+        name: "agent",
+        file: "agent.wasm",
+        bytes: include_bytes!("../../../demo/agent/agent.wasm"),
+        env: &[("MODEL_URL", DEMO_MODEL_URL)],
+        egress: &["127.0.0.1:8088"],
+    },
+];
 
 /// The running local data plane. Dropping it stops the node and the fleet.
 #[derive(Debug)]
@@ -96,6 +111,14 @@ async fn register_demos(store: &Arc<dyn Store>, dir: &Path) -> anyhow::Result<()
                 module: path.display().to_string(),
                 module_sha256: ate_wasm::sha256_hex(demo.bytes),
                 egress: demo.egress.iter().map(|e| e.to_string()).collect(),
+                env: demo
+                    .env
+                    .iter()
+                    .map(|(name, value)| ate_model::EnvVar {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect(),
                 ..Default::default()
             },
             status: Default::default(),
