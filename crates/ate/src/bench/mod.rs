@@ -6,6 +6,7 @@ mod dataspace;
 mod list;
 mod machine;
 mod store_ops;
+mod wasm;
 
 use clap::Subcommand;
 
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     Dataspace(dataspace::DataspaceBenchArgs),
     /// Time of `ate get actors -A` over many actors.
     ListActors(list::ListBenchArgs),
+    /// Checkpoint and restore of wasm guests by memory size, and instantiation from the
+    /// compiled-module cache.
+    Wasm(wasm::WasmBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -28,5 +32,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::ListActors(a) => list::run(a).await,
         BenchCommand::Claims(a) => claims::run(a).await,
         BenchCommand::Dataspace(a) => dataspace::run(a).await,
+        BenchCommand::Wasm(a) => wasm::run(a).await,
     }
 }
