@@ -10,12 +10,13 @@ use ate_seam::{
     Workload, channel_body,
 };
 use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, new_snapshot_id};
-use ate_wasm::{EgressPolicy, GuestConfig, MemoryImage, ResponsePart, WasmEngine, WasmError};
-use bytes::Bytes;
+use ate_wasm::{
+    EgressPolicy, GuestConfig, GuestState, MappedMemory, ResponsePart, WasmEngine, WasmError,
+};
 use http_body_util::BodyExt;
 
 use crate::logs::LogBook;
-use crate::slots::{Hosted, Slots, Vacancy, Warm};
+use crate::slots::{Hosted, Saved, Slots, Vacancy, Warm};
 use crate::{NodeConfig, SANDBOX_CLASSES, workload};
 
 /// Largest request body a guest is handed.
@@ -178,22 +179,27 @@ impl NodeService {
                 req.snapshot.id, cached.manifest.sandbox_class
             )));
         }
-        let image = tokio::task::spawn_blocking(move || {
-            let mut files = Vec::new();
-            for f in &cached.manifest.files {
-                let path = cached.file(&f.name).map_err(|e| e.to_string())?;
-                let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                files.push((f.name.clone(), Bytes::from(data)));
-            }
-            MemoryImage::from_files(&files).map_err(|e| e.to_string())
+        let saved = tokio::task::spawn_blocking(move || {
+            let state_path = cached
+                .file(ate_wasm::STATE_FILE)
+                .map_err(|e| e.to_string())?;
+            let memory_path = cached
+                .file(ate_wasm::MEMORY_FILE)
+                .map_err(|e| e.to_string())?;
+            let state =
+                std::fs::read(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
+            let state: GuestState = serde_json::from_slice(&state)
+                .map_err(|e| format!("{}: {e}", ate_wasm::STATE_FILE))?;
+            let memory = MappedMemory::open(&memory_path).map_err(|e| e.to_string())?;
+            Ok::<_, String>(Saved::Mapped {
+                state: Arc::new(state),
+                memory,
+            })
         })
         .await
         .map_err(blocking_failed)?
         .map_err(SeamError::Snapshot)?;
-        Ok(Warm {
-            key,
-            image: Arc::new(image),
-        })
+        Ok(Warm { key, saved })
     }
 
     async fn start(
@@ -213,7 +219,7 @@ impl NodeService {
             image.clone(),
         );
         let guest = tokio::task::spawn_blocking(move || match &img {
-            Some(warm) => ate_wasm::Guest::restore(&engine, m, &cfg, &warm.image),
+            Some(warm) => warm.restore(&engine, m, &cfg),
             None => ate_wasm::Guest::boot(&engine, m, &cfg),
         })
         .await
@@ -325,7 +331,7 @@ impl NodeExecutor for NodeService {
         }
         let warm = Warm {
             key: format!("{}/{}/{id}", req.actor.atespace, req.actor.id),
-            image: Arc::new(image),
+            saved: Saved::Copy(Arc::new(image)),
         };
         guard.image = Some(warm.clone());
         drop(guard);

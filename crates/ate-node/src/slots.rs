@@ -7,13 +7,44 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ate_model::ActorRef;
 use ate_seam::{SeamError, WorkerId};
-use ate_wasm::{CompiledModule, Guest, GuestConfig, MemoryImage, WasmEngine, WasmError};
+use ate_wasm::{
+    CompiledModule, Guest, GuestConfig, GuestState, MappedMemory, MemoryImage, WasmEngine,
+    WasmError,
+};
 
-/// A snapshot held in memory: its cache key (`atespace/actor/id`) and the image.
+/// A snapshot a worker can restore without fetching: its cache key (`atespace/actor/id`)
+/// and the saved state.
 #[derive(Debug, Clone)]
 pub(crate) struct Warm {
     pub key: String,
-    pub image: Arc<MemoryImage>,
+    pub saved: Saved,
+}
+
+/// Where a snapshot's memory is: in this process (a checkpoint just taken), or in a file
+/// of the node cache, mapped copy-on-write on restore.
+#[derive(Debug, Clone)]
+pub(crate) enum Saved {
+    Copy(Arc<MemoryImage>),
+    Mapped {
+        state: Arc<GuestState>,
+        memory: MappedMemory,
+    },
+}
+
+impl Warm {
+    pub fn restore(
+        &self,
+        engine: &WasmEngine,
+        module: Arc<CompiledModule>,
+        config: &GuestConfig,
+    ) -> Result<Guest, WasmError> {
+        match &self.saved {
+            Saved::Copy(image) => Guest::restore(engine, module, config, image),
+            Saved::Mapped { state, memory } => {
+                Guest::restore_mapped(engine, module, config, state, memory)
+            }
+        }
+    }
 }
 
 /// An actor on a worker.
@@ -34,7 +65,7 @@ impl Hosted {
         if self.guest.as_ref().is_none_or(Guest::is_poisoned) {
             self.guest = None;
             let fresh = match &self.image {
-                Some(w) => Guest::restore(engine, self.module.clone(), &self.config, &w.image)?,
+                Some(w) => w.restore(engine, self.module.clone(), &self.config)?,
                 None => Guest::boot(engine, self.module.clone(), &self.config)?,
             };
             tracing::info!(actor = %self.config.actor, from_image = self.image.is_some(), "guest replaced");

@@ -11,6 +11,7 @@ use crate::egress::EgressPolicy;
 use crate::engine::{CompiledModule, EPOCH_TICK, WasmEngine};
 use crate::host::{Budget, HostState, LogSink, ResponsePart, ResponseSink};
 use crate::image::{GlobalValue, GuestState, MemoryImage};
+use crate::mapped::MappedMemory;
 use crate::{PAGE, WasmError};
 
 /// How a guest is set up: who it is, what it may do.
@@ -180,6 +181,37 @@ impl Guest {
         Ok(guest)
     }
 
+    /// Like [`Guest::restore`], but the saved memory is mapped copy-on-write from `memory`
+    /// rather than copied: constant time in the memory size, pages read on first touch.
+    pub fn restore_mapped(
+        engine: &WasmEngine,
+        module: Arc<CompiledModule>,
+        config: &GuestConfig,
+        state: &GuestState,
+        memory: &MappedMemory,
+    ) -> Result<Self, WasmError> {
+        if state.module_sha256 != module.sha256 {
+            return Err(WasmError::Snapshot(format!(
+                "snapshot was taken from module {}, not {}",
+                state.module_sha256, module.sha256
+            )));
+        }
+        if memory.len() as u64 != state.memory_bytes {
+            return Err(WasmError::Snapshot(format!(
+                "memory file holds {} bytes, state says {}",
+                memory.len(),
+                state.memory_bytes
+            )));
+        }
+        let (mut guest, _) = Self::instantiate(engine, module, config)?;
+        guest.grow_to(memory.len())?;
+        let base = guest.memory.data_ptr(&guest.store);
+        let accessible = guest.memory.data_size(&guest.store);
+        memory.map_over(base, accessible)?;
+        guest.set_globals(state)?;
+        Ok(guest)
+    }
+
     fn load(&mut self, image: &MemoryImage) -> Result<(), WasmError> {
         let want = image.memory.len();
         let have = self.memory.data_size(&self.store);
@@ -196,14 +228,38 @@ impl Guest {
                 })?;
         }
         self.memory.data_mut(&mut self.store)[..want].copy_from_slice(&image.memory);
-        if image.state.globals.len() != self.globals.len() {
+        self.set_globals(&image.state)
+    }
+
+    /// Grows the memory to `want` bytes; refuses a snapshot smaller than the module's
+    /// initial memory.
+    fn grow_to(&mut self, want: usize) -> Result<(), WasmError> {
+        let have = self.memory.data_size(&self.store);
+        if want < have {
+            return Err(WasmError::Snapshot(format!(
+                "snapshot memory ({want} bytes) is smaller than the module's initial memory ({have} bytes)"
+            )));
+        }
+        if want > have {
+            self.memory
+                .grow(&mut self.store, ((want - have) / PAGE) as u64)
+                .map_err(|e| {
+                    WasmError::Snapshot(format!("cannot grow memory to {want} bytes: {e:#}"))
+                })?;
+        }
+        Ok(())
+    }
+
+    fn set_globals(&mut self, state: &GuestState) -> Result<(), WasmError> {
+        let image_globals = &state.globals;
+        if image_globals.len() != self.globals.len() {
             return Err(WasmError::Snapshot(format!(
                 "snapshot has {} mutable globals, the module {}",
-                image.state.globals.len(),
+                image_globals.len(),
                 self.globals.len()
             )));
         }
-        for ((name, global), saved) in self.globals.iter().zip(&image.state.globals) {
+        for ((name, global), saved) in self.globals.iter().zip(image_globals) {
             if *name != saved.name {
                 return Err(WasmError::Snapshot(format!(
                     "global {} is not {name}",

@@ -13,6 +13,7 @@ mod guest;
 mod host;
 mod image;
 mod instrument;
+mod mapped;
 
 pub use egress::{EgressError, EgressPolicy, fetch};
 pub use engine::{CompiledModule, EPOCH_TICK, RUNTIME, WasmEngine, sha256_hex};
@@ -20,6 +21,7 @@ pub use guest::{Guest, GuestConfig};
 pub use host::{LogSink, OutputStream, ResponsePart, ResponseSink};
 pub use image::{GlobalValue, GuestState, MEMORY_FILE, MemoryImage, STATE_FILE};
 pub use instrument::{GLOBAL_EXPORT_PREFIX, Instrumented, export_mutable_globals};
+pub use mapped::MappedMemory;
 
 /// A wasm page.
 pub const PAGE: usize = 65_536;

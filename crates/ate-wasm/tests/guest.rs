@@ -206,3 +206,47 @@ fn egress_is_limited_to_the_allowlist() {
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
     assert!(body.ends_with("\r\n\r\nhello from upstream"), "{body}");
 }
+
+#[test]
+fn a_mapped_restore_is_identical_and_never_writes_the_file() {
+    let engine = WasmEngine::new().unwrap();
+    let module = engine.compile(COUNTER.as_bytes(), None).unwrap();
+    let mut guest = Guest::boot(&engine, module.clone(), &quiet()).unwrap();
+    for _ in 0..3 {
+        call(&mut guest, &"y".repeat(100_000)).unwrap();
+    }
+    let image = guest.checkpoint().unwrap();
+    assert!(image.memory.len() > 65_536, "the request grew memory");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(MEMORY_FILE);
+    std::fs::write(&path, &image.memory).unwrap();
+    let file = MappedMemory::open(&path).unwrap();
+
+    let mut a =
+        Guest::restore_mapped(&engine, module.clone(), &quiet(), &image.state, &file).unwrap();
+    assert_eq!(
+        a.checkpoint().unwrap(),
+        image,
+        "mapped restore is byte-identical"
+    );
+    assert_eq!(call(&mut a, "").unwrap().1, "4");
+    // A second guest from the same file starts from the snapshot, not from a's writes.
+    let mut b =
+        Guest::restore_mapped(&engine, module.clone(), &quiet(), &image.state, &file).unwrap();
+    assert_eq!(call(&mut b, "").unwrap().1, "4");
+    assert_eq!(call(&mut a, "").unwrap().1, "5");
+    // The guests wrote copy-on-write pages: the file still holds the snapshot.
+    assert_eq!(std::fs::read(&path).unwrap(), image.memory.to_vec());
+    drop((a, b));
+    // Memory that grows after a mapped restore works as usual.
+    let mut c = Guest::restore_mapped(&engine, module, &quiet(), &image.state, &file).unwrap();
+    assert_eq!(call(&mut c, &"z".repeat(300_000)).unwrap().1, "4");
+
+    let mut wrong = image.state.clone();
+    wrong.memory_bytes += 65_536;
+    let m2 = engine.compile(COUNTER.as_bytes(), None).unwrap();
+    assert!(matches!(
+        Guest::restore_mapped(&engine, m2, &quiet(), &wrong, &file),
+        Err(WasmError::Snapshot(_))
+    ));
+}

@@ -77,9 +77,9 @@ fn measure(args: &WasmBenchArgs) -> anyhow::Result<()> {
         log: Arc::new(|_, _| {}),
     };
     println!(
-        "| guest memory | instantiate (cached module) | checkpoint (capture) | restore (fresh instance + copy) | restore from node cache files | snapshot write (zstd + sha256, file://) |"
+        "| guest memory | instantiate (cached module) | checkpoint (capture) | restore: copy | restore: copy from cache files | restore: map cache file | map + read every page | snapshot write (zstd + sha256, file://) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for kib in &args.sizes_kib {
         let bytes = (*kib as usize * 1024).div_ceil(PAGE) * PAGE;
         let pages = (bytes / PAGE) as u64;
@@ -113,6 +113,26 @@ fn measure(args: &WasmBenchArgs) -> anyhow::Result<()> {
             let image = MemoryImage::from_files(&files)?;
             Ok(Guest::restore(&engine, compiled.clone(), &config, &image)?)
         })?;
+        let mapped_file = ate_wasm::MappedMemory::open(&files_dir.join(ate_wasm::MEMORY_FILE))?;
+        let map = time(args.runs, || {
+            Ok(Guest::restore_mapped(
+                &engine,
+                compiled.clone(),
+                &config,
+                &base.state,
+                &mapped_file,
+            )?)
+        })?;
+        let map_touch = time(args.runs, || {
+            let mut g = Guest::restore_mapped(
+                &engine,
+                compiled.clone(),
+                &config,
+                &base.state,
+                &mapped_file,
+            )?;
+            Ok(g.checkpoint()?)
+        })?;
         let store = ate_snapshots::SnapshotStore::open(&format!(
             "file://{}",
             dir.path().join("store").display()
@@ -139,11 +159,13 @@ fn measure(args: &WasmBenchArgs) -> anyhow::Result<()> {
             format!("{} KiB", bytes >> 10)
         };
         println!(
-            "| {size} | {} | {} | {} | {} | {} |",
+            "| {size} | {} | {} | {} | {} | {} | {} | {} |",
             fmt(instantiate),
             fmt(checkpoint),
             fmt(restore),
             fmt(from_files),
+            fmt(map),
+            fmt(map_touch),
             fmt(write)
         );
     }
