@@ -214,19 +214,7 @@ impl Guest {
 
     fn load(&mut self, image: &MemoryImage) -> Result<(), WasmError> {
         let want = image.memory.len();
-        let have = self.memory.data_size(&self.store);
-        if want < have {
-            return Err(WasmError::Snapshot(format!(
-                "snapshot memory ({want} bytes) is smaller than the module's initial memory ({have} bytes)"
-            )));
-        }
-        if want > have {
-            self.memory
-                .grow(&mut self.store, ((want - have) / PAGE) as u64)
-                .map_err(|e| {
-                    WasmError::Snapshot(format!("cannot grow memory to {want} bytes: {e:#}"))
-                })?;
-        }
+        self.grow_to(want)?;
         self.memory.data_mut(&mut self.store)[..want].copy_from_slice(&image.memory);
         self.set_globals(&image.state)
     }
