@@ -299,3 +299,21 @@ async fn a_runaway_guest_is_stopped_and_its_worker_recovers() {
         (200, "1".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_is_registered_once() {
+    let f = fixture(COUNTER, 10_000);
+    let first = f.node("node-a");
+    let config = NodeConfig::local("node-a", f.dir.path().join("again"));
+    let err = Node::start(config.clone(), &f.seam).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("node node-a is already registered"),
+        "{err}"
+    );
+    // The first keeps its registration; once it leaves, the name is free again.
+    assert!(f.seam.executor("node-a").is_ok());
+    drop(first);
+    let again = Node::start(config, &f.seam).unwrap();
+    assert_eq!(again.name(), "node-a");
+}
