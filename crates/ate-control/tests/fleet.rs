@@ -216,3 +216,64 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
+    use ate_model::{SnapshotScope, TemplateSpec};
+    use ate_seam::{CheckpointRequest, NodeDirectory, RunRequest, WorkerId, Workload};
+
+    let e = env();
+    let _a = e.node("node-a", &[]);
+    e.pool("wasm", 1, &[]).await;
+    let _fleet = e.fleet.clone().start();
+    wait_for(|| async { e.workers().await.len() == 1 }).await;
+    let w = e.workers().await.remove(0);
+    let module = e.dir.path().join("counter.wat");
+    std::fs::write(&module, include_str!("../../../demo/counter/counter.wat")).unwrap();
+    let workload = Workload {
+        template: NamespacedName::new("demo", "counter"),
+        spec: TemplateSpec {
+            sandbox_class: "wasm".into(),
+            module: module.display().to_string(),
+            ..Default::default()
+        },
+    };
+    let worker = WorkerId::new(&w.namespace, &w.pool, &w.name);
+    let actor = ActorRef::new("team-a", "c1");
+    let exec = e.seam.executor("node-a").unwrap();
+    exec.run(RunRequest {
+        worker: worker.clone(),
+        actor: actor.clone(),
+        workload: workload.clone(),
+    })
+    .await
+    .unwrap();
+    let cp = exec
+        .checkpoint(CheckpointRequest {
+            worker,
+            actor,
+            workload,
+            location: String::new(),
+            scope: SnapshotScope::Full,
+        })
+        .await
+        .unwrap();
+    let key = format!("team-a/c1/{}", cp.snapshot.id);
+    wait_for(|| async {
+        e.store
+            .get::<Worker>(&w.key())
+            .await
+            .unwrap()
+            .cached_snapshots
+            == [key.clone()]
+    })
+    .await;
+    // The scheduler's first step finds it by the indexed field.
+    let sel = FieldSelector::parse(&format!("cached_snapshot={key}")).unwrap();
+    let found = e
+        .store
+        .list_all::<Worker>(&ListOptions::with_fields(sel))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
