@@ -51,6 +51,24 @@ impl Fixture {
         self.seam.executor(node).expect("node is registered")
     }
 
+    fn run(&self, worker: &WorkerId, actor: &ActorRef) -> RunRequest {
+        RunRequest {
+            worker: worker.clone(),
+            actor: actor.clone(),
+            workload: self.workload.clone(),
+        }
+    }
+
+    fn checkpoint(&self, worker: &WorkerId, actor: &ActorRef) -> CheckpointRequest {
+        CheckpointRequest {
+            worker: worker.clone(),
+            actor: actor.clone(),
+            workload: self.workload.clone(),
+            location: String::new(),
+            scope: ate_model::SnapshotScope::Full,
+        }
+    }
+
     fn snapshots(&self) -> std::path::PathBuf {
         self.dir.path().join("snapshots")
     }
@@ -97,29 +115,12 @@ async fn counter_moves_between_nodes_through_a_snapshot() {
     let actor = ActorRef::new("team-a", "c1");
     let (w1, w2) = (worker("w1"), worker("w2"));
     let ea = f.exec("node-a");
-    ea.run(RunRequest {
-        worker: w1.clone(),
-        actor: actor.clone(),
-        workload: f.workload.clone(),
-    })
-    .await
-    .unwrap();
+    ea.run(f.run(&w1, &actor)).await.unwrap();
     // A retried run is a no-op; another actor cannot take the worker.
-    ea.run(RunRequest {
-        worker: w1.clone(),
-        actor: actor.clone(),
-        workload: f.workload.clone(),
-    })
-    .await
-    .unwrap();
+    ea.run(f.run(&w1, &actor)).await.unwrap();
     let other = ActorRef::new("team-a", "c2");
     assert!(matches!(
-        ea.run(RunRequest {
-            worker: w1.clone(),
-            actor: other.clone(),
-            workload: f.workload.clone()
-        })
-        .await,
+        ea.run(f.run(&w1, &other)).await,
         Err(SeamError::WorkerBusy { .. })
     ));
     assert!(matches!(
@@ -129,16 +130,7 @@ async fn counter_moves_between_nodes_through_a_snapshot() {
     for n in 1..=3 {
         assert_eq!(get(&ea, &w1, &actor).await.unwrap(), (200, n.to_string()));
     }
-    let cp = ea
-        .checkpoint(CheckpointRequest {
-            worker: w1.clone(),
-            actor: actor.clone(),
-            workload: f.workload.clone(),
-            location: String::new(),
-            scope: ate_model::SnapshotScope::Full,
-        })
-        .await
-        .unwrap();
+    let cp = ea.checkpoint(f.checkpoint(&w1, &actor)).await.unwrap();
     assert!(cp.bytes >= 65_536, "{cp:?}");
     assert_eq!(get(&ea, &w1, &actor).await.unwrap().1, "4");
 
@@ -215,22 +207,10 @@ async fn a_corrupt_snapshot_is_refused() {
     let _b = f.node("node-b");
     let actor = ActorRef::new("team-a", "c1");
     let ea = f.exec("node-a");
-    ea.run(RunRequest {
-        worker: worker("w1"),
-        actor: actor.clone(),
-        workload: f.workload.clone(),
-    })
-    .await
-    .unwrap();
+    ea.run(f.run(&worker("w1"), &actor)).await.unwrap();
     get(&ea, &worker("w1"), &actor).await.unwrap();
     let cp = ea
-        .checkpoint(CheckpointRequest {
-            worker: worker("w1"),
-            actor: actor.clone(),
-            workload: f.workload.clone(),
-            location: String::new(),
-            scope: ate_model::SnapshotScope::Full,
-        })
+        .checkpoint(f.checkpoint(&worker("w1"), &actor))
         .await
         .unwrap();
     let memory = find(&f.snapshots(), "memory.bin.zst").expect("memory file in the store");
@@ -277,13 +257,7 @@ async fn a_runaway_guest_is_stopped_and_its_worker_recovers() {
     let _a = f.node("node-a");
     let ea = f.exec("node-a");
     let actor = ActorRef::new("team-a", "spin");
-    ea.run(RunRequest {
-        worker: worker("w1"),
-        actor: actor.clone(),
-        workload: f.workload.clone(),
-    })
-    .await
-    .unwrap();
+    ea.run(f.run(&worker("w1"), &actor)).await.unwrap();
     assert_eq!(
         get(&ea, &worker("w1"), &actor).await.unwrap(),
         (200, "1".into())
