@@ -9,7 +9,7 @@ use ate_seam::{
     RestoreRequest, RunRequest, SeamError, SnapshotRef, StopRequest, WorkerAdvert, WorkerId,
     Workload, channel_body,
 };
-use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, new_snapshot_id};
+use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, cache_key, new_snapshot_id};
 use ate_wasm::{
     EgressPolicy, GuestConfig, GuestState, MappedMemory, ResponsePart, WasmEngine, WasmError,
 };
@@ -160,10 +160,7 @@ impl NodeService {
     /// The image of a durable snapshot: from the worker's warm copy, else the local cache,
     /// else the snapshot store (verified on the way in).
     async fn image(&self, req: &RestoreRequest) -> Result<Warm, SeamError> {
-        let key = format!(
-            "{}/{}/{}",
-            req.actor.atespace, req.actor.id, req.snapshot.id
-        );
+        let key = cache_key(&req.actor, &req.snapshot.id);
         if let Some(w) = self.slots.warm(&req.worker).filter(|w| w.key == key) {
             return Ok(w);
         }
@@ -188,8 +185,7 @@ impl NodeService {
                 .map_err(|e| e.to_string())?;
             let state =
                 std::fs::read(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
-            let state: GuestState = serde_json::from_slice(&state)
-                .map_err(|e| format!("{}: {e}", ate_wasm::STATE_FILE))?;
+            let state = GuestState::parse(&state).map_err(|e| e.to_string())?;
             let memory = MappedMemory::open(&memory_path).map_err(|e| e.to_string())?;
             Ok::<_, String>(Saved::Mapped {
                 state: Arc::new(state),
@@ -330,7 +326,7 @@ impl NodeExecutor for NodeService {
             tracing::warn!(actor = %req.actor, error = %e, "checkpoint not kept in the local cache");
         }
         let warm = Warm {
-            key: format!("{}/{}/{id}", req.actor.atespace, req.actor.id),
+            key: cache_key(&req.actor, &id),
             saved: Saved::Copy(Arc::new(image)),
         };
         guard.image = Some(warm.clone());

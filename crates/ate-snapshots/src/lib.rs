@@ -10,7 +10,7 @@ mod cache;
 mod manifest;
 mod store;
 
-pub use cache::{CachedSnapshot, SnapshotCache};
+pub use cache::{CachedSnapshot, SnapshotCache, key as cache_key};
 pub use manifest::{FORMAT, FileEntry, Manifest, validate_file_name, validate_id};
 pub use store::{SnapshotStore, new_snapshot_id};
 

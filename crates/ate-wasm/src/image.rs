@@ -29,6 +29,13 @@ pub struct GuestState {
     pub globals: Vec<GlobalValue>,
 }
 
+impl GuestState {
+    /// Parses `state.json`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, WasmError> {
+        serde_json::from_slice(bytes).map_err(|e| WasmError::Snapshot(format!("{STATE_FILE}: {e}")))
+    }
+}
+
 /// A captured guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryImage {
@@ -56,8 +63,7 @@ impl MemoryImage {
                 .map(|(_, b)| b.clone())
                 .ok_or_else(|| WasmError::Snapshot(format!("snapshot has no {name}")))
         };
-        let state: GuestState = serde_json::from_slice(&get(STATE_FILE)?)
-            .map_err(|e| WasmError::Snapshot(format!("{STATE_FILE}: {e}")))?;
+        let state = GuestState::parse(&get(STATE_FILE)?)?;
         let memory = get(MEMORY_FILE)?;
         if memory.len() as u64 != state.memory_bytes || memory.len() % crate::PAGE != 0 {
             return Err(WasmError::Snapshot(format!(

@@ -11,6 +11,8 @@ use ate_wasm::{EgressPolicy, Guest, GuestConfig, MemoryImage, PAGE, WasmEngine};
 use bytes::Bytes;
 use clap::Args;
 
+use super::machine::percentile;
+
 #[derive(Debug, Args)]
 pub struct WasmBenchArgs {
     /// Guest memory sizes in KiB (multiples of 64).
@@ -34,11 +36,6 @@ fn module(pages: u64) -> String {
     )
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn fmt(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
@@ -55,7 +52,8 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Res
         std::hint::black_box(f()?);
         samples.push(start.elapsed());
     }
-    Ok(median(samples))
+    samples.sort();
+    Ok(percentile(&samples, 50.0))
 }
 
 pub async fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
