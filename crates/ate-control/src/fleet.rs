@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ate_dataspace::{Event, Filter};
-use ate_model::{FieldSelector, Kind, Node, Worker, WorkerPool};
+use ate_model::{Kind, Node, Worker, WorkerPool};
 use ate_seam::{NodeDirectory, NodeRegistration, WorkerAdvert};
 use ate_store::{ListOptions, Store, StoreError};
 use tokio::task::JoinHandle;
@@ -44,10 +44,6 @@ impl std::fmt::Debug for Fleet {
             .field("nodes", &self.nodes)
             .finish_non_exhaustive()
     }
-}
-
-fn selector(text: &str) -> Result<FieldSelector, StoreError> {
-    FieldSelector::parse(text).map_err(StoreError::Invalid)
 }
 
 fn eligible(node: &NodeRegistration, pool: &WorkerPool) -> bool {
@@ -88,12 +84,14 @@ impl Fleet {
             .await?;
         let pool_keys: HashSet<String> = pools.iter().map(|p| p.id().key()).collect();
         let mut used: BTreeMap<String, u32> = BTreeMap::new();
+        let mut gone: HashSet<String> = HashSet::new();
         for w in &all {
             let orphan = !live.contains_key(&w.node_name)
                 || !pool_keys.contains(&format!("{}/{}", w.namespace, w.pool));
             // A busy worker on a lost node is left for actor recovery to release.
-            if orphan && w.is_free() {
-                report.deleted += usize::from(self.delete_free(w).await?);
+            if orphan && w.is_free() && self.delete_free(w).await? {
+                report.deleted += 1;
+                gone.insert(w.key());
                 continue;
             }
             *used.entry(w.node_name.clone()).or_default() += 1;
@@ -102,7 +100,10 @@ impl Fleet {
             let mine: Vec<&Worker> = all
                 .iter()
                 .filter(|w| w.namespace == pool.namespace && w.pool == pool.name)
+                .filter(|w| !gone.contains(&w.key()))
                 .collect();
+            // The pool's worker count as this pass leaves it.
+            let mut count = mine.len();
             let mut slots = Vec::new();
             for node in live.values() {
                 let here: Vec<&Worker> = mine
@@ -112,7 +113,10 @@ impl Fleet {
                     .collect();
                 if !eligible(node, pool) {
                     for w in here.iter().filter(|w| w.is_free()) {
-                        report.deleted += usize::from(self.delete_free(w).await?);
+                        if self.delete_free(w).await? {
+                            report.deleted += 1;
+                            count -= 1;
+                        }
                     }
                     continue;
                 }
@@ -131,16 +135,20 @@ impl Fleet {
                             self.create_worker(pool, n, &mine).await?;
                             *used.entry(node).or_default() += 1;
                             report.created += 1;
+                            count += 1;
                         }
                     }
                     Action::Delete { worker, .. } => {
-                        if let Some(w) = mine.iter().find(|w| w.name == worker) {
-                            report.deleted += usize::from(self.delete_free(w).await?);
+                        if let Some(w) = mine.iter().find(|w| w.name == worker)
+                            && self.delete_free(w).await?
+                        {
+                            report.deleted += 1;
+                            count -= 1;
                         }
                     }
                 }
             }
-            self.update_pool_status(pool).await?;
+            self.set_pool_status(pool, count as u32).await?;
         }
         if report != FleetReport::default() {
             tracing::info!(
@@ -246,13 +254,7 @@ impl Fleet {
         }
     }
 
-    async fn update_pool_status(&self, pool: &WorkerPool) -> Result<(), StoreError> {
-        let sel = selector(&format!("namespace={},pool={}", pool.namespace, pool.name))?;
-        let count = self
-            .store
-            .list_all::<Worker>(&ListOptions::with_fields(sel))
-            .await?
-            .len() as u32;
+    async fn set_pool_status(&self, pool: &WorkerPool, count: u32) -> Result<(), StoreError> {
         if pool.status.replicas != count {
             let mut p = pool.clone();
             p.status.replicas = count;
