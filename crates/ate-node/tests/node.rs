@@ -239,17 +239,7 @@ async fn a_corrupt_snapshot_is_refused() {
     ));
 }
 
-const SPIN: &str = r#"(module
-  (import "ate" "response_write" (func $write (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (global $n (mut i32) (i32.const 0))
-  (func (export "ate_alloc") (param i32) (result i32) i32.const 1024)
-  (func (export "ate_handle") (param i32 i32) (result i32)
-    (global.set $n (i32.add (global.get $n) (i32.const 1)))
-    (if (i32.eq (global.get $n) (i32.const 2)) (then (loop $forever (br $forever))))
-    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (global.get $n)))
-    (drop (call $write (i32.const 0) (i32.const 1)))
-    i32.const 0))"#;
+const SPIN: &str = include_str!("../../ate-wasm/tests/fixtures/spin.wat");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_guest_is_stopped_and_its_worker_recovers() {

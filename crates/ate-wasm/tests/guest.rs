@@ -96,14 +96,7 @@ fn snapshots_that_do_not_fit_are_refused() {
     ));
 }
 
-const SPIN: &str = r#"(module
-  (memory (export "memory") 1)
-  (global $n (mut i32) (i32.const 0))
-  (func (export "ate_alloc") (param i32) (result i32) i32.const 1024)
-  (func (export "ate_handle") (param i32 i32) (result i32)
-    (global.set $n (i32.add (global.get $n) (i32.const 1)))
-    (if (i32.eq (global.get $n) (i32.const 2)) (then (loop $forever (br $forever))))
-    i32.const 0))"#;
+const SPIN: &str = include_str!("fixtures/spin.wat");
 
 #[test]
 fn a_guest_that_loops_forever_is_stopped_by_its_budget() {
