@@ -92,7 +92,7 @@ impl Printable for Actor {
             "VERSION",
         ];
         if wide {
-            h.extend(["NODE", "SELECTOR", "SNAPSHOT"]);
+            h.extend(["NODE", "SELECTOR", "SNAPSHOT", "CONDITION"]);
         }
         h
     }
@@ -119,7 +119,13 @@ impl Printable for Actor {
             c.push(
                 self.latest_snapshot
                     .as_ref()
-                    .map(|s| s.id().to_string())
+                    .map(|s| s.uri().to_string())
+                    .unwrap_or_default(),
+            );
+            c.push(
+                self.conditions
+                    .last()
+                    .map(|c| format!("{}({})", c.kind, c.reason))
                     .unwrap_or_default(),
             );
         }

@@ -131,29 +131,45 @@ impl ControlService {
         r: &pb::DeleteActorRequest,
     ) -> Result<pb::DeleteActorResponse, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
-        let a: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
-        if a.status != ActorStatus::Suspended {
-            return Err(Status::failed_precondition(format!(
-                "actor {aref} is not suspended (status: {})",
-                a.status
-            )));
-        }
-        // Conditional on the version read: an actor resumed meanwhile is not deleted.
-        self.store
-            .delete::<Actor>(&aref.key(), Some(a.version))
+        self.lifecycle
+            .delete(&aref)
             .await
-            .map_err(errors::store)?;
-        tracing::info!(actor = %aref, "actor deleted");
+            .map_err(errors::lifecycle)?;
         Ok(pb::DeleteActorResponse {})
     }
 
-    /// Resume, suspend and pause need the data plane; until a node can run actors they
-    /// validate their input and answer `Unimplemented`.
-    pub(crate) fn lifecycle_impl(&self, rpc: &str, r: Option<&pb::ActorRef>) -> Result<(), Status> {
-        actor_ref(r)?;
-        Err(Status::unimplemented(format!(
-            "{rpc} is not available: this control plane has no data plane to run actors on"
-        )))
+    pub(crate) async fn resume_impl(
+        &self,
+        r: Option<&pb::ActorRef>,
+        boot: bool,
+    ) -> Result<pb::Actor, Status> {
+        let aref = actor_ref(r)?;
+        let a = self
+            .lifecycle
+            .resume(&aref, boot)
+            .await
+            .map_err(errors::lifecycle)?;
+        Ok(actor_to_pb(&a))
+    }
+
+    pub(crate) async fn suspend_impl(&self, r: Option<&pb::ActorRef>) -> Result<pb::Actor, Status> {
+        let aref = actor_ref(r)?;
+        let a = self
+            .lifecycle
+            .suspend(&aref)
+            .await
+            .map_err(errors::lifecycle)?;
+        Ok(actor_to_pb(&a))
+    }
+
+    pub(crate) async fn pause_impl(&self, r: Option<&pb::ActorRef>) -> Result<pb::Actor, Status> {
+        let aref = actor_ref(r)?;
+        let a = self
+            .lifecycle
+            .pause(&aref)
+            .await
+            .map_err(errors::lifecycle)?;
+        Ok(actor_to_pb(&a))
     }
 
     pub(crate) async fn list_actors_impl(

@@ -1,7 +1,7 @@
 //! Templates, pools and nodes: the declared shape of the system.
 
 use ate_model::PoolStatus;
-use ate_model::names::{validate_label, validate_subdomain};
+use ate_model::names::{GOLDEN_ATESPACE, validate_label, validate_subdomain};
 use ate_model::{ActorTemplate, FieldSelector, NamespacedName, Node, TemplateStatus, WorkerPool};
 use ate_proto::ateapi as pb;
 use ate_proto::convert::{node_to_pb, pool_from_pb, pool_to_pb, template_from_pb, template_to_pb};
@@ -9,8 +9,9 @@ use ate_proto::status::invalid;
 use ate_store::{ListOptions, Object, StoreError};
 use tonic::Status;
 
-use crate::ControlService;
 use crate::errors;
+use crate::golden::golden_actor;
+use crate::{ControlService, LifecycleError};
 
 fn object_id(namespace: &str, name: &str) -> Result<NamespacedName, Status> {
     validate_label("namespace", namespace).map_err(invalid)?;
@@ -101,7 +102,8 @@ impl ControlService {
     ) -> Result<pb::DeleteActorTemplateResponse, Status> {
         let id = object_id(namespace, name)?;
         let users = ListOptions {
-            field_selector: FieldSelector::eq([("template", id.key().as_str())]),
+            field_selector: FieldSelector::eq([("template", id.key().as_str())])
+                .and_not_eq("atespace", GOLDEN_ATESPACE),
             limit: 1,
             ..Default::default()
         };
@@ -115,6 +117,11 @@ impl ControlService {
                 "template {id} is used by actors (e.g. {}); delete them first",
                 a.actor_ref()
             )));
+        }
+        // The golden actor (and its snapshots) goes with the template.
+        match self.lifecycle.delete(&golden_actor(&id)).await {
+            Ok(()) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => {}
+            Err(e) => return Err(errors::lifecycle(e)),
         }
         self.store
             .delete::<ActorTemplate>(&id.key(), None)

@@ -13,6 +13,19 @@ pub fn store(e: StoreError) -> Status {
     status(e.kind(), e.to_string())
 }
 
+/// Maps a lifecycle error by its kind; store failures keep their own mapping.
+pub fn lifecycle(e: crate::LifecycleError) -> Status {
+    match e {
+        crate::LifecycleError::Store(e) => store(e),
+        e => {
+            if e.kind() == ate_model::ErrorKind::Internal {
+                tracing::error!(error = %e, "lifecycle failure");
+            }
+            status(e.kind(), e.to_string())
+        }
+    }
+}
+
 /// Parses a field selector from a request and checks it against the kind's registry.
 pub fn field_selector(
     text: &str,

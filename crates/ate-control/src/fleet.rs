@@ -14,6 +14,7 @@ use ate_seam::{NodeDirectory, NodeRegistration, WorkerAdvert};
 use ate_store::{ListOptions, Store, StoreError};
 use tokio::task::JoinHandle;
 
+use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::placement::{Action, NodeSlots, plan};
 
 /// Node status while its registration is asserted.
@@ -29,6 +30,8 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 pub struct FleetReport {
     pub created: usize,
     pub deleted: usize,
+    /// Actors whose node was lost under them, returned to their last durable snapshot.
+    pub recovered: usize,
 }
 
 /// Pools to worker slots.
@@ -36,6 +39,7 @@ pub struct FleetReport {
 pub struct Fleet {
     store: Arc<dyn Store>,
     nodes: Arc<dyn NodeDirectory>,
+    lifecycle: Lifecycle,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -56,8 +60,19 @@ fn eligible(node: &NodeRegistration, pool: &WorkerPool) -> bool {
 }
 
 impl Fleet {
+    /// A fleet with default lifecycle settings for the actors it recovers.
     pub fn new(store: Arc<dyn Store>, nodes: Arc<dyn NodeDirectory>) -> Self {
-        Self { store, nodes }
+        let lifecycle = Lifecycle::new(store.clone(), Some(nodes.clone()), Default::default());
+        Self {
+            store,
+            nodes,
+            lifecycle,
+        }
+    }
+
+    /// A fleet that recovers actors through `lifecycle` (which must drive the same nodes).
+    pub fn with_lifecycle(self, lifecycle: Lifecycle) -> Self {
+        Self { lifecycle, ..self }
     }
 
     fn live_nodes(&self) -> BTreeMap<String, NodeRegistration> {
@@ -86,10 +101,27 @@ impl Fleet {
         let mut used: BTreeMap<String, u32> = BTreeMap::new();
         let mut gone: HashSet<String> = HashSet::new();
         for w in &all {
-            let orphan = !live.contains_key(&w.node_name)
-                || !pool_keys.contains(&format!("{}/{}", w.namespace, w.pool));
-            // A busy worker on a lost node is left for actor recovery to release.
-            if orphan && w.is_free() && self.delete_free(w).await? {
+            let node_gone = live
+                .get(&w.node_name)
+                .is_none_or(|n| n.incarnation != w.node_incarnation);
+            let orphan = node_gone || !pool_keys.contains(&format!("{}/{}", w.namespace, w.pool));
+            let mut w = w.clone();
+            if node_gone && !w.is_free() {
+                // The actor's worker died with its node: it goes back to its last durable
+                // snapshot, and the freed worker is removed below.
+                match self.recover(&w).await? {
+                    Some(freed) => {
+                        report.recovered += 1;
+                        w = freed;
+                    }
+                    None => {
+                        *used.entry(w.node_name.clone()).or_default() += 1;
+                        continue;
+                    }
+                }
+            }
+            // A busy worker of a deleted pool is removed once its actor leaves it.
+            if orphan && w.is_free() && self.delete_free(&w).await? {
                 report.deleted += 1;
                 gone.insert(w.key());
                 continue;
@@ -154,6 +186,7 @@ impl Fleet {
             tracing::info!(
                 created = report.created,
                 deleted = report.deleted,
+                recovered = report.recovered,
                 nodes = live.len(),
                 "fleet reconciled"
             );
@@ -175,6 +208,7 @@ impl Fleet {
                 sandbox_classes: reg.sandbox_classes.clone(),
                 capacity: reg.capacity,
                 status: NODE_READY.into(),
+                incarnation: reg.incarnation.clone(),
             };
             match stored.iter().find(|n| n.name == reg.name) {
                 None => ignore_race(self.store.create(want).await.map(drop))?,
@@ -230,6 +264,7 @@ impl Fleet {
                 name,
                 version: 0,
                 node_name: node.name.clone(),
+                node_incarnation: node.incarnation.clone(),
                 address: node.address.clone(),
                 sandbox_class: pool.spec.sandbox_class.clone(),
                 labels: pool.spec.labels.clone(),
@@ -243,6 +278,25 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// Recovers the actor on a worker whose node is gone; the worker as it is now if it
+    /// was freed, `None` if the actor is busy (the next pass tries again).
+    async fn recover(&self, w: &Worker) -> Result<Option<Worker>, StoreError> {
+        let why = format!("node {} was lost", w.node_name);
+        match self.lifecycle.recover_lost_worker(w, &why).await {
+            Ok(true) => match self.store.get::<Worker>(&w.key()).await {
+                Ok(w) => Ok(Some(w)),
+                Err(StoreError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Ok(false) => Ok(None),
+            Err(LifecycleError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(worker = %w.key(), error = %e, "cannot recover the actor of a lost worker");
+                Ok(None)
+            }
+        }
     }
 
     /// Deletes a worker only at the version seen free: a claim in between wins.

@@ -7,6 +7,8 @@ mod actors;
 mod catalog;
 mod errors;
 mod fleet;
+mod golden;
+mod lifecycle;
 mod logs;
 mod placement;
 mod server;
@@ -18,6 +20,10 @@ use ate_model::{Atespace, names::GOLDEN_ATESPACE};
 use ate_store::{Store, StoreError};
 
 pub use fleet::{Fleet, FleetHandle, FleetReport, NODE_LOST, NODE_READY};
+pub use golden::{Golden, GoldenHandle, PHASE_PENDING, PHASE_READY, golden_actor};
+pub use lifecycle::{
+    CRASH_AT_ENV, Lifecycle, LifecycleConfig, LifecycleError, RecoveryHandle, RecoveryReport,
+};
 pub use placement::{Action, NodeSlots, plan};
 pub use server::{ServeError, serve};
 pub use service::ControlService;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use ate_proto::ateapi as pb;
 use ate_proto::ateapi::control_server::Control;
 use ate_seam::NodeDirectory;
+
+use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use ate_store::Store;
 use tonic::{Request, Response, Status};
 
@@ -17,6 +19,7 @@ type Reply<T> = Result<Response<T>, Status>;
 pub struct ControlService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) nodes: Option<Arc<dyn NodeDirectory>>,
+    pub(crate) lifecycle: Lifecycle,
 }
 
 impl std::fmt::Debug for ControlService {
@@ -27,15 +30,40 @@ impl std::fmt::Debug for ControlService {
 
 impl ControlService {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, nodes: None }
+        let lifecycle = Lifecycle::new(store.clone(), None, LifecycleConfig::default());
+        Self {
+            store,
+            nodes: None,
+            lifecycle,
+        }
     }
 
-    /// The same service, driving the nodes in `nodes`.
+    /// The same service, driving the nodes in `nodes` with default lifecycle settings.
     pub fn with_nodes(self, nodes: Arc<dyn NodeDirectory>) -> Self {
+        let lifecycle = Lifecycle::new(
+            self.store.clone(),
+            Some(nodes.clone()),
+            LifecycleConfig::default(),
+        );
         Self {
             nodes: Some(nodes),
+            lifecycle,
             ..self
         }
+    }
+
+    /// The same service, running workflows through `lifecycle` (built over the same store
+    /// and nodes).
+    pub fn with_lifecycle(self, lifecycle: Lifecycle) -> Self {
+        Self {
+            nodes: lifecycle.node_directory(),
+            lifecycle,
+            ..self
+        }
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 }
 
@@ -65,8 +93,9 @@ impl Control for ControlService {
         r: Request<pb::SuspendActorRequest>,
     ) -> Reply<pb::SuspendActorResponse> {
         ok(self
-            .lifecycle_impl("SuspendActor", r.get_ref().actor_ref.as_ref())
-            .map(|_| pb::SuspendActorResponse::default()))
+            .suspend_impl(r.get_ref().actor_ref.as_ref())
+            .await
+            .map(|a| pb::SuspendActorResponse { actor: Some(a) }))
     }
 
     async fn pause_actor(
@@ -74,17 +103,20 @@ impl Control for ControlService {
         r: Request<pb::PauseActorRequest>,
     ) -> Reply<pb::PauseActorResponse> {
         ok(self
-            .lifecycle_impl("PauseActor", r.get_ref().actor_ref.as_ref())
-            .map(|_| pb::PauseActorResponse::default()))
+            .pause_impl(r.get_ref().actor_ref.as_ref())
+            .await
+            .map(|a| pb::PauseActorResponse { actor: Some(a) }))
     }
 
     async fn resume_actor(
         &self,
         r: Request<pb::ResumeActorRequest>,
     ) -> Reply<pb::ResumeActorResponse> {
+        let r = r.get_ref();
         ok(self
-            .lifecycle_impl("ResumeActor", r.get_ref().actor_ref.as_ref())
-            .map(|_| pb::ResumeActorResponse::default()))
+            .resume_impl(r.actor_ref.as_ref(), r.boot)
+            .await
+            .map(|a| pb::ResumeActorResponse { actor: Some(a) }))
     }
 
     async fn delete_actor(

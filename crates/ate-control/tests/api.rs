@@ -230,7 +230,7 @@ async fn every_actor_rpc_validates_its_reference() {
         })
         .await,
         Code::Unimplemented,
-        "ResumeActor",
+        "no data plane",
     );
 }
 
@@ -548,7 +548,7 @@ async fn update_and_delete_follow_the_state_rules() {
             })
             .await,
         Code::FailedPrecondition,
-        "actor team-a/test is not suspended (status: RUNNING)",
+        "actor team-a/test is RUNNING: only a suspended or paused actor can be deleted",
     );
     let mut a: Actor = s.store.get("team-a/test").await.expect("get");
     a.status = ActorStatus::Suspended;

@@ -254,7 +254,9 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
             actor,
             workload,
             location: String::new(),
+            id: "0001-a".into(),
             scope: SnapshotScope::Full,
+            durability: ate_seam::Durability::Durable,
         })
         .await
         .unwrap();

@@ -44,6 +44,7 @@ impl Kind {
 
     /// The queryable fields of this kind, in registry order.
     pub fn fields(self) -> Vec<FieldSpec> {
+        use crate::actor::Actor;
         use crate::resources::*;
         use crate::template::ActorTemplate;
         match self {
@@ -97,6 +98,7 @@ impl Kind {
     /// Index values of a stored JSON body, for stores that rebuild an index after a field
     /// was added to the registry.
     pub fn index_values_from_json(self, body: &[u8]) -> Result<IndexValues, serde_json::Error> {
+        use crate::actor::Actor;
         use crate::resources::*;
         use crate::template::ActorTemplate;
         Ok(match self {
@@ -232,6 +234,16 @@ impl FieldSelector {
         self.requirements.push(Requirement {
             field: field.to_string(),
             op: Op::Eq,
+            value: value.to_string(),
+        });
+        self
+    }
+
+    /// Adds `field!=value`.
+    pub fn and_not_eq(mut self, field: &str, value: &str) -> Self {
+        self.requirements.push(Requirement {
+            field: field.to_string(),
+            op: Op::NotEq,
             value: value.to_string(),
         });
         self

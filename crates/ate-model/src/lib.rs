@@ -2,6 +2,7 @@
 //! pools, nodes, workers), label and field selectors, and the per-kind field registry that
 //! stores turn into indexes. Pure data and rules: no I/O, so every other crate can share it.
 
+pub mod actor;
 mod duration;
 mod error;
 pub mod fields;
@@ -10,6 +11,7 @@ pub mod names;
 pub mod resources;
 pub mod template;
 
+pub use actor::*;
 pub use duration::Duration;
 pub use error::{ErrorKind, ModelError};
 pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};

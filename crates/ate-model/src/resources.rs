@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
 use crate::fields::{Field, Indexed, Kind};
-use crate::labels::{LabelSelector, Labels, validate_labels};
+use crate::labels::{Labels, validate_labels};
 use crate::names::{validate_label, validate_subdomain};
 use crate::template::validate_sandbox_class;
 
@@ -99,172 +98,6 @@ pub struct Atespace {
 impl Indexed for Atespace {
     const KIND: Kind = Kind::Atespace;
     const FIELDS: &'static [Field<Self>] = &[];
-}
-
-/// Where an actor is in its lifecycle. Numbers are the upstream wire values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ActorStatus {
-    Resuming = 1,
-    Running = 2,
-    Suspending = 3,
-    #[default]
-    Suspended = 4,
-    Pausing = 5,
-    Paused = 6,
-}
-
-impl ActorStatus {
-    pub const ALL: [ActorStatus; 6] = [
-        ActorStatus::Resuming,
-        ActorStatus::Running,
-        ActorStatus::Suspending,
-        ActorStatus::Suspended,
-        ActorStatus::Pausing,
-        ActorStatus::Paused,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorStatus::Resuming => "RESUMING",
-            ActorStatus::Running => "RUNNING",
-            ActorStatus::Suspending => "SUSPENDING",
-            ActorStatus::Suspended => "SUSPENDED",
-            ActorStatus::Pausing => "PAUSING",
-            ActorStatus::Paused => "PAUSED",
-        }
-    }
-
-    pub fn from_wire(n: i32) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| *s as i32 == n)
-    }
-}
-
-impl fmt::Display for ActorStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ActorStatus {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ModelError::invalid("status", s, "unknown actor status"))
-    }
-}
-
-/// Where an actor's latest snapshot lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SnapshotInfo {
-    /// A durable snapshot in the snapshot store, under this URI prefix.
-    External { uri_prefix: String },
-    /// A node-local snapshot (pause), kept on the listed nodes.
-    Local {
-        prefix: String,
-        #[serde(default)]
-        nodes: Vec<String>,
-    },
-}
-
-impl SnapshotInfo {
-    /// The snapshot id schedulers look up in worker caches.
-    pub fn id(&self) -> &str {
-        match self {
-            SnapshotInfo::External { uri_prefix } => uri_prefix,
-            SnapshotInfo::Local { prefix, .. } => prefix,
-        }
-    }
-}
-
-/// One instance of a template, addressed by `(atespace, id)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Actor {
-    pub atespace: String,
-    pub id: String,
-    #[serde(default)]
-    pub version: u64,
-    pub template: NamespacedName,
-    #[serde(default)]
-    pub status: ActorStatus,
-    /// Per-actor placement constraint, ANDed with the template's.
-    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
-    pub worker_selector: LabelSelector,
-    /// The worker hosting the actor, while it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<WorkerPlacement>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub in_progress_snapshot: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_snapshot: Option<SnapshotInfo>,
-}
-
-/// Where an actor runs: enough to reach it and to free the worker later.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerPlacement {
-    pub namespace: String,
-    pub pool: String,
-    pub name: String,
-    #[serde(default)]
-    pub node_name: String,
-    #[serde(default)]
-    pub address: String,
-}
-
-impl Actor {
-    pub fn actor_ref(&self) -> ActorRef {
-        ActorRef::new(&self.atespace, &self.id)
-    }
-}
-
-impl Indexed for Actor {
-    const KIND: Kind = Kind::Actor;
-    const FIELDS: &'static [Field<Self>] = &[
-        Field {
-            name: "atespace",
-            multi: false,
-            get: |a| vec![a.atespace.clone()],
-        },
-        Field {
-            name: "status",
-            multi: false,
-            get: |a| vec![a.status.as_str().to_string()],
-        },
-        Field {
-            name: "template",
-            multi: false,
-            get: |a| vec![a.template.key()],
-        },
-        Field {
-            name: "worker_pool",
-            multi: false,
-            get: |a| {
-                vec![
-                    a.worker
-                        .as_ref()
-                        .map(|w| w.pool.clone())
-                        .unwrap_or_default(),
-                ]
-            },
-        },
-        Field {
-            name: "node_name",
-            multi: false,
-            get: |a| {
-                vec![
-                    a.worker
-                        .as_ref()
-                        .map(|w| w.node_name.clone())
-                        .unwrap_or_default(),
-                ]
-            },
-        },
-    ];
 }
 
 /// Declared warm capacity.
@@ -362,6 +195,10 @@ pub struct Node {
     pub capacity: u32,
     #[serde(default)]
     pub status: String,
+    /// Which run of the node daemon the record describes; a node that restarts comes back
+    /// with a new one, and workers of the old one are treated as lost.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
 }
 
 impl Indexed for Node {
@@ -396,6 +233,9 @@ pub struct Worker {
     pub version: u64,
     #[serde(default)]
     pub node_name: String,
+    /// The node incarnation the worker was created on (see [`Node::incarnation`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_incarnation: String,
     #[serde(default)]
     pub address: String,
     #[serde(default)]
@@ -536,14 +376,5 @@ mod tests {
         t.spec.durable_dirs.clear();
         t.name = "Bad".into();
         assert_eq!(t.validate().unwrap_err().field(), "metadata.name");
-    }
-
-    #[test]
-    fn status_round_trips() {
-        for s in ActorStatus::ALL {
-            assert_eq!(ActorStatus::from_wire(s as i32), Some(s));
-            assert_eq!(s.as_str().parse::<ActorStatus>().unwrap(), s);
-        }
-        assert_eq!(ActorStatus::from_wire(0), None);
     }
 }

@@ -18,7 +18,7 @@ pub enum SnapshotScope {
 }
 
 /// Where and how an actor's snapshots are taken.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SnapshotsConfig {
     /// Snapshot store location (`file://…`, `s3://…`, `gs://…`); empty means the node's
@@ -29,6 +29,27 @@ pub struct SnapshotsConfig {
     pub on_pause: SnapshotScope,
     #[serde(default)]
     pub on_commit: SnapshotScope,
+    /// How many of an actor's snapshots to keep; older ones are deleted after a suspend.
+    #[serde(default = "SnapshotsConfig::default_keep")]
+    pub keep: u32,
+}
+
+impl SnapshotsConfig {
+    /// Three: the latest, and two to fall back to.
+    pub fn default_keep() -> u32 {
+        3
+    }
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        Self {
+            location: String::new(),
+            on_pause: SnapshotScope::default(),
+            on_commit: SnapshotScope::default(),
+            keep: Self::default_keep(),
+        }
+    }
 }
 
 /// An environment variable given to the workload.
@@ -134,6 +155,9 @@ pub struct Limits {
     #[serde(default = "Limits::default_request_budget")]
     pub request_budget: Duration,
 }
+
+/// Most snapshots per actor a template may keep.
+pub const MAX_SNAPSHOTS_KEPT: u32 = 100;
 
 /// The wasm page limit: 4 GiB of 64 KiB pages.
 pub const MAX_MEMORY_PAGES: u32 = 65_536;
@@ -251,6 +275,13 @@ impl ActorTemplate {
                 "spec.snapshots.onCommit",
                 "Full",
                 "must not be wider than onPause (Data)",
+            ));
+        }
+        if s.snapshots.keep == 0 || s.snapshots.keep > MAX_SNAPSHOTS_KEPT {
+            return Err(ModelError::invalid(
+                "spec.snapshots.keep",
+                s.snapshots.keep.to_string(),
+                format!("must be between 1 and {MAX_SNAPSHOTS_KEPT}"),
             ));
         }
         s.worker_selector.validate("spec.workerSelector")

@@ -5,11 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use ate_model::{ActorRef, SnapshotScope};
 use ate_seam::{
-    Body, Checkpoint, CheckpointRequest, LogStream, NodeCacheAdvert, NodeExecutor, NodeMembership,
-    RestoreRequest, RunRequest, SeamError, SnapshotRef, StopRequest, WorkerAdvert, WorkerId,
-    Workload, channel_body,
+    Body, Checkpoint, CheckpointRequest, Durability, LogStream, NodeCacheAdvert, NodeExecutor,
+    NodeMembership, RestoreRequest, RunRequest, SeamError, SnapshotRef, StopRequest, WorkerAdvert,
+    WorkerId, Workload, channel_body,
 };
-use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, cache_key, new_snapshot_id};
+use ate_snapshots::{
+    Manifest, SnapshotCache, SnapshotError, SnapshotStore, cache_key, describe_files,
+};
 use ate_wasm::{
     EgressPolicy, GuestConfig, GuestState, MappedMemory, ResponsePart, WasmEngine, WasmError,
 };
@@ -160,14 +162,14 @@ impl NodeService {
     /// The image of a durable snapshot: from the worker's warm copy, else the local cache,
     /// else the snapshot store (verified on the way in).
     async fn image(&self, req: &RestoreRequest) -> Result<Warm, SeamError> {
-        let key = cache_key(&req.actor, &req.snapshot.id);
+        let key = cache_key(&req.snapshot.owner, &req.snapshot.id);
         if let Some(w) = self.slots.warm(&req.worker).filter(|w| w.key == key) {
             return Ok(w);
         }
         let store = self.store(&req.snapshot.location)?;
         let cached = self
             .cache
-            .get_or_fetch(&store, &req.actor, &req.snapshot.id)
+            .get_or_fetch(&store, &req.snapshot.owner, &req.snapshot.id)
             .await
             .map_err(snapshot_error)?;
         if cached.manifest.sandbox_class != "wasm" {
@@ -196,6 +198,50 @@ impl NodeService {
         .map_err(blocking_failed)?
         .map_err(SeamError::Snapshot)?;
         Ok(Warm { key, saved })
+    }
+
+    /// A pause: the checkpoint goes into the local cache now and to the snapshot store in
+    /// the background. Returns the snapshot's size.
+    fn keep_and_upload(
+        &self,
+        req: &CheckpointRequest,
+        store: &SnapshotStore,
+        runtime: &str,
+        files: Vec<(String, bytes::Bytes)>,
+    ) -> Result<u64, SeamError> {
+        let entries = describe_files(&files).map_err(snapshot_error)?;
+        let manifest = Manifest::new(
+            &req.actor,
+            &req.id,
+            "wasm",
+            SnapshotScope::Full,
+            runtime,
+            entries,
+        );
+        let bytes = manifest.total_size();
+        self.cache
+            .insert(&req.actor, manifest, &files)
+            .map_err(snapshot_error)?;
+        let (store, actor, id, runtime) = (
+            store.clone(),
+            req.actor.clone(),
+            req.id.clone(),
+            runtime.to_string(),
+        );
+        tokio::spawn(async move {
+            match store
+                .write(&actor, &id, "wasm", SnapshotScope::Full, &runtime, files)
+                .await
+            {
+                Ok(_) => {
+                    tracing::debug!(actor = %actor, snapshot = %id, "paused snapshot uploaded")
+                }
+                Err(e) => {
+                    tracing::warn!(actor = %actor, snapshot = %id, error = %e, "paused snapshot upload failed")
+                }
+            }
+        });
+        Ok(bytes)
     }
 
     async fn start(
@@ -305,28 +351,33 @@ impl NodeExecutor for NodeService {
         let mut guard = guard_back;
         let image = image.map_err(|e| guest_error(&req.actor, e))?;
         let store = self.store(&req.location)?;
-        let id = new_snapshot_id();
         let files = image
             .to_files()
             .map_err(|e| SeamError::Snapshot(e.to_string()))?;
         let runtime = format!("ate/{} {}", env!("CARGO_PKG_VERSION"), ate_wasm::RUNTIME);
-        let manifest = store
-            .write(
-                &req.actor,
-                &id,
-                "wasm",
-                SnapshotScope::Full,
-                &runtime,
-                files.clone(),
-            )
-            .await
-            .map_err(snapshot_error)?;
-        let bytes = manifest.total_size();
-        if let Err(e) = self.cache.insert(&req.actor, manifest, &files) {
-            tracing::warn!(actor = %req.actor, error = %e, "checkpoint not kept in the local cache");
-        }
+        let bytes = match req.durability {
+            Durability::Durable => {
+                let manifest = store
+                    .write(
+                        &req.actor,
+                        &req.id,
+                        "wasm",
+                        SnapshotScope::Full,
+                        &runtime,
+                        files.clone(),
+                    )
+                    .await
+                    .map_err(snapshot_error)?;
+                let bytes = manifest.total_size();
+                if let Err(e) = self.cache.insert(&req.actor, manifest, &files) {
+                    tracing::warn!(actor = %req.actor, error = %e, "checkpoint not kept in the local cache");
+                }
+                bytes
+            }
+            Durability::Local => self.keep_and_upload(&req, &store, &runtime, files)?,
+        };
         let warm = Warm {
-            key: cache_key(&req.actor, &id),
+            key: cache_key(&req.actor, &req.id),
             saved: Saved::Copy(Arc::new(image)),
         };
         guard.image = Some(warm.clone());
@@ -336,8 +387,9 @@ impl NodeExecutor for NodeService {
         Ok(Checkpoint {
             snapshot: SnapshotRef {
                 location: store.location().to_string(),
+                owner: req.actor.clone(),
+                id: req.id,
                 scope: SnapshotScope::Full,
-                id,
             },
             bytes,
         })

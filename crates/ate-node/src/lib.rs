@@ -96,6 +96,8 @@ impl Node {
             labels: config.labels.clone(),
             sandbox_classes: SANDBOX_CLASSES.iter().map(|c| c.to_string()).collect(),
             capacity: config.capacity,
+            incarnation: ate_snapshots::new_snapshot_id(),
+            snapshot_location: config.snapshot_location.clone(),
         };
         let membership = Arc::new(Mutex::new(None));
         let service = Arc::new(NodeService::new(config, engine, cache, membership.clone()));

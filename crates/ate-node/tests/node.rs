@@ -65,7 +65,9 @@ impl Fixture {
             actor: actor.clone(),
             workload: self.workload.clone(),
             location: String::new(),
+            id: ate_snapshots::new_snapshot_id(),
             scope: ate_model::SnapshotScope::Full,
+            durability: Durability::Durable,
         }
     }
 
@@ -198,6 +200,54 @@ async fn counter_moves_between_nodes_through_a_snapshot() {
         .collect();
     assert_eq!(names, ["node-b"]);
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_checkpoint_is_cached_at_once_and_uploaded_in_the_background() {
+    let f = fixture(COUNTER, 10_000);
+    let (_a, _b) = (f.node("node-a"), f.node("node-b"));
+    let actor = ActorRef::new("team-a", "p1");
+    let (w1, w2) = (worker("w1"), worker("w2"));
+    let ea = f.exec("node-a");
+    ea.run(f.run(&w1, &actor)).await.unwrap();
+    assert_eq!(get(&ea, &w1, &actor).await.unwrap().1, "1");
+    let req = CheckpointRequest {
+        durability: Durability::Local,
+        ..f.checkpoint(&w1, &actor)
+    };
+    let id = req.id.clone();
+    let cp = ea.checkpoint(req.clone()).await.unwrap();
+    assert_eq!(cp.snapshot.id, id, "the caller's id is the snapshot's");
+    let cache: NodeCacheAdvert = f.seam.dataspace().get(&"node-a".into()).expect("advert");
+    assert_eq!(cache.snapshots, vec![format!("team-a/p1/{id}")]);
+    // The upload lands: its manifest appears in the store.
+    let store = ate_snapshots::SnapshotStore::open(&cp.snapshot.location).unwrap();
+    let mut uploaded = false;
+    for _ in 0..200 {
+        if store.manifest(&actor, &id).await.is_ok() {
+            uploaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(uploaded, "the paused snapshot reaches the store");
+    ea.stop(StopRequest {
+        worker: w1.clone(),
+        actor: actor.clone(),
+    })
+    .await
+    .unwrap();
+    // Another node restores it from the store.
+    let eb = f.exec("node-b");
+    eb.restore(RestoreRequest {
+        worker: w2.clone(),
+        actor: actor.clone(),
+        workload: f.workload.clone(),
+        snapshot: cp.snapshot.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&eb, &w2, &actor).await.unwrap().1, "2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,11 +50,16 @@ fn snapshot_to_pb(s: &m::SnapshotInfo) -> pb::SnapshotInfo {
                 },
             )),
         },
-        m::SnapshotInfo::Local { prefix, nodes } => pb::SnapshotInfo {
+        m::SnapshotInfo::Local {
+            prefix,
+            nodes,
+            fallback,
+        } => pb::SnapshotInfo {
             r#type: pb::SnapshotType::Local as i32,
             data: Some(pb::snapshot_info::Data::Local(pb::LocalSnapshotInfo {
                 snapshot_prefix: prefix.clone(),
                 node_vms_with_local_snapshots: nodes.clone(),
+                durable_fallback: fallback.clone(),
             })),
         },
     }
@@ -68,6 +73,7 @@ fn snapshot_from_pb(s: &pb::SnapshotInfo) -> Option<m::SnapshotInfo> {
         pb::snapshot_info::Data::Local(l) => Some(m::SnapshotInfo::Local {
             prefix: l.snapshot_prefix.clone(),
             nodes: l.node_vms_with_local_snapshots.clone(),
+            fallback: l.durable_fallback.clone(),
         }),
     }
 }
@@ -90,6 +96,16 @@ pub fn actor_to_pb(a: &m::Actor) -> pb::Actor {
         worker_pool_name: w.pool,
         atespace: a.atespace.clone(),
         node_name: w.node_name,
+        conditions: a
+            .conditions
+            .iter()
+            .map(|c| pb::ActorCondition {
+                r#type: c.kind.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                time_ms: c.time_ms,
+            })
+            .collect(),
     }
 }
 
@@ -111,6 +127,16 @@ pub fn actor_from_pb(a: &pb::Actor) -> m::Actor {
         worker,
         in_progress_snapshot: a.in_progress_snapshot.clone(),
         latest_snapshot: a.latest_snapshot_info.as_ref().and_then(snapshot_from_pb),
+        conditions: a
+            .conditions
+            .iter()
+            .map(|c| m::ActorCondition {
+                kind: c.r#type.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                time_ms: c.time_ms,
+            })
+            .collect(),
     }
 }
 
@@ -131,6 +157,7 @@ pub fn worker_to_pb(w: &m::Worker) -> pb::Worker {
         sandbox_class: w.sandbox_class.clone(),
         cached_snapshots: w.cached_snapshots.clone(),
         labels: pb_labels(&w.labels),
+        node_incarnation: w.node_incarnation.clone(),
     }
 }
 
@@ -145,6 +172,7 @@ pub fn worker_from_pb(w: &pb::Worker) -> m::Worker {
         name: w.worker_pod.clone(),
         version: w.version.max(0) as u64,
         node_name: w.node_name.clone(),
+        node_incarnation: w.node_incarnation.clone(),
         address: w.ip.clone(),
         sandbox_class: w.sandbox_class.clone(),
         labels: labels(&w.labels),
@@ -195,6 +223,7 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
                 location: s.snapshots.location.clone(),
                 on_pause: scope_to_pb(s.snapshots.on_pause),
                 on_commit: scope_to_pb(s.snapshots.on_commit),
+                keep: Some(s.snapshots.keep),
             }),
             worker_selector: selector_to_pb(&s.worker_selector),
             idle_timeout_ms: Some(s.idle_timeout.0.as_millis() as u64),
@@ -260,6 +289,9 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
                 location: snapshots.location,
                 on_pause: scope_from_pb(snapshots.on_pause),
                 on_commit: scope_from_pb(snapshots.on_commit),
+                keep: snapshots
+                    .keep
+                    .unwrap_or_else(m::SnapshotsConfig::default_keep),
             },
             worker_selector: selector_from_pb(s.worker_selector.as_ref()),
             idle_timeout: s
@@ -332,6 +364,7 @@ pub fn node_to_pb(n: &m::Node) -> pb::Node {
         sandbox_classes: n.sandbox_classes.clone(),
         capacity: n.capacity,
         status: n.status.clone(),
+        incarnation: n.incarnation.clone(),
     }
 }
 
@@ -344,6 +377,7 @@ pub fn node_from_pb(n: &pb::Node) -> m::Node {
         sandbox_classes: n.sandbox_classes.clone(),
         capacity: n.capacity,
         status: n.status.clone(),
+        incarnation: n.incarnation.clone(),
     }
 }
 
@@ -373,6 +407,7 @@ mod tests {
                     location: "file:///tmp/s".into(),
                     on_pause: m::SnapshotScope::Full,
                     on_commit: m::SnapshotScope::Data,
+                    keep: 5,
                 },
                 worker_selector: m::LabelSelector::parse("s", "tier=gold").unwrap(),
                 idle_timeout: m::Duration::from_secs(0),
@@ -409,9 +444,17 @@ mod tests {
                 address: "127.0.0.1:9000".into(),
             }),
             in_progress_snapshot: String::new(),
-            latest_snapshot: Some(m::SnapshotInfo::External {
-                uri_prefix: "file:///s/1".into(),
+            latest_snapshot: Some(m::SnapshotInfo::Local {
+                prefix: "file:///s/team-a/x/2".into(),
+                nodes: vec!["n1".into()],
+                fallback: "file:///s/team-a/x/1".into(),
             }),
+            conditions: vec![m::ActorCondition {
+                kind: m::STATE_LOST.into(),
+                reason: "NodeLost".into(),
+                message: "node n1 was lost".into(),
+                time_ms: 5,
+            }],
         };
         assert_eq!(actor_from_pb(&actor_to_pb(&a)), a);
         let w = m::Worker {
@@ -425,6 +468,7 @@ mod tests {
                 template: a.template.clone(),
             }),
             cached_snapshots: vec!["s1".into()],
+            node_incarnation: "i1".into(),
             ..Default::default()
         };
         assert_eq!(worker_from_pb(&worker_to_pb(&w)), w);

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use ate_model::{ActorRef, NamespacedName, SnapshotScope, TemplateSpec};
+use ate_model::{
+    ActorRef, NamespacedName, SnapshotScope, TemplateSpec, parse_snapshot_uri, snapshot_uri,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -40,13 +42,33 @@ pub struct Workload {
     pub spec: TemplateSpec,
 }
 
-/// A durable snapshot: the store it lives in (empty = the node's default), its scope and
-/// its id under `<location>/<atespace>/<actor>/`.
+/// A snapshot: the store it lives in, the actor whose snapshot it is (a template's golden
+/// snapshot belongs to its golden actor, not to the actor restored from it), its id under
+/// `<location>/<atespace>/<actor>/`, and its scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRef {
     pub location: String,
-    pub scope: SnapshotScope,
+    pub owner: ActorRef,
     pub id: String,
+    pub scope: SnapshotScope,
+}
+
+impl SnapshotRef {
+    /// The URI actor records keep (`<location>/<atespace>/<actor>/<id>`).
+    pub fn uri(&self) -> String {
+        snapshot_uri(&self.location, &self.owner, &self.id)
+    }
+
+    /// The snapshot a URI names; `None` if it is not one.
+    pub fn from_uri(uri: &str, scope: SnapshotScope) -> Option<Self> {
+        let (location, owner, id) = parse_snapshot_uri(uri)?;
+        Some(Self {
+            location,
+            owner,
+            id,
+            scope,
+        })
+    }
 }
 
 /// Boot an actor from nothing on a free worker.
@@ -66,17 +88,31 @@ pub struct RestoreRequest {
     pub snapshot: SnapshotRef,
 }
 
-/// Save a running actor, between requests, to `location` (empty = the node's default).
+/// How soon a checkpoint must be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// In the snapshot store before the call returns (suspend).
+    Durable,
+    /// In the node's cache when the call returns, uploaded to the snapshot store in the
+    /// background (pause): a manifest in the store means the upload finished.
+    Local,
+}
+
+/// Save a running actor, between requests, as snapshot `id` of the actor in `location`
+/// (empty = the node's default). The caller picks the id so a retried checkpoint writes
+/// the same snapshot.
 #[derive(Debug, Clone)]
 pub struct CheckpointRequest {
     pub worker: WorkerId,
     pub actor: ActorRef,
     pub workload: Workload,
     pub location: String,
+    pub id: String,
     pub scope: SnapshotScope,
+    pub durability: Durability,
 }
 
-/// A checkpoint that is durable in the snapshot store.
+/// A checkpoint taken: where it is (or, for a local one, will be once uploaded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub snapshot: SnapshotRef,

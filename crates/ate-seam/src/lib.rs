@@ -14,8 +14,8 @@ mod registry;
 pub use body::{Body, BodyError, BodySender, channel_body, empty_body, full_body};
 pub use error::SeamError;
 pub use executor::{
-    Checkpoint, CheckpointRequest, LogLine, LogStream, NodeExecutor, RestoreRequest, RunRequest,
-    SnapshotRef, StopRequest, WorkerId, Workload,
+    Checkpoint, CheckpointRequest, Durability, LogLine, LogStream, NodeExecutor, RestoreRequest,
+    RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
 };
 pub use local::{LocalSeam, NodeMembership};
 pub use registry::{NodeCacheAdvert, NodeDirectory, NodeRegistration, WorkerAdvert};

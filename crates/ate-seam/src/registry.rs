@@ -20,6 +20,12 @@ pub struct NodeRegistration {
     pub sandbox_classes: Vec<String>,
     /// Most worker slots the node hosts, over all pools.
     pub capacity: u32,
+    /// Random per start of the node daemon: workers the control plane recorded for an
+    /// earlier incarnation host nothing any more.
+    pub incarnation: String,
+    /// The snapshot store the node writes to for templates that name none, so the control
+    /// plane can name a snapshot before the node writes it and check it afterwards.
+    pub snapshot_location: String,
 }
 
 impl Assertion for NodeRegistration {

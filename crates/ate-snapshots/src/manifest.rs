@@ -1,7 +1,7 @@
 //! The manifest that describes one snapshot. It is written last, so a snapshot without one
 //! is incomplete and is never restored.
 
-use ate_model::SnapshotScope;
+use ate_model::{ActorRef, SnapshotScope};
 use serde::{Deserialize, Serialize};
 
 use crate::SnapshotError;
@@ -39,9 +39,51 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest for `files` of `actor`'s snapshot `id`, created now.
+    pub fn new(
+        actor: &ActorRef,
+        id: &str,
+        sandbox_class: &str,
+        scope: SnapshotScope,
+        runtime: &str,
+        files: Vec<FileEntry>,
+    ) -> Self {
+        Manifest {
+            format: FORMAT,
+            id: id.into(),
+            atespace: actor.atespace.clone(),
+            actor: actor.id.clone(),
+            sandbox_class: sandbox_class.into(),
+            scope,
+            runtime: runtime.into(),
+            created_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            files,
+        }
+    }
+
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+}
+
+/// Entries for files in hand that are not compressed yet (a node-local checkpoint):
+/// sizes and digests, `compressed_size` 0.
+pub fn describe_files(files: &[(String, bytes::Bytes)]) -> Result<Vec<FileEntry>, SnapshotError> {
+    files
+        .iter()
+        .map(|(name, data)| {
+            validate_file_name(name)?;
+            Ok(FileEntry {
+                name: name.clone(),
+                size: data.len() as u64,
+                compressed_size: 0,
+                sha256: crate::sha256(data),
+            })
+        })
+        .collect()
 }
 
 /// Checks a file name inside a snapshot: one path component of `[A-Za-z0-9._-]`, not `.`

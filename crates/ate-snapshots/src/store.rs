@@ -142,20 +142,7 @@ impl SnapshotStore {
                 .await
                 .map_err(os_err)?;
         }
-        let manifest = Manifest {
-            format: FORMAT,
-            id: id.into(),
-            atespace: actor.atespace.clone(),
-            actor: actor.id.clone(),
-            sandbox_class: sandbox_class.into(),
-            scope,
-            runtime: runtime.into(),
-            created_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            files: entries,
-        };
+        let manifest = Manifest::new(actor, id, sandbox_class, scope, runtime, entries);
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Io(e.to_string()))?;
         self.store
@@ -314,17 +301,21 @@ impl SnapshotStore {
         Ok(locations.len())
     }
 
-    /// Keeps an actor's `keep` newest snapshots and deletes the others; returns the deleted
-    /// ids.
+    /// Keeps an actor's `keep` newest snapshots, and any in `protect` (snapshots the actor
+    /// record still points to), and deletes the others; returns the deleted ids.
     pub async fn retain(
         &self,
         actor: &ActorRef,
         keep: usize,
+        protect: &[&str],
     ) -> Result<Vec<String>, SnapshotError> {
         let ids = self.list(actor).await?;
         let old = ids.len().saturating_sub(keep);
         let mut deleted = Vec::new();
         for id in ids.into_iter().take(old) {
+            if protect.contains(&id.as_str()) {
+                continue;
+            }
             self.delete_prefix(&self.snapshot_dir(actor, &id)?).await?;
             deleted.push(id);
         }

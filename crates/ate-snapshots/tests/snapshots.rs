@@ -167,8 +167,13 @@ async fn retention_keeps_the_newest_and_actor_delete_removes_all() {
     }
     write(&s, &other, "0001-a", 1).await;
     assert_eq!(s.list(&actor).await.unwrap(), ids);
-    let deleted = s.retain(&actor, 2).await.unwrap();
-    assert_eq!(deleted, ids[..3].to_vec());
+    let deleted = s.retain(&actor, 2, &[ids[0].as_str()]).await.unwrap();
+    assert_eq!(deleted, ids[1..3].to_vec(), "a protected snapshot is kept");
+    assert_eq!(
+        s.list(&actor).await.unwrap(),
+        [&ids[..1], &ids[3..]].concat()
+    );
+    assert_eq!(s.retain(&actor, 2, &[]).await.unwrap(), ids[..1].to_vec());
     assert_eq!(s.list(&actor).await.unwrap(), ids[3..].to_vec());
     assert_eq!(s.read(&actor, &ids[4]).await.unwrap().1, files(4, 70_000));
     assert_eq!(s.delete_actor(&actor).await.unwrap(), 2);

@@ -1,0 +1,53 @@
+use ate_model::ErrorKind;
+use ate_seam::SeamError;
+use ate_snapshots::SnapshotError;
+use ate_store::StoreError;
+
+/// What a lifecycle operation can fail with. Each variant maps onto one code of the API
+/// contract through [`LifecycleError::kind`].
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Node(#[from] SeamError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("another operation is in progress for actor {actor}")]
+    Busy { actor: String },
+    #[error("actor {actor} is {status}: {reason}")]
+    WrongState {
+        actor: String,
+        status: String,
+        reason: String,
+    },
+    #[error("template {template} not found")]
+    TemplateMissing { template: String },
+    #[error(
+        "no worker pool matches sandbox class {class:?} and the template's and actor's worker selectors"
+    )]
+    NoEligiblePool { class: String },
+    #[error("no free worker in pool(s) {pools}")]
+    NoFreeWorker { pools: String },
+    #[error("the snapshot of actor {actor} is still being uploaded by node {node}; retry")]
+    UploadPending { actor: String, node: String },
+    #[error("this control plane has no data plane to run actors on")]
+    NoDataPlane,
+}
+
+impl LifecycleError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LifecycleError::Store(e) => e.kind(),
+            LifecycleError::Node(e) => e.kind(),
+            LifecycleError::Snapshot(e) => e.kind(),
+            LifecycleError::Busy { .. } => ErrorKind::Aborted,
+            LifecycleError::WrongState { .. }
+            | LifecycleError::TemplateMissing { .. }
+            | LifecycleError::NoEligiblePool { .. }
+            | LifecycleError::NoFreeWorker { .. } => ErrorKind::FailedPrecondition,
+            LifecycleError::UploadPending { .. } => ErrorKind::Unavailable,
+            LifecycleError::NoDataPlane => ErrorKind::Unimplemented,
+        }
+    }
+}

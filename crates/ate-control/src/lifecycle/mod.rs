@@ -1,0 +1,286 @@
+//! The actor lifecycle: resume, suspend, pause and delete as workflows over the store and
+//! the nodes.
+//!
+//! Every workflow holds the actor's lease (`actor/<atespace>/<id>`) while it runs, so one
+//! operation at a time touches an actor, on this control plane or any other sharing the
+//! store. Each step persists before the next begins, and the persisted status says which
+//! step was reached: RESUMING, SUSPENDING and PAUSING are only ever seen while a workflow
+//! holds the lease or after one died. Whoever takes the lease next (the next call, or the
+//! recovery sweep) first settles such an actor: a resume is rolled back, a suspend or
+//! pause is rolled forward when its checkpoint can still be taken or already landed, and
+//! otherwise the actor goes back to its last durable snapshot with the loss recorded.
+
+mod error;
+mod lease;
+mod park;
+mod recovery;
+mod resume;
+mod schedule;
+mod snapshots;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ate_model::{
+    Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, NamespacedName, STATE_LOST,
+    Worker, WorkerPlacement,
+};
+use ate_seam::{NodeDirectory, NodeExecutor, NodeRegistration, WorkerId, Workload};
+use ate_store::{Store, StoreError};
+
+pub use error::LifecycleError;
+use lease::ActorLease;
+pub use recovery::{RecoveryHandle, RecoveryReport};
+use snapshots::SnapshotStores;
+
+/// How the workflows behave.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// Lifetime of an actor's lease. A workflow renews it while it runs; after a crash the
+    /// actor is free again once it expires.
+    pub lease_ttl: Duration,
+    /// How long a suspend or delete of a paused actor waits for the background upload of
+    /// its snapshot.
+    pub upload_wait: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(15),
+            upload_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The lifecycle workflows. Cheap to clone.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    nodes: Option<Arc<dyn NodeDirectory>>,
+    config: LifecycleConfig,
+    /// One in-process resume per actor at a time; the others wait for it and then see
+    /// the actor RUNNING.
+    resume_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    snapshots: SnapshotStores,
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    ate_store::now_ms()
+}
+
+/// The environment variable naming a step at which the process aborts, for tests that
+/// prove a control plane killed at that step leaves state that recovery completes.
+pub const CRASH_AT_ENV: &str = "ATE_CRASH_AT";
+
+/// Aborts the process (no unwinding, no cleanup: as a kill would) if `ATE_CRASH_AT`
+/// names this step.
+fn crashpoint(step: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var(CRASH_AT_ENV).ok())
+        .as_deref()
+        == Some(step)
+    {
+        tracing::error!(step, "aborting at the requested crash point");
+        std::process::abort();
+    }
+}
+
+fn placement(w: &Worker) -> WorkerPlacement {
+    WorkerPlacement {
+        namespace: w.namespace.clone(),
+        pool: w.pool.clone(),
+        name: w.name.clone(),
+        node_name: w.node_name.clone(),
+        address: w.address.clone(),
+    }
+}
+
+fn worker_id(p: &WorkerPlacement) -> WorkerId {
+    WorkerId::new(&p.namespace, &p.pool, &p.name)
+}
+
+fn worker_key(p: &WorkerPlacement) -> String {
+    worker_id(p).to_string()
+}
+
+/// A condition saying the actor lost the state it had since `since`.
+fn state_lost(reason: &str, message: String) -> ActorCondition {
+    ActorCondition {
+        kind: STATE_LOST.into(),
+        reason: reason.into(),
+        message,
+        time_ms: now_ms(),
+    }
+}
+
+impl Lifecycle {
+    /// Workflows over `store`, driving the nodes in `nodes` (none: an API-only control
+    /// plane, which refuses to resume, suspend or pause).
+    pub fn new(
+        store: Arc<dyn Store>,
+        nodes: Option<Arc<dyn NodeDirectory>>,
+        config: LifecycleConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                nodes,
+                config,
+                resume_gates: Mutex::new(HashMap::new()),
+                snapshots: SnapshotStores::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.inner.config
+    }
+
+    /// The nodes the workflows drive, if any.
+    pub fn node_directory(&self) -> Option<Arc<dyn NodeDirectory>> {
+        self.inner.nodes.clone()
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    fn nodes(&self) -> Result<&Arc<dyn NodeDirectory>, LifecycleError> {
+        self.inner.nodes.as_ref().ok_or(LifecycleError::NoDataPlane)
+    }
+
+    fn executor(&self, node: &str) -> Result<Arc<dyn NodeExecutor>, LifecycleError> {
+        Ok(self.nodes()?.executor(node)?)
+    }
+
+    /// The live registration of `node`, if it is asserting itself.
+    fn registration(&self, node: &str) -> Option<NodeRegistration> {
+        self.inner
+            .nodes
+            .as_ref()?
+            .dataspace()
+            .get::<NodeRegistration>(&node.into())
+    }
+
+    async fn actor(&self, aref: &ActorRef) -> Result<Actor, LifecycleError> {
+        Ok(self.store().get::<Actor>(&aref.key()).await?)
+    }
+
+    async fn template(&self, id: &NamespacedName) -> Result<ActorTemplate, LifecycleError> {
+        match self.store().get::<ActorTemplate>(&id.key()).await {
+            Ok(t) => Ok(t),
+            Err(StoreError::NotFound { .. }) => {
+                Err(LifecycleError::TemplateMissing { template: id.key() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn workload(t: &ActorTemplate) -> Workload {
+        Workload {
+            template: t.id(),
+            spec: t.spec.clone(),
+        }
+    }
+
+    /// Applies `change` to the stored actor and writes it, re-reading and re-applying on
+    /// a version conflict (an `UpdateActor` of the selector may land in between).
+    async fn mutate(
+        &self,
+        aref: &ActorRef,
+        change: impl Fn(&mut Actor),
+    ) -> Result<Actor, LifecycleError> {
+        let mut attempts = 0;
+        loop {
+            let mut a = self.actor(aref).await?;
+            change(&mut a);
+            match self.store().update(a).await {
+                Ok(a) => return Ok(a),
+                Err(StoreError::Conflict { .. }) if attempts < 8 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Takes the actor's lease, or says the actor is busy.
+    async fn lease(&self, aref: &ActorRef) -> Result<ActorLease, LifecycleError> {
+        ActorLease::acquire(self.store(), aref, self.inner.config.lease_ttl)
+            .await?
+            .ok_or_else(|| LifecycleError::Busy {
+                actor: aref.to_string(),
+            })
+    }
+
+    /// Frees `worker` if it still hosts `actor`, remembering `hot` as the snapshot the
+    /// worker now holds warm (so the next resume of the actor can find it at once).
+    async fn release_worker(
+        &self,
+        key: &str,
+        actor: &ActorRef,
+        hot: Option<String>,
+    ) -> Result<(), LifecycleError> {
+        for _ in 0..8 {
+            let mut w = match self.store().get::<Worker>(key).await {
+                Ok(w) => w,
+                Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if w.assignment.as_ref().map(|a| &a.actor) != Some(actor) {
+                return Ok(());
+            }
+            w.assignment = None;
+            if let Some(h) = &hot {
+                w.cached_snapshots = vec![h.clone()];
+            }
+            match self.store().update(w).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LifecycleError::Store(StoreError::Conflict {
+            kind: ate_model::Kind::Worker,
+            key: key.into(),
+        }))
+    }
+
+    /// Stops the actor on its worker, if the node is there to ask. A stop of an actor the
+    /// worker no longer hosts is a no-op on the node.
+    async fn stop_on(&self, p: &WorkerPlacement, actor: &ActorRef) {
+        let Ok(exec) = self.executor(&p.node_name) else {
+            return;
+        };
+        let req = ate_seam::StopRequest {
+            worker: worker_id(p),
+            actor: actor.clone(),
+        };
+        if let Err(e) = exec.stop(req).await {
+            tracing::warn!(actor = %actor, worker = %worker_key(p), error = %e, "stop failed");
+        }
+    }
+
+    /// Whether the actor's status is one only a running workflow should leave it in.
+    fn in_transition(status: ActorStatus) -> bool {
+        matches!(
+            status,
+            ActorStatus::Resuming | ActorStatus::Suspending | ActorStatus::Pausing
+        )
+    }
+}

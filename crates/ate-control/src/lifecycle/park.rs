@@ -1,0 +1,376 @@
+//! Suspend and pause ("parking" an actor): SUSPENDING or PAUSING is persisted together
+//! with the URI the snapshot will have, the node checkpoints to exactly that URI (a
+//! retry overwrites the same snapshot), the actor is stopped, its worker freed, and the
+//! parked status persisted. A suspend's snapshot is durable before the worker is freed;
+//! a pause's is kept on the node and uploaded in the background. Deleting an actor lives
+//! here too, since a paused actor's upload must land before its snapshots go.
+
+use std::time::{Duration, Instant};
+
+use ate_model::{
+    Actor, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope, snapshot_uri,
+};
+use ate_seam::{CheckpointRequest, Durability, SeamError, SnapshotRef};
+use ate_snapshots::{cache_key, new_snapshot_id};
+use ate_store::StoreError;
+
+use super::{Lifecycle, LifecycleError, crashpoint, worker_id, worker_key};
+
+/// How often a wait for a background upload looks again.
+const UPLOAD_POLL: Duration = Duration::from_millis(50);
+
+/// Which way an actor is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Park {
+    Suspend,
+    Pause,
+}
+
+impl Park {
+    fn name(self) -> &'static str {
+        match self {
+            Park::Suspend => "suspend",
+            Park::Pause => "pause",
+        }
+    }
+
+    fn done(self) -> ActorStatus {
+        match self {
+            Park::Suspend => ActorStatus::Suspended,
+            Park::Pause => ActorStatus::Paused,
+        }
+    }
+
+    pub(crate) fn of(status: ActorStatus) -> Self {
+        if status == ActorStatus::Pausing {
+            Park::Pause
+        } else {
+            Park::Suspend
+        }
+    }
+
+    fn scope(self, t: &ActorTemplate) -> SnapshotScope {
+        match self {
+            Park::Suspend => t.spec.snapshots.on_commit,
+            Park::Pause => t.spec.snapshots.on_pause,
+        }
+    }
+}
+
+impl Lifecycle {
+    /// Suspends an actor to a durable snapshot and frees its worker. Suspending a
+    /// suspended actor is a no-op; a paused actor's snapshot is made durable.
+    pub async fn suspend(&self, aref: &ActorRef) -> Result<Actor, LifecycleError> {
+        self.park(aref, Park::Suspend).await
+    }
+
+    /// Pauses an actor: a fast checkpoint kept on its node (uploaded in the background)
+    /// and its worker freed. The next resume prefers that node.
+    pub async fn pause(&self, aref: &ActorRef) -> Result<Actor, LifecycleError> {
+        self.park(aref, Park::Pause).await
+    }
+
+    async fn park(&self, aref: &ActorRef, kind: Park) -> Result<Actor, LifecycleError> {
+        self.nodes()?;
+        let a = self.actor(aref).await?;
+        if a.status == kind.done() {
+            return Ok(a);
+        }
+        let lease = self.lease(aref).await?;
+        let result = self.park_locked(aref, kind).await;
+        lease.release().await;
+        result
+    }
+
+    async fn park_locked(&self, aref: &ActorRef, kind: Park) -> Result<Actor, LifecycleError> {
+        let mut a = self.actor(aref).await?;
+        if Self::in_transition(a.status) {
+            a = self.settle(a).await?;
+        }
+        match (a.status, kind) {
+            (s, k) if s == k.done() => return Ok(a),
+            (ActorStatus::Paused, Park::Suspend) => return self.make_durable(a).await,
+            (ActorStatus::Running, _) => {}
+            (s, _) => {
+                return Err(LifecycleError::WrongState {
+                    actor: aref.to_string(),
+                    status: s.to_string(),
+                    reason: format!("only a running actor can be {}d", kind.name()),
+                });
+            }
+        }
+        let template = self.template(&a.template).await?;
+        let Some(p) = a.worker.clone() else {
+            return self
+                .return_to_durable(a, "WorkerMissing", "the actor had no worker".into())
+                .await;
+        };
+        let location = match &template.spec.snapshots.location {
+            l if !l.is_empty() => l.clone(),
+            _ => self
+                .registration(&p.node_name)
+                .map(|r| r.snapshot_location)
+                .unwrap_or_default(),
+        };
+        if location.is_empty() {
+            return self
+                .return_to_durable(a, "NodeLost", format!("node {} is gone", p.node_name))
+                .await;
+        }
+        let uri = snapshot_uri(&location, aref, &new_snapshot_id());
+        let status = match kind {
+            Park::Suspend => ActorStatus::Suspending,
+            Park::Pause => ActorStatus::Pausing,
+        };
+        let a = self
+            .mutate(aref, |x| {
+                x.status = status;
+                x.in_progress_snapshot = uri.clone();
+            })
+            .await?;
+        crashpoint(&format!("{}.marked", kind.name()));
+        self.finish_park(a, &template, kind).await
+    }
+
+    /// Completes a park from SUSPENDING/PAUSING: checkpoint (again, to the same URI),
+    /// stop, free the worker, persist. If the node cannot checkpoint any more the actor
+    /// keeps whatever already landed, else returns to its last durable snapshot.
+    pub(crate) async fn finish_park(
+        &self,
+        a: Actor,
+        t: &ActorTemplate,
+        kind: Park,
+    ) -> Result<Actor, LifecycleError> {
+        let aref = a.actor_ref();
+        let (Some(p), Some(snap)) = (
+            a.worker.clone(),
+            SnapshotRef::from_uri(&a.in_progress_snapshot, kind.scope(t)),
+        ) else {
+            return self.park_without_node(a).await;
+        };
+        let durability = match kind {
+            Park::Suspend => Durability::Durable,
+            Park::Pause => Durability::Local,
+        };
+        let taken = match self.executor(&p.node_name) {
+            Ok(exec) => {
+                exec.checkpoint(CheckpointRequest {
+                    worker: worker_id(&p),
+                    actor: aref.clone(),
+                    workload: Self::workload(t),
+                    location: snap.location.clone(),
+                    id: snap.id.clone(),
+                    scope: snap.scope,
+                    durability,
+                })
+                .await
+            }
+            Err(_) => Err(SeamError::NodeUnavailable {
+                node: p.node_name.clone(),
+            }),
+        };
+        match taken {
+            Ok(_) => {}
+            Err(SeamError::NodeUnavailable { .. } | SeamError::NotHosted { .. }) => {
+                return self.park_without_node(a).await;
+            }
+            Err(e) => {
+                tracing::warn!(actor = %aref, error = %e, "checkpoint failed; the actor keeps running");
+                self.mutate(&aref, |x| {
+                    x.status = ActorStatus::Running;
+                    x.in_progress_snapshot.clear();
+                })
+                .await?;
+                return Err(e.into());
+            }
+        }
+        crashpoint(&format!("{}.checkpointed", kind.name()));
+        self.stop_on(&p, &aref).await;
+        let hot = cache_key(&snap.owner, &snap.id);
+        self.release_worker(&worker_key(&p), &aref, Some(hot))
+            .await?;
+        crashpoint(&format!("{}.released", kind.name()));
+        let latest = match kind {
+            Park::Suspend => SnapshotInfo::External {
+                uri_prefix: a.in_progress_snapshot.clone(),
+            },
+            Park::Pause => SnapshotInfo::Local {
+                prefix: a.in_progress_snapshot.clone(),
+                nodes: vec![p.node_name.clone()],
+                fallback: self
+                    .inner
+                    .snapshots
+                    .durable(a.latest_snapshot.as_ref())
+                    .await?
+                    .unwrap_or_default(),
+            },
+        };
+        let a = self
+            .mutate(&aref, |x| {
+                x.status = kind.done();
+                x.worker = None;
+                x.in_progress_snapshot.clear();
+                x.latest_snapshot = Some(latest.clone());
+            })
+            .await?;
+        tracing::info!(actor = %aref, snapshot = %latest.uri(), "actor {}d", kind.name());
+        if kind == Park::Suspend {
+            self.apply_retention(&a, t).await;
+        }
+        Ok(a)
+    }
+
+    /// A park whose node is gone: the snapshot it was taking counts if it landed durably,
+    /// else the actor returns to its last durable snapshot.
+    async fn park_without_node(&self, a: Actor) -> Result<Actor, LifecycleError> {
+        let uri = a.in_progress_snapshot.clone();
+        if !uri.is_empty() && self.inner.snapshots.exists(&uri).await? {
+            let aref = a.actor_ref();
+            if let Some(p) = &a.worker {
+                self.stop_on(p, &aref).await;
+                self.release_worker(&worker_key(p), &aref, None).await?;
+            }
+            return self
+                .mutate(&aref, |x| {
+                    x.status = ActorStatus::Suspended;
+                    x.worker = None;
+                    x.in_progress_snapshot.clear();
+                    x.latest_snapshot = Some(SnapshotInfo::External {
+                        uri_prefix: uri.clone(),
+                    });
+                })
+                .await;
+        }
+        let node = a
+            .worker
+            .as_ref()
+            .map(|p| p.node_name.clone())
+            .unwrap_or_default();
+        self.return_to_durable(
+            a,
+            "NodeLost",
+            format!("node {node} could not checkpoint the actor"),
+        )
+        .await
+    }
+
+    async fn apply_retention(&self, a: &Actor, t: &ActorTemplate) {
+        let Some(latest) = &a.latest_snapshot else {
+            return;
+        };
+        match self
+            .inner
+            .snapshots
+            .retain(
+                &a.actor_ref(),
+                latest.uri(),
+                t.spec.snapshots.keep,
+                &[latest.uri()],
+            )
+            .await
+        {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::debug!(actor = %a.actor_ref(), deleted = gone.len(), "old snapshots deleted")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(actor = %a.actor_ref(), error = %e, "snapshot retention failed")
+            }
+        }
+    }
+
+    /// Waits for a paused actor's background upload if its node is still there to finish
+    /// it. `Ok(true)` once the snapshot is durable, `Ok(false)` if it never will be.
+    async fn await_upload(&self, a: &Actor) -> Result<bool, LifecycleError> {
+        let Some(SnapshotInfo::Local { prefix, nodes, .. }) = &a.latest_snapshot else {
+            return Ok(true);
+        };
+        let deadline = Instant::now() + self.inner.config.upload_wait;
+        loop {
+            if self.inner.snapshots.exists(prefix).await? {
+                return Ok(true);
+            }
+            let live = nodes.iter().find(|n| self.registration(n).is_some());
+            let Some(node) = live else { return Ok(false) };
+            if Instant::now() >= deadline {
+                return Err(LifecycleError::UploadPending {
+                    actor: a.actor_ref().to_string(),
+                    node: node.clone(),
+                });
+            }
+            tokio::time::sleep(UPLOAD_POLL).await;
+        }
+    }
+
+    /// Suspends a paused actor: its snapshot becomes the durable one once uploaded, or,
+    /// if its node died first, the actor falls back to the snapshot before it.
+    async fn make_durable(&self, a: Actor) -> Result<Actor, LifecycleError> {
+        let aref = a.actor_ref();
+        if self.await_upload(&a).await? {
+            let latest = a.latest_snapshot.as_ref().map(|l| SnapshotInfo::External {
+                uri_prefix: l.uri().to_string(),
+            });
+            return self
+                .mutate(&aref, |x| {
+                    x.status = ActorStatus::Suspended;
+                    x.latest_snapshot = latest.clone();
+                })
+                .await;
+        }
+        self.return_to_durable(
+            a,
+            "PausedSnapshotUnavailable",
+            "the paused snapshot's node was lost before its upload finished".into(),
+        )
+        .await
+    }
+
+    /// Deletes a suspended or paused actor and every snapshot it has. Snapshots go first,
+    /// so an interrupted delete is completed by the next one.
+    pub async fn delete(&self, aref: &ActorRef) -> Result<(), LifecycleError> {
+        let lease = self.lease(aref).await?;
+        let result = self.delete_locked(aref).await;
+        lease.release().await;
+        result
+    }
+
+    async fn delete_locked(&self, aref: &ActorRef) -> Result<(), LifecycleError> {
+        let mut a = self.actor(aref).await?;
+        if Self::in_transition(a.status) {
+            a = self.settle(a).await?;
+        }
+        if !matches!(a.status, ActorStatus::Suspended | ActorStatus::Paused) {
+            return Err(LifecycleError::WrongState {
+                actor: aref.to_string(),
+                status: a.status.to_string(),
+                reason: "only a suspended or paused actor can be deleted".into(),
+            });
+        }
+        // A background upload landing after the delete would leave files behind.
+        self.await_upload(&a).await?;
+        let mut uris: Vec<&str> = Vec::new();
+        if let Some(l) = &a.latest_snapshot {
+            uris.push(l.uri());
+            if let SnapshotInfo::Local { fallback, .. } = l
+                && !fallback.is_empty()
+            {
+                uris.push(fallback);
+            }
+        }
+        let deleted = self.inner.snapshots.delete_actor(aref, &uris).await?;
+        // The lease keeps workflows out; only a selector update can land in between.
+        loop {
+            match self
+                .store()
+                .delete::<Actor>(&aref.key(), Some(a.version))
+                .await
+            {
+                Ok(()) => break,
+                Err(StoreError::Conflict { .. }) => a = self.actor(aref).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::info!(actor = %aref, snapshots = deleted, "actor deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! Resume: RESUMING is persisted, a worker is claimed and recorded, the node restores
+//! (or boots) the actor, and RUNNING is persisted. The restore source is, in order: the
+//! actor's latest snapshot, the template's golden snapshot, a cold boot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ate_model::{
+    Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope,
+    WorkerPlacement,
+};
+use ate_seam::{RestoreRequest, RunRequest, SnapshotRef};
+use ate_snapshots::cache_key;
+
+use super::lease::ActorLease;
+use super::schedule::Locality;
+use super::{Lifecycle, LifecycleError, crashpoint, placement, state_lost, worker_id, worker_key};
+
+/// How often a resume waiting for another control plane's resume looks again.
+const RESUME_POLL: Duration = Duration::from_millis(20);
+
+/// What the node is asked to start from, and what the actor's record says afterwards.
+struct Start {
+    snapshot: Option<SnapshotRef>,
+    latest: Option<SnapshotInfo>,
+    lost: Option<ActorCondition>,
+}
+
+fn snapshot(uri: &str, scope: SnapshotScope) -> Result<SnapshotRef, LifecycleError> {
+    SnapshotRef::from_uri(uri, scope).ok_or_else(|| {
+        LifecycleError::Snapshot(ate_snapshots::SnapshotError::InvalidName {
+            what: "snapshot uri",
+            name: uri.into(),
+        })
+    })
+}
+
+fn hot_key(uri: &str) -> Option<String> {
+    SnapshotRef::from_uri(uri, SnapshotScope::Full).map(|s| cache_key(&s.owner, &s.id))
+}
+
+impl Lifecycle {
+    /// Resumes an actor onto a worker and returns it RUNNING. Resuming a running actor is
+    /// a read. Concurrent resumes of one actor share one workflow: on this control plane
+    /// they queue behind it, across control planes they wait for the lease holder's
+    /// resume to finish. A suspend or pause in progress makes it `Busy`.
+    pub async fn resume(&self, aref: &ActorRef, boot: bool) -> Result<Actor, LifecycleError> {
+        self.nodes()?;
+        let a = self.actor(aref).await?;
+        if a.status == ActorStatus::Running {
+            return Ok(a);
+        }
+        let gate = {
+            let mut gates = self
+                .inner
+                .resume_gates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            gates.entry(aref.key()).or_default().clone()
+        };
+        let result = {
+            let _turn = gate.lock().await;
+            self.resume_gated(aref, boot).await
+        };
+        let mut gates = self
+            .inner
+            .resume_gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(&aref.key());
+        }
+        result
+    }
+
+    async fn resume_gated(&self, aref: &ActorRef, boot: bool) -> Result<Actor, LifecycleError> {
+        let deadline = Instant::now() + self.inner.config.lease_ttl * 2;
+        let lease = loop {
+            let a = self.actor(aref).await?;
+            if a.status == ActorStatus::Running {
+                return Ok(a);
+            }
+            if let Some(l) =
+                ActorLease::acquire(self.store(), aref, self.inner.config.lease_ttl).await?
+            {
+                break l;
+            }
+            let parking = matches!(a.status, ActorStatus::Suspending | ActorStatus::Pausing);
+            if parking || Instant::now() >= deadline {
+                return Err(LifecycleError::Busy {
+                    actor: aref.to_string(),
+                });
+            }
+            tokio::time::sleep(RESUME_POLL).await;
+        };
+        let result = self.resume_locked(aref, boot).await;
+        lease.release().await;
+        result
+    }
+
+    async fn resume_locked(&self, aref: &ActorRef, boot: bool) -> Result<Actor, LifecycleError> {
+        let mut a = self.actor(aref).await?;
+        if Self::in_transition(a.status) {
+            a = self.settle(a).await?;
+        }
+        if a.status == ActorStatus::Running {
+            return Ok(a);
+        }
+        let template = self.template(&a.template).await?;
+        let locality = Self::locality(&a, &template, boot);
+        let a = self
+            .mutate(aref, |x| x.status = ActorStatus::Resuming)
+            .await?;
+        crashpoint("resume.marked");
+        let worker = match self.claim(&a, &template, &locality).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.mutate(aref, |x| x.status = x.resting_status()).await?;
+                return Err(e);
+            }
+        };
+        crashpoint("resume.claimed");
+        let p = placement(&worker);
+        let a = self.mutate(aref, |x| x.worker = Some(p.clone())).await?;
+        crashpoint("resume.placed");
+        match self.start_on(&a, &template, &p, boot).await {
+            Ok(start) => {
+                crashpoint("resume.started");
+                let a = self
+                    .mutate(aref, |x| {
+                        x.status = ActorStatus::Running;
+                        x.latest_snapshot = start.latest.clone();
+                        if let Some(c) = &start.lost {
+                            x.set_condition(c.clone());
+                        }
+                    })
+                    .await?;
+                tracing::info!(actor = %aref, worker = %worker_key(&p), node = %p.node_name, "actor resumed");
+                Ok(a)
+            }
+            Err(e) => {
+                tracing::warn!(actor = %aref, worker = %worker_key(&p), error = %e, "resume failed; rolling back");
+                self.stop_on(&p, aref).await;
+                self.release_worker(&worker_key(&p), aref, None).await?;
+                self.mutate(aref, |x| {
+                    x.status = x.resting_status();
+                    x.worker = None;
+                })
+                .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Where the snapshot the actor will start from is, for the scheduler.
+    fn locality(a: &Actor, t: &ActorTemplate, boot: bool) -> Locality {
+        if boot {
+            return Locality::default();
+        }
+        match &a.latest_snapshot {
+            Some(SnapshotInfo::External { uri_prefix }) => Locality {
+                hot_key: hot_key(uri_prefix),
+                nodes: Vec::new(),
+            },
+            Some(SnapshotInfo::Local { prefix, nodes, .. }) => Locality {
+                hot_key: hot_key(prefix),
+                nodes: nodes.clone(),
+            },
+            None => Locality {
+                hot_key: hot_key(&t.status.golden_snapshot),
+                nodes: Vec::new(),
+            },
+        }
+    }
+
+    /// Decides what the worker on `node` starts the actor from.
+    async fn start_plan(
+        &self,
+        a: &Actor,
+        t: &ActorTemplate,
+        node: &str,
+        boot: bool,
+    ) -> Result<Start, LifecycleError> {
+        let scopes = &t.spec.snapshots;
+        let template_start = || -> Result<Start, LifecycleError> {
+            let golden = &t.status.golden_snapshot;
+            Ok(Start {
+                snapshot: (!boot && !golden.is_empty())
+                    .then(|| snapshot(golden, scopes.on_commit))
+                    .transpose()?,
+                latest: None,
+                lost: None,
+            })
+        };
+        if boot {
+            return Ok(Start {
+                latest: a.latest_snapshot.clone(),
+                ..template_start()?
+            });
+        }
+        match &a.latest_snapshot {
+            None => template_start(),
+            Some(SnapshotInfo::External { uri_prefix }) => Ok(Start {
+                snapshot: Some(snapshot(uri_prefix, scopes.on_commit)?),
+                latest: a.latest_snapshot.clone(),
+                lost: None,
+            }),
+            Some(SnapshotInfo::Local {
+                prefix,
+                nodes,
+                fallback,
+            }) => {
+                if nodes.iter().any(|n| n == node) {
+                    return Ok(Start {
+                        snapshot: Some(snapshot(prefix, scopes.on_pause)?),
+                        latest: a.latest_snapshot.clone(),
+                        lost: None,
+                    });
+                }
+                if self.inner.snapshots.exists(prefix).await? {
+                    return Ok(Start {
+                        snapshot: Some(snapshot(prefix, scopes.on_pause)?),
+                        latest: Some(SnapshotInfo::External {
+                            uri_prefix: prefix.clone(),
+                        }),
+                        lost: None,
+                    });
+                }
+                let from = if fallback.is_empty() {
+                    "the template".to_string()
+                } else {
+                    format!("snapshot {fallback}")
+                };
+                let lost = Some(state_lost(
+                    "PausedSnapshotUnavailable",
+                    format!(
+                        "the paused snapshot on node {} was unavailable before its upload \
+                         finished; resumed from {from}",
+                        nodes.join(", ")
+                    ),
+                ));
+                if fallback.is_empty() {
+                    return Ok(Start {
+                        lost,
+                        ..template_start()?
+                    });
+                }
+                Ok(Start {
+                    snapshot: Some(snapshot(fallback, scopes.on_commit)?),
+                    latest: Some(SnapshotInfo::External {
+                        uri_prefix: fallback.clone(),
+                    }),
+                    lost,
+                })
+            }
+        }
+    }
+
+    /// Asks the worker's node to restore or boot the actor; returns once it is ready.
+    async fn start_on(
+        &self,
+        a: &Actor,
+        t: &ActorTemplate,
+        p: &WorkerPlacement,
+        boot: bool,
+    ) -> Result<Start, LifecycleError> {
+        let start = self.start_plan(a, t, &p.node_name, boot).await?;
+        let exec = self.executor(&p.node_name)?;
+        let (worker, actor, workload) = (worker_id(p), a.actor_ref(), Self::workload(t));
+        match &start.snapshot {
+            Some(s) => {
+                exec.restore(RestoreRequest {
+                    worker,
+                    actor,
+                    workload,
+                    snapshot: s.clone(),
+                })
+                .await?
+            }
+            None => {
+                exec.run(RunRequest {
+                    worker,
+                    actor,
+                    workload,
+                })
+                .await?
+            }
+        }
+        Ok(start)
+    }
+}

@@ -1,0 +1,115 @@
+//! Where a resuming actor goes. Eligible pools are those of the template's sandbox class
+//! whose labels satisfy the template's and the actor's selectors. Within them, the actor
+//! takes, in order: a free worker holding its snapshot hot, a free worker on a node that
+//! holds the snapshot in its cache, any free worker. Each try is one atomic
+//! `claim_worker` with a field selector, answered from the store's indexes.
+
+use ate_dataspace::Filter;
+use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Worker, WorkerPool};
+use ate_seam::NodeCacheAdvert;
+use ate_store::ListOptions;
+
+use super::{Lifecycle, LifecycleError};
+
+/// What the scheduler knows about where the actor's snapshot is.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Locality {
+    /// The snapshot's cache key (`atespace/actor/id` of its owner), as workers and node
+    /// caches advertise it.
+    pub hot_key: Option<String>,
+    /// Nodes known to hold it (a paused actor's node).
+    pub nodes: Vec<String>,
+}
+
+impl Lifecycle {
+    async fn eligible_pools(
+        &self,
+        actor: &Actor,
+        template: &ActorTemplate,
+    ) -> Result<Vec<WorkerPool>, LifecycleError> {
+        let class = &template.spec.sandbox_class;
+        let opts = ListOptions::with_fields(FieldSelector::eq([("sandbox_class", class.as_str())]));
+        let pools: Vec<WorkerPool> = self
+            .store()
+            .list_all::<WorkerPool>(&opts)
+            .await?
+            .into_iter()
+            .filter(|p| {
+                template.spec.worker_selector.matches(&p.spec.labels)
+                    && actor.worker_selector.matches(&p.spec.labels)
+            })
+            .collect();
+        if pools.is_empty() {
+            return Err(LifecycleError::NoEligiblePool {
+                class: class.clone(),
+            });
+        }
+        Ok(pools)
+    }
+
+    /// Nodes that hold the snapshot: those named, then those whose cache advertises it.
+    fn holders(&self, locality: &Locality) -> Vec<String> {
+        let mut nodes = locality.nodes.clone();
+        if let (Some(key), Some(dir)) = (&locality.hot_key, self.inner.nodes.as_ref()) {
+            for (_, advert) in dir.dataspace().list::<NodeCacheAdvert>(&Filter::All) {
+                if advert.snapshots.contains(key) && !nodes.contains(&advert.node) {
+                    nodes.push(advert.node);
+                }
+            }
+        }
+        nodes.retain(|n| self.registration(n).is_some());
+        nodes
+    }
+
+    /// Binds the actor to a worker, preferring snapshot locality. A worker already bound
+    /// to the actor (an earlier attempt that died) is returned as it is.
+    pub(crate) async fn claim(
+        &self,
+        actor: &Actor,
+        template: &ActorTemplate,
+        locality: &Locality,
+    ) -> Result<Worker, LifecycleError> {
+        let pools = self.eligible_pools(actor, template).await?;
+        let assignment = Assignment {
+            actor: actor.actor_ref(),
+            template: actor.template.clone(),
+        };
+        let mut tiers: Vec<(&str, String)> = Vec::new();
+        if let Some(key) = &locality.hot_key {
+            tiers.push(("cached_snapshot", key.clone()));
+        }
+        for node in self.holders(locality) {
+            tiers.push(("node_name", node));
+        }
+        tiers.push(("", String::new()));
+        for (field, value) in &tiers {
+            for pool in &pools {
+                let mut sel = FieldSelector::eq([
+                    ("namespace", pool.namespace.as_str()),
+                    ("pool", pool.name.as_str()),
+                    ("actor_id", ""),
+                ]);
+                if !field.is_empty() {
+                    sel = sel.and_eq(field, value);
+                }
+                if let Some(w) = self.store().claim(&sel, &assignment).await? {
+                    tracing::debug!(
+                        actor = %assignment.actor,
+                        worker = %w.key(),
+                        node = %w.node_name,
+                        tier = if field.is_empty() { "any" } else { *field },
+                        "worker claimed"
+                    );
+                    return Ok(w);
+                }
+            }
+        }
+        Err(LifecycleError::NoFreeWorker {
+            pools: pools
+                .iter()
+                .map(|p| p.id().key())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
