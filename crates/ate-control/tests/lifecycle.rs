@@ -1,0 +1,312 @@
+//! The actor lifecycle end to end in one process: real wasm counters on in-process nodes,
+//! real snapshot files, a real SQLite store.
+
+mod common;
+
+use std::sync::Arc;
+
+use ate_control::LifecycleError;
+use ate_model::{ActorStatus, Assignment, STATE_LOST, SnapshotInfo};
+use common::{System, wait_for};
+
+async fn system(nodes: &[&str], replicas: u32) -> System {
+    let mut s = System::new().await;
+    for n in nodes {
+        s.start_node(n, 16);
+    }
+    s.pool(replicas).await;
+    s.run_fleet();
+    wait_for("workers created", || async {
+        s.workers().await.len() == replicas as usize
+    })
+    .await;
+    s
+}
+
+fn snapshot_ids(s: &System, actor: &str) -> Vec<String> {
+    let dir = s.snapshots().join("team-a").join(actor);
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("manifest.json").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_state_survives_suspend_pause_and_resume() {
+    let s = system(&["node-a"], 2).await;
+    let t = s.template("counter", 2).await;
+    let a = s.actor("c1", &t).await;
+    let l = &s.lifecycle;
+
+    let running = l.resume(&a, false).await.unwrap();
+    assert_eq!(running.status, ActorStatus::Running);
+    assert!(running.worker.is_some());
+    // Resuming a running actor changes nothing.
+    assert_eq!(l.resume(&a, false).await.unwrap().version, running.version);
+    for n in 1..=3 {
+        assert_eq!(s.hit(&a).await, n.to_string());
+    }
+
+    let suspended = l.suspend(&a).await.unwrap();
+    assert_eq!(suspended.status, ActorStatus::Suspended);
+    assert!(suspended.worker.is_none());
+    assert!(matches!(
+        suspended.latest_snapshot,
+        Some(SnapshotInfo::External { .. })
+    ));
+    assert!(s.bound_to(&a).await.is_empty(), "the worker is free");
+    // Suspending a suspended actor is a no-op.
+    assert_eq!(l.suspend(&a).await.unwrap().version, suspended.version);
+
+    l.resume(&a, false).await.unwrap();
+    assert_eq!(s.hit(&a).await, "4");
+
+    let paused = l.pause(&a).await.unwrap();
+    assert_eq!(paused.status, ActorStatus::Paused);
+    let Some(SnapshotInfo::Local {
+        nodes, fallback, ..
+    }) = &paused.latest_snapshot
+    else {
+        panic!("a pause keeps a local snapshot: {paused:?}");
+    };
+    assert_eq!(nodes, &["node-a"]);
+    assert_eq!(
+        Some(fallback.as_str()),
+        suspended.latest_snapshot.as_ref().map(|l| l.uri())
+    );
+    l.resume(&a, false).await.unwrap();
+    assert_eq!(s.hit(&a).await, "5");
+
+    // A paused actor can be suspended: its snapshot becomes the durable one.
+    l.pause(&a).await.unwrap();
+    let durable = l.suspend(&a).await.unwrap();
+    assert!(matches!(
+        durable.latest_snapshot,
+        Some(SnapshotInfo::External { .. })
+    ));
+    l.resume(&a, false).await.unwrap();
+    assert_eq!(s.hit(&a).await, "6");
+
+    // boot=true starts from nothing.
+    l.suspend(&a).await.unwrap();
+    l.resume(&a, true).await.unwrap();
+    assert_eq!(s.hit(&a).await, "1");
+    l.suspend(&a).await.unwrap();
+
+    // Retention keeps two (the template's setting); deleting removes them all.
+    assert_eq!(snapshot_ids(&s, "c1").len(), 2);
+    let err = l.pause(&a).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::WrongState { .. }), "{err}");
+    l.delete(&a).await.unwrap();
+    assert!(snapshot_ids(&s, "c1").is_empty());
+    s.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_resumes_on_another_node_from_its_snapshot() {
+    let mut s = system(&["node-a", "node-b"], 2).await;
+    let t = s.template("counter", 3).await;
+    let a = s.actor("c1", &t).await;
+    let first = s.lifecycle.resume(&a, false).await.unwrap();
+    let node = first.worker.unwrap().node_name;
+    assert_eq!(s.hit(&a).await, "1");
+    assert_eq!(s.hit(&a).await, "2");
+    s.lifecycle.suspend(&a).await.unwrap();
+    s.kill_node(&node);
+    wait_for("the lost node's worker removed", || async {
+        s.workers().await.iter().all(|w| w.node_name != node)
+    })
+    .await;
+    let moved = s.lifecycle.resume(&a, false).await.unwrap();
+    assert_ne!(moved.worker.unwrap().node_name, node);
+    assert_eq!(s.hit(&a).await, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_prefers_the_worker_then_the_node_holding_the_snapshot() {
+    let s = system(&["node-a", "node-b"], 4).await;
+    let t = s.template("counter", 3).await;
+    let a = s.actor("c1", &t).await;
+    let first = s.lifecycle.resume(&a, false).await.unwrap().worker.unwrap();
+    s.hit(&a).await;
+    s.lifecycle.suspend(&a).await.unwrap();
+
+    // The same worker holds the snapshot hot: it is chosen again.
+    let again = s.lifecycle.resume(&a, false).await.unwrap().worker.unwrap();
+    assert_eq!(again.name, first.name);
+    s.lifecycle.suspend(&a).await.unwrap();
+
+    // That worker is busy: another worker on the same node (it has the snapshot cached).
+    let key = format!("{}/{}/{}", first.namespace, first.pool, first.name);
+    occupy(&s, &key, "squatter-1").await;
+    let near = s.lifecycle.resume(&a, false).await.unwrap().worker.unwrap();
+    assert_ne!(near.name, first.name);
+    assert_eq!(near.node_name, first.node_name);
+    assert_eq!(s.hit(&a).await, "2");
+    s.lifecycle.suspend(&a).await.unwrap();
+
+    // Every worker of that node is busy: elsewhere, from the store.
+    let near_key = format!("{}/{}/{}", near.namespace, near.pool, near.name);
+    occupy(&s, &near_key, "squatter-2").await;
+    let far = s.lifecycle.resume(&a, false).await.unwrap().worker.unwrap();
+    assert_ne!(far.node_name, first.node_name);
+    assert_eq!(s.hit(&a).await, "3");
+}
+
+/// Binds a worker to a stand-in actor, as another tenant's actor would hold it.
+async fn occupy(s: &System, key: &str, who: &str) {
+    let mut w: ate_model::Worker = s.store.get(key).await.unwrap();
+    w.assignment = Some(Assignment {
+        actor: ate_model::ActorRef::new("team-b", who),
+        template: ate_model::NamespacedName::new("demo", "counter"),
+    });
+    s.store.update(w).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_resumes_bind_one_worker() {
+    let s = system(&["node-a"], 4).await;
+    let t = s.template("counter", 3).await;
+    let a = s.actor("c1", &t).await;
+    let l = Arc::new(s.lifecycle.clone());
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (l, a) = (l.clone(), a.clone());
+            tokio::spawn(async move { l.resume(&a, false).await })
+        })
+        .collect();
+    for t in tasks {
+        let actor = t.await.unwrap().expect("every caller succeeds");
+        assert_eq!(actor.status, ActorStatus::Running);
+    }
+    assert_eq!(s.bound_to(&a).await.len(), 1);
+    assert_eq!(s.hit(&a).await, "1");
+    s.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_actors_into_eight_workers() {
+    let s = system(&["node-a", "node-b"], 8).await;
+    let t = s.template("counter", 3).await;
+    let mut actors = Vec::new();
+    for i in 0..50 {
+        actors.push(s.actor(&format!("a{i}"), &t).await);
+    }
+    let tasks: Vec<_> = actors
+        .iter()
+        .map(|a| {
+            let (l, a) = (s.lifecycle.clone(), a.clone());
+            tokio::spawn(async move { l.resume(&a, false).await })
+        })
+        .collect();
+    let (mut ran, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(a) => {
+                assert_eq!(a.status, ActorStatus::Running);
+                ran += 1;
+            }
+            Err(e @ LifecycleError::NoFreeWorker { .. }) => {
+                assert!(
+                    e.to_string()
+                        .contains("no free worker in pool(s) default/wasm")
+                );
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ran, refused), (8, 42));
+    let bound: Vec<_> = s
+        .workers()
+        .await
+        .into_iter()
+        .filter_map(|w| w.assignment.map(|x| x.actor))
+        .collect();
+    let mut distinct = bound.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!((bound.len(), distinct.len()), (8, 8));
+    s.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_returns_running_and_paused_actors_to_durable_state() {
+    let mut s = system(&["node-a"], 4).await;
+    let t = s.template("counter", 3).await;
+    let l = s.lifecycle.clone();
+    // Three actors with a durable snapshot at count 2 and newer state (3) on node-a.
+    let mut refs = Vec::new();
+    for id in ["running", "paused", "unuploaded"] {
+        let a = s.actor(id, &t).await;
+        l.resume(&a, false).await.unwrap();
+        s.hit(&a).await;
+        s.hit(&a).await;
+        l.suspend(&a).await.unwrap();
+        l.resume(&a, false).await.unwrap();
+        assert_eq!(s.hit(&a).await, "3");
+        refs.push(a);
+    }
+    let (running, paused, unuploaded) = (&refs[0], &refs[1], &refs[2]);
+    l.pause(paused).await.unwrap();
+    let p = l.pause(unuploaded).await.unwrap();
+    // Its upload never lands: the manifest is what makes a snapshot complete.
+    let uri = p.latest_snapshot.unwrap().uri().to_string();
+    let id = uri.rsplit('/').next().unwrap().to_string();
+    let manifest = s
+        .snapshots()
+        .join("team-a/unuploaded")
+        .join(id)
+        .join("manifest.json");
+    wait_for("upload", || async { manifest.exists() }).await;
+    std::fs::remove_file(&manifest).unwrap();
+
+    s.start_node("node-b", 16);
+    wait_for("node-b has workers", || async {
+        s.workers().await.iter().any(|w| w.node_name == "node-b")
+    })
+    .await;
+    s.kill_node("node-a");
+    wait_for("running actor recovered", || async {
+        s.get(running).await.status == ActorStatus::Suspended
+    })
+    .await;
+    let r = s.get(running).await;
+    assert!(r.worker.is_none());
+    let lost = r
+        .conditions
+        .iter()
+        .find(|c| c.kind == STATE_LOST)
+        .expect("loss recorded");
+    assert_eq!(lost.reason, "NodeLost");
+    wait_for("lost workers removed and replaced", || async {
+        let w = s.workers().await;
+        w.len() == 4 && w.iter().all(|w| w.node_name == "node-b")
+    })
+    .await;
+
+    // Each resumes on node-b from its last durable state.
+    l.resume(running, false).await.unwrap();
+    assert_eq!(s.hit(running).await, "3", "back to the count-2 snapshot");
+    l.resume(paused, false).await.unwrap();
+    assert_eq!(
+        s.hit(paused).await,
+        "4",
+        "the paused snapshot had been uploaded"
+    );
+    assert!(s.get(paused).await.conditions.is_empty());
+    let u = l.resume(unuploaded, false).await.unwrap();
+    assert_eq!(
+        s.hit(unuploaded).await,
+        "3",
+        "fell back to the snapshot before the pause"
+    );
+    assert_eq!(u.conditions[0].reason, "PausedSnapshotUnavailable");
+    s.assert_consistent().await;
+}
