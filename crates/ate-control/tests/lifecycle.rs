@@ -310,3 +310,133 @@ async fn a_lost_node_returns_running_and_paused_actors_to_durable_state() {
     assert_eq!(u.conditions[0].reason, "PausedSnapshotUnavailable");
     s.assert_consistent().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_gets_a_golden_snapshot_that_new_actors_start_from() {
+    use ate_control::{Golden, PHASE_PENDING, PHASE_READY, golden_actor};
+    use ate_model::ActorTemplate;
+
+    let s = system(&["node-a", "node-b"], 4).await;
+    let _golden = Golden::new(s.store.clone(), s.lifecycle.clone()).start();
+    let t = s.template("counter", 3).await;
+    wait_for("golden snapshot baked", || async {
+        let t: ActorTemplate = s.store.get(&t.key()).await.unwrap();
+        t.status.phase == PHASE_READY
+    })
+    .await;
+    let baked: ActorTemplate = s.store.get(&t.key()).await.unwrap();
+    let gref = golden_actor(&t);
+    assert_eq!(baked.status.golden_actor, gref.to_string());
+    let golden = s.get(&gref).await;
+    assert_eq!(golden.status, ActorStatus::Suspended);
+    assert_eq!(
+        golden.latest_snapshot.as_ref().map(|l| l.uri()),
+        Some(baked.status.golden_snapshot.as_str())
+    );
+    assert!(s.bound_to(&gref).await.is_empty(), "baking keeps no worker");
+
+    // A new actor restores the golden snapshot: it lands where that snapshot is hot.
+    let hot = s
+        .workers()
+        .await
+        .into_iter()
+        .find(|w| !w.cached_snapshots.is_empty())
+        .expect("the golden actor's worker holds its snapshot");
+    let a = s.actor("c1", &t).await;
+    let r = s.lifecycle.resume(&a, false).await.unwrap();
+    assert_eq!(r.worker.unwrap().name, hot.name);
+    assert_eq!(s.hit(&a).await, "1");
+
+    // A template whose module cannot load is retried and says why; no worker is kept.
+    let mut broken = s.store.get::<ActorTemplate>(&t.key()).await.unwrap();
+    broken.name = "broken".into();
+    broken.spec.module = "/nonexistent/module.wasm".into();
+    broken.status = Default::default();
+    s.store.create(broken.clone()).await.unwrap();
+    wait_for("failure reported", || async {
+        let t: ActorTemplate = s.store.get(&broken.id().key()).await.unwrap();
+        t.status.phase == PHASE_PENDING && t.status.message.contains("attempt 1 failed")
+    })
+    .await;
+    let t: ActorTemplate = s.store.get(&broken.id().key()).await.unwrap();
+    assert!(
+        t.status.message.contains("/nonexistent/module.wasm"),
+        "{}",
+        t.status.message
+    );
+    assert!(s.bound_to(&golden_actor(&broken.id())).await.is_empty());
+    s.lifecycle.suspend(&a).await.unwrap();
+    s.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_a_dead_control_plane_left_behind_are_settled() {
+    use ate_model::{Actor, Assignment, FieldSelector};
+    use std::time::Duration;
+
+    let s = system(&["node-a"], 4).await;
+    let t = s.template("counter", 3).await;
+    let l = &s.lifecycle;
+
+    // A resume that died after claiming a worker, before recording it, holding the lease.
+    let r = s.actor("resuming", &t).await;
+    let mut a = s.get(&r).await;
+    a.status = ActorStatus::Resuming;
+    s.store.update(a).await.unwrap();
+    let claimed = s
+        .store
+        .claim(
+            &FieldSelector::eq([("actor_id", "")]),
+            &Assignment {
+                actor: r.clone(),
+                template: t.clone(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    s.store
+        .acquire_lease("actor/team-a/resuming", "dead", Duration::from_secs(1))
+        .await
+        .unwrap();
+
+    // A suspend that died after its checkpoint landed, before freeing the worker.
+    let p = s.actor("suspending", &t).await;
+    l.resume(&p, false).await.unwrap();
+    assert_eq!(s.hit(&p).await, "1");
+    l.suspend(&p).await.unwrap();
+    let before: Actor = l.resume(&p, false).await.unwrap();
+    assert_eq!(s.hit(&p).await, "2");
+    let location = format!("file://{}", s.snapshots().display());
+    let uri = ate_model::snapshot_uri(&location, &p, "0000000000000001-dead");
+    let mut a = s.get(&p).await;
+    a.status = ActorStatus::Suspending;
+    a.in_progress_snapshot = uri.clone();
+    s.store.update(a).await.unwrap();
+
+    // The busy one is left alone until its dead holder's lease expires.
+    let first = l.recover().await.unwrap();
+    assert_eq!((first.settled, first.busy), (1, 1), "{first:?}");
+    let parked = s.get(&p).await;
+    assert_eq!(parked.status, ActorStatus::Suspended);
+    assert_eq!(parked.latest_snapshot.unwrap().uri(), uri, "rolled forward");
+    assert!(before.worker.is_some() && s.bound_to(&p).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = l.recover().await.unwrap();
+    assert_eq!(second.settled, 1, "{second:?}");
+    let back = s.get(&r).await;
+    assert_eq!(
+        back.status,
+        ActorStatus::Suspended,
+        "the resume is rolled back"
+    );
+    let w: ate_model::Worker = s.store.get(&claimed.key()).await.unwrap();
+    assert!(w.is_free(), "its stray worker is freed");
+    s.assert_consistent().await;
+
+    // Both resume normally afterwards, the suspended one from the rolled-forward snapshot.
+    l.resume(&p, false).await.unwrap();
+    assert_eq!(s.hit(&p).await, "3");
+    l.resume(&r, false).await.unwrap();
+    assert_eq!(s.hit(&r).await, "1");
+}
