@@ -161,12 +161,12 @@ async fn resume_prefers_the_worker_then_the_node_holding_the_snapshot() {
 
 /// Binds a worker to a stand-in actor, as another tenant's actor would hold it.
 async fn occupy(s: &System, key: &str, who: &str) {
-    let mut w: ate_model::Worker = s.store.get(key).await.unwrap();
+    let mut w: ate_model::Worker = s.store.get(key).await.expect("worker");
     w.assignment = Some(Assignment {
         actor: ate_model::ActorRef::new("team-b", who),
         template: ate_model::NamespacedName::new("demo", "counter"),
     });
-    s.store.update(w).await.unwrap();
+    s.store.update(w).await.expect("occupy worker");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,16 +1,21 @@
 //! The data plane of `ate up`: one node in this process, the fleet that gives it workers,
-//! a default `wasm` pool and the demo templates.
+//! the lifecycle workflows with their recovery sweep, golden snapshots, a default `wasm`
+//! pool and the demo templates.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ate_control::{Fleet, FleetHandle};
+use ate_control::{
+    Fleet, FleetHandle, Golden, GoldenHandle, Lifecycle, LifecycleConfig, RecoveryHandle,
+};
 use ate_dataspace::Dataspace;
-use ate_model::{ActorTemplate, PoolSpec, TemplateSpec, WorkerPool};
+use ate_model::{
+    Actor, ActorStatus, ActorTemplate, FieldSelector, PoolSpec, TemplateSpec, WorkerPool,
+};
 use ate_node::{Node, NodeConfig};
-use ate_seam::LocalSeam;
-use ate_store::{Store, StoreError};
+use ate_seam::{LocalSeam, NodeDirectory};
+use ate_store::{ListOptions, Store, StoreError};
 
 /// The node `ate up` runs.
 pub const LOCAL_NODE: &str = "local";
@@ -48,30 +53,79 @@ const DEMOS: &[Demo] = &[
     },
 ];
 
-/// The running local data plane. Dropping it stops the node and the fleet.
-#[derive(Debug)]
+/// The running local data plane. Dropping it stops the node and the background loops.
 pub struct LocalDataPlane {
-    pub seam: LocalSeam,
+    pub lifecycle: Lifecycle,
+    store: Arc<dyn Store>,
     _node: Node,
     _fleet: FleetHandle,
+    _golden: GoldenHandle,
+    _recovery: RecoveryHandle,
 }
 
-pub async fn start(store: &Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<LocalDataPlane> {
+pub async fn start(
+    store: &Arc<dyn Store>,
+    data_dir: &Path,
+    config: LifecycleConfig,
+) -> anyhow::Result<LocalDataPlane> {
     let seam = LocalSeam::new(Dataspace::new());
-    let node = Node::start(NodeConfig::local(LOCAL_NODE, data_dir.join("node")), &seam)
-        .context("cannot start the local node")?;
+    let mut node_config = NodeConfig::local(LOCAL_NODE, data_dir.join("node"));
+    // The node lives in this process, on this machine.
+    node_config.address = "127.0.0.1".into();
+    let node = Node::start(node_config, &seam).context("cannot start the local node")?;
     ensure_default_pool(store).await?;
     register_demos(store, &data_dir.join("demo")).await?;
-    let fleet = Fleet::new(store.clone(), Arc::new(seam.clone()));
+    let sweep_every = (config.lease_ttl / 2).max(std::time::Duration::from_millis(500));
+    let nodes: Arc<dyn NodeDirectory> = Arc::new(seam);
+    let lifecycle = Lifecycle::new(store.clone(), Some(nodes.clone()), config);
+    let fleet = Fleet::new(store.clone(), nodes).with_lifecycle(lifecycle.clone());
+    // Workers of an earlier run of this node are replaced, and their actors recovered,
+    // before anything is scheduled.
     fleet
         .reconcile()
         .await
         .context("cannot place the workers")?;
     Ok(LocalDataPlane {
-        seam,
-        _node: node,
+        _recovery: lifecycle.start_recovery(sweep_every),
+        _golden: Golden::new(store.clone(), lifecycle.clone()).start(),
         _fleet: fleet.start(),
+        lifecycle,
+        store: store.clone(),
+        _node: node,
     })
+}
+
+impl std::fmt::Debug for LocalDataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDataPlane")
+            .field("node", &self._node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalDataPlane {
+    /// Suspends every actor running on the local node, so a restart loses nothing.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let sel = FieldSelector::eq([
+            ("node_name", LOCAL_NODE),
+            ("status", ActorStatus::Running.as_str()),
+        ]);
+        let running = self
+            .store
+            .list_all::<Actor>(&ListOptions::with_fields(sel))
+            .await?;
+        let mut suspends = tokio::task::JoinSet::new();
+        for a in &running {
+            let (l, aref) = (self.lifecycle.clone(), a.actor_ref());
+            suspends.spawn(async move {
+                if let Err(e) = l.suspend(&aref).await {
+                    tracing::warn!(actor = %aref, error = %e, "cannot suspend on shutdown");
+                }
+            });
+        }
+        suspends.join_all().await;
+        Ok(running.len())
+    }
 }
 
 async fn ensure_default_pool(store: &Arc<dyn Store>) -> anyhow::Result<()> {

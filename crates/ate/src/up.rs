@@ -11,7 +11,7 @@ use ate_store::Store;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use ate_control::ControlService;
+use ate_control::{ControlService, LifecycleConfig};
 
 use crate::cli::default_data_dir;
 use crate::{local, stores};
@@ -34,6 +34,10 @@ pub struct UpArgs {
     /// How long to wait for a store server that does not answer yet, in seconds.
     #[arg(long, default_value_t = 60)]
     pub store_timeout: u64,
+    /// Lifetime of an actor's operation lease: after a crash, an interrupted operation is
+    /// settled once it expires.
+    #[arg(long, default_value = "15s")]
+    pub lease_ttl: ate_model::Duration,
 }
 
 /// The roles `ate serve` can run.
@@ -107,7 +111,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let store = stores::open(&store_url, Duration::from_secs(args.store_timeout)).await?;
     start_api(&store).await?;
     let (listener, addr) = bind(args.api_listen).await?;
-    let data_plane = local::start(&store, &data_dir).await?;
+    let config = LifecycleConfig {
+        lease_ttl: args.lease_ttl.0,
+        ..Default::default()
+    };
+    let data_plane = local::start(&store, &data_dir, config).await?;
     println!("ate is up");
     println!("  control API   http://{addr} (gRPC)");
     println!("  store         {}", stores::redact(&store_url));
@@ -130,11 +138,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  ate{endpoint} get workers");
     println!("  ate{endpoint} create atespace team-a");
     println!("  ate{endpoint} create actor counter-1 -t demo/counter -a team-a");
+    println!("  ate{endpoint} resume actor counter-1 -a team-a");
     println!("  ate{endpoint} get actors -A");
+    println!("  ate{endpoint} suspend actor counter-1 -a team-a");
     println!();
-    println!("Press Ctrl-C to stop.");
-    let control = ControlService::new(store).with_nodes(Arc::new(data_plane.seam.clone()));
+    println!("Press Ctrl-C to stop (running actors are suspended first).");
+    let control = ControlService::new(store).with_lifecycle(data_plane.lifecycle.clone());
     ate_control::serve(listener, control, shutdown_signal()).await?;
+    match data_plane.drain().await {
+        Ok(0) => {}
+        Ok(n) => println!("suspended {n} running actor(s)"),
+        Err(e) => tracing::warn!(error = %e, "cannot suspend the running actors"),
+    }
     drop(data_plane);
     println!("ate stopped");
     Ok(())
