@@ -167,6 +167,23 @@ async fn logs(c: &mut Client, a: LogsArgs) -> Result<String, CliError> {
     Ok(String::new())
 }
 
+/// `-A` lists the users' atespaces: the system atespace (golden actors) only shows when
+/// asked for by name (`-a ate-golden`) or by a field selector on `atespace`.
+fn hide_system_actors(scope: &str, field_selector: String) -> String {
+    let names_atespace = field_selector
+        .split(',')
+        .any(|t| t.trim_start().starts_with("atespace"));
+    if !scope.is_empty() || names_atespace {
+        return field_selector;
+    }
+    let hide = format!("atespace!={}", ate_model::names::GOLDEN_ATESPACE);
+    if field_selector.trim().is_empty() {
+        hide
+    } else {
+        format!("{field_selector},{hide}")
+    }
+}
+
 async fn get(
     c: &mut Client,
     resource: Resource,
@@ -186,6 +203,7 @@ async fn get(
                 let a = c.get_actor(r).await.map_err(CliError::rpc("get actor"))?;
                 return render_one(&actor_from_pb(a.get_ref()), format);
             }
+            let field_selector = hide_system_actors(&scope, field_selector);
             let mut actors = Vec::new();
             let mut page_token = String::new();
             loop {

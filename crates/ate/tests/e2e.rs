@@ -1,105 +1,11 @@
 //! End to end: the real `ate` binary, `ate up` on a free port with a temp data dir, driven by
 //! the CLI as a user would, across restarts.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-const ATE: &str = env!("CARGO_BIN_EXE_ate");
+use std::process::Command;
 
-/// A running `ate up`.
-struct Up {
-    child: Child,
-    endpoint: String,
-}
-
-impl Up {
-    fn start(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, None)
-    }
-
-    fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
-        let mut cmd = Command::new(ATE);
-        cmd.args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir);
-        if let Some(url) = store {
-            cmd.args(["--store", url]);
-        }
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ate up");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let endpoint = loop {
-            let line = lines
-                .next()
-                .expect("ate up exited before printing its address")
-                .expect("read stdout");
-            if let Some(rest) = line.trim().strip_prefix("control API") {
-                let url = rest.split_whitespace().next().expect("address");
-                break url.to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Up { child, endpoint }
-    }
-
-    fn ate(&self, args: &[&str]) -> Output {
-        Command::new(ATE)
-            .args(args)
-            .env("ATE_ENDPOINT", &self.endpoint)
-            .output()
-            .expect("run ate")
-    }
-
-    /// Runs a command that must succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ate(args);
-        assert!(
-            out.status.success(),
-            "ate {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf8")
-    }
-
-    /// Runs a command that must fail and returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.ate(args);
-        assert!(!out.status.success(), "ate {args:?} unexpectedly succeeded");
-        assert!(out.stdout.is_empty(), "errors go to stderr only");
-        String::from_utf8(out.stderr).expect("utf8")
-    }
-
-    /// Stops with SIGTERM and checks the shutdown was clean.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "ate up exited with {status}");
-    }
-
-    /// Stops with SIGKILL, as a crash would.
-    fn crash(mut self) {
-        self.child.kill().expect("kill");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{ATE, Up};
 
 const THREE_ACTORS: &str = "\
 ATESPACE   TEMPLATE NS   TEMPLATE   ID      STATUS      WORKER   ADDRESS   VERSION
@@ -315,8 +221,12 @@ fn flag_misuse_and_output_formats() {
         err.contains("InvalidArgument") && err.contains("supported fields"),
         "{err}"
     );
+    // Its selector matches no pool.
     let err = up.fails(&["resume", "actor", "a1", "-a", "team-a"]);
-    assert!(err.contains("Unimplemented"), "{err}");
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("no worker pool matches"),
+        "{err}"
+    );
     let pools = up.ok(&["get", "pools"]);
     assert!(pools.contains("default     wasm"), "{pools}");
     let bad = dir.path().join("bad.yaml");
@@ -442,8 +352,17 @@ fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
     let up = Up::start(dir.path());
     assert_eq!(
         up.ok(&["get", "nodes"]),
-        "NAME    STATUS   ADDRESS   CLASSES   CAPACITY\nlocal   Ready    <none>    wasm      64\n"
+        "NAME    STATUS   ADDRESS     CLASSES   CAPACITY\nlocal   Ready    127.0.0.1   wasm      64\n"
     );
+    // The demo templates' golden snapshots are baked on a worker each, then let go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while up.ok(&["get", "templates"]).matches("Ready").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "golden snapshots not baked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let workers = up.ok(&["get", "workers"]);
     let mut lines = workers.lines();
     assert_eq!(
@@ -466,15 +385,7 @@ fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
 
     // A created actor that never ran has no log lines; an unknown one is an error.
     up.ok(&["create", "atespace", "team-a"]);
-    up.ok(&[
-        "create",
-        "actor",
-        "c1",
-        "-t",
-        "demo/counter",
-        "-a",
-        "team-a",
-    ]);
+    up.create_counter("c1");
     assert_eq!(up.ok(&["logs", "actor", "c1", "-a", "team-a"]), "");
     let err = up.fails(&["logs", "actor", "nope", "-a", "team-a"]);
     assert!(err.contains("actor team-a/nope not found"), "{err}");

@@ -7,7 +7,7 @@
 use ate_dataspace::Filter;
 use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Worker, WorkerPool};
 use ate_seam::NodeCacheAdvert;
-use ate_store::ListOptions;
+use ate_store::{ListOptions, StoreError};
 
 use super::{Lifecycle, LifecycleError};
 
@@ -61,6 +61,12 @@ impl Lifecycle {
         nodes
     }
 
+    /// Whether a worker belongs to the live incarnation of its node.
+    fn current(&self, w: &Worker) -> bool {
+        self.registration(&w.node_name)
+            .is_some_and(|r| r.incarnation == w.node_incarnation)
+    }
+
     /// Binds the actor to a worker, preferring snapshot locality. A worker already bound
     /// to the actor (an earlier attempt that died) is returned as it is.
     pub(crate) async fn claim(
@@ -92,7 +98,22 @@ impl Lifecycle {
                 if !field.is_empty() {
                     sel = sel.and_eq(field, value);
                 }
-                if let Some(w) = self.store().claim(&sel, &assignment).await? {
+                while let Some(w) = self.store().claim(&sel, &assignment).await? {
+                    if !self.current(&w) {
+                        // A worker of a node that restarted or left, not yet removed by
+                        // the fleet: it is ours now, so remove it and claim again.
+                        match self
+                            .store()
+                            .delete::<Worker>(&w.key(), Some(w.version))
+                            .await
+                        {
+                            Ok(())
+                            | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        tracing::info!(worker = %w.key(), node = %w.node_name, "removed a stale worker");
+                        continue;
+                    }
                     tracing::debug!(
                         actor = %assignment.actor,
                         worker = %w.key(),

@@ -1,0 +1,126 @@
+//! The real `ate` binary, `ate up` on a free port with a temp data dir, driven by the CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+pub const ATE: &str = env!("CARGO_BIN_EXE_ate");
+
+/// A running `ate up`.
+pub struct Up {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Up {
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, None)
+    }
+
+    pub fn start_with(data_dir: &Path, store: Option<&str>) -> Self {
+        Self::launch(data_dir, store, &[], &[])
+    }
+
+    /// `ate up` with extra flags and environment.
+    pub fn launch(
+        data_dir: &Path,
+        store: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = Command::new(ATE);
+        cmd.args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args);
+        if let Some(url) = store {
+            cmd.args(["--store", url]);
+        }
+        let mut child = cmd
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ate up");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let endpoint = loop {
+            let line = lines
+                .next()
+                .expect("ate up exited before printing its address")
+                .expect("read stdout");
+            if let Some(rest) = line.trim().strip_prefix("control API") {
+                let url = rest.split_whitespace().next().expect("address");
+                break url.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Up { child, endpoint }
+    }
+
+    pub fn ate(&self, args: &[&str]) -> Output {
+        Command::new(ATE)
+            .args(args)
+            .env("ATE_ENDPOINT", &self.endpoint)
+            .output()
+            .expect("run ate")
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ate(args);
+        assert!(
+            out.status.success(),
+            "ate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Creates actor `id` of the demo counter in atespace team-a.
+    pub fn create_counter(&self, id: &str) {
+        self.ok(&["create", "actor", id, "-t", "demo/counter", "-a", "team-a"]);
+    }
+
+    /// Runs a command that must fail and returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.ate(args);
+        assert!(!out.status.success(), "ate {args:?} unexpectedly succeeded");
+        assert!(out.stdout.is_empty(), "errors go to stderr only");
+        String::from_utf8(out.stderr).expect("utf8")
+    }
+
+    /// Stops with SIGTERM and checks the shutdown was clean.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "ate up exited with {status}");
+    }
+
+    /// Waits for the process to exit on its own (a crash point); true if it was killed by
+    /// a signal.
+    pub fn wait_crashed(mut self) -> bool {
+        let status = self.child.wait().expect("wait");
+        !status.success()
+    }
+
+    /// Stops with SIGKILL, as a crash would.
+    pub fn crash(mut self) {
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
