@@ -11,8 +11,8 @@ use ate_proto::status::invalid;
 use ate_store::{ListOptions, MAX_PAGE, StoreError};
 use tonic::Status;
 
-use crate::ControlService;
 use crate::errors::{self, field_selector};
+use crate::{ControlService, Lifecycle, LifecycleError};
 
 /// Validates an actor reference from a request: both parts are DNS-1123 labels.
 pub(crate) fn actor_ref(r: Option<&pb::ActorRef>) -> Result<ActorRef, Status> {
@@ -131,10 +131,8 @@ impl ControlService {
         r: &pb::DeleteActorRequest,
     ) -> Result<pb::DeleteActorResponse, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
-        self.lifecycle
-            .delete(&aref)
-            .await
-            .map_err(errors::lifecycle)?;
+        self.run_workflow(move |l| async move { l.delete(&aref).await })
+            .await?;
         Ok(pb::DeleteActorResponse {})
     }
 
@@ -145,31 +143,39 @@ impl ControlService {
     ) -> Result<pb::Actor, Status> {
         let aref = actor_ref(r)?;
         let a = self
-            .lifecycle
-            .resume(&aref, boot)
-            .await
-            .map_err(errors::lifecycle)?;
+            .run_workflow(move |l| async move { l.resume(&aref, boot).await })
+            .await?;
         Ok(actor_to_pb(&a))
     }
 
     pub(crate) async fn suspend_impl(&self, r: Option<&pb::ActorRef>) -> Result<pb::Actor, Status> {
         let aref = actor_ref(r)?;
         let a = self
-            .lifecycle
-            .suspend(&aref)
-            .await
-            .map_err(errors::lifecycle)?;
+            .run_workflow(move |l| async move { l.suspend(&aref).await })
+            .await?;
         Ok(actor_to_pb(&a))
     }
 
     pub(crate) async fn pause_impl(&self, r: Option<&pb::ActorRef>) -> Result<pb::Actor, Status> {
         let aref = actor_ref(r)?;
         let a = self
-            .lifecycle
-            .pause(&aref)
-            .await
-            .map_err(errors::lifecycle)?;
+            .run_workflow(move |l| async move { l.pause(&aref).await })
+            .await?;
         Ok(actor_to_pb(&a))
+    }
+
+    /// Runs a workflow as its own task: a client that hangs up does not cut it off
+    /// between two steps.
+    async fn run_workflow<T, F, Fut>(&self, workflow: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(Lifecycle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LifecycleError>> + Send + 'static,
+    {
+        tokio::spawn(workflow(self.lifecycle.clone()))
+            .await
+            .map_err(|e| Status::internal(format!("workflow task failed: {e}")))?
+            .map_err(errors::lifecycle)
     }
 
     pub(crate) async fn list_actors_impl(

@@ -440,3 +440,49 @@ async fn operations_a_dead_control_plane_left_behind_are_settled() {
     l.resume(&r, false).await.unwrap();
     assert_eq!(s.hit(&r).await, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_actor_refuses_a_second_operation() {
+    use std::time::{Duration, Instant};
+
+    let s = system(&["node-a"], 2).await;
+    let t = s.template("counter", 3).await;
+    let a = s.actor("c1", &t).await;
+    s.lifecycle.resume(&a, false).await.unwrap();
+    // Another control plane is suspending it.
+    s.store
+        .acquire_lease("actor/team-a/c1", "other", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let err = s.lifecycle.suspend(&a).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::Busy { .. }), "{err}");
+    assert_eq!(err.kind(), ate_model::ErrorKind::Aborted);
+    let mut x = s.get(&a).await;
+    x.status = ActorStatus::Suspending;
+    s.store.update(x).await.unwrap();
+    // A resume does not wait out a suspend.
+    let started = Instant::now();
+    let err = s.lifecycle.resume(&a, false).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::Busy { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The same id in another atespace is a different lease.
+    s.store
+        .create(ate_model::Atespace {
+            name: "team-b".into(),
+            version: 0,
+        })
+        .await
+        .unwrap();
+    let other = ate_model::ActorRef::new("team-b", "c1");
+    s.store
+        .create(ate_model::Actor {
+            atespace: "team-b".into(),
+            id: "c1".into(),
+            template: t.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.lifecycle.resume(&other, false).await.unwrap();
+    s.lifecycle.suspend(&other).await.unwrap();
+}
