@@ -359,7 +359,11 @@ impl Fleet {
                 ev = nodes.recv() => if ev.is_none() { return },
                 ev = adverts.recv() => match ev {
                     None => return,
-                    Some(Event::Asserted { value, .. }) => {
+                    Some(Event::Asserted { id, value }) => {
+                        // The latest advert, not this event's: a late event must not
+                        // overwrite newer knowledge (a suspend records the hot snapshot
+                        // on the worker before the fleet gets here).
+                        let value = ds.get::<WorkerAdvert>(&id).unwrap_or(value);
                         if let Err(e) = self.record_advert(&value).await {
                             tracing::warn!(worker = %value.worker, error = %e, "cannot record worker advert");
                         }

@@ -58,6 +58,13 @@ fn consistent(up: &Up) -> bool {
     settled && running_bound && bound_running
 }
 
+/// Waits until both demo templates have their golden snapshot (baking runs workflows too).
+fn golden_ready(up: &Up) {
+    eventually("the demo templates' golden snapshots", || {
+        up.ok(&["get", "templates"]).matches("Ready").count() == 2
+    });
+}
+
 fn row(out: &str) -> &str {
     out.lines().nth(1).expect("a table row")
 }
@@ -68,11 +75,7 @@ fn actors_resume_suspend_and_pause_from_the_cli() {
     let up = Up::start(dir.path());
     up.ok(&["create", "atespace", "team-a"]);
     up.create_counter("c1");
-    eventually("the demo template's golden snapshot", || {
-        let t = up.ok(&["get", "templates"]);
-        t.lines()
-            .any(|l| l.starts_with("demo") && l.contains("counter") && l.contains("Ready"))
-    });
+    golden_ready(&up);
 
     let resumed = up.ok(&["resume", "actor", "c1", "-a", "team-a"]);
     let r = row(&resumed);
@@ -135,6 +138,8 @@ fn a_control_plane_killed_mid_operation_restarts_consistent() {
     let fast = ["--lease-ttl", "1s"];
     let up = Up::launch(dir.path(), None, &fast, &[]);
     up.ok(&["create", "atespace", "team-a"]);
+    // Baked before any crash point is armed, so only the operation under test reaches it.
+    golden_ready(&up);
     up.stop();
     for (n, point) in CRASH_POINTS.iter().enumerate() {
         let id = format!("c{n}");
