@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+
+mod common;
 
 use ate_control::{Fleet, NODE_LOST, NODE_READY};
 use ate_dataspace::Dataspace;
@@ -15,6 +16,7 @@ use ate_node::{Node as NodeDaemon, NodeConfig};
 use ate_seam::LocalSeam;
 use ate_store::{ListOptions, Store};
 use ate_store_sqlite::SqliteStore;
+use common::wait_for;
 
 struct Env {
     dir: tempfile::TempDir,
@@ -197,24 +199,15 @@ async fn the_running_fleet_reacts_to_a_joining_node() {
     let _a = e.node("node-a", &[]);
     e.pool("wasm", 4, &[]).await;
     let _fleet = e.fleet.clone().start();
-    wait_for(|| async { e.spread("wasm").await == counts(&[("node-a", 4)]) }).await;
+    wait_for("fleet state", || async {
+        e.spread("wasm").await == counts(&[("node-a", 4)])
+    })
+    .await;
     let _b = e.node("node-b", &[]);
-    wait_for(|| async { e.spread("wasm").await == counts(&[("node-a", 2), ("node-b", 2)]) }).await;
-}
-
-async fn wait_for<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("fleet state", || async {
+        e.spread("wasm").await == counts(&[("node-a", 2), ("node-b", 2)])
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +219,7 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
     let _a = e.node("node-a", &[]);
     e.pool("wasm", 1, &[]).await;
     let _fleet = e.fleet.clone().start();
-    wait_for(|| async { e.workers().await.len() == 1 }).await;
+    wait_for("fleet state", || async { e.workers().await.len() == 1 }).await;
     let w = e.workers().await.remove(0);
     let module = e.dir.path().join("counter.wat");
     std::fs::write(&module, include_str!("../../../demo/counter/counter.wat")).unwrap();
@@ -261,7 +254,7 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
         .await
         .unwrap();
     let key = format!("team-a/c1/{}", cp.snapshot.id);
-    wait_for(|| async {
+    wait_for("fleet state", || async {
         e.store
             .get::<Worker>(&w.key())
             .await
