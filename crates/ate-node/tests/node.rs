@@ -71,6 +71,20 @@ impl Fixture {
         }
     }
 
+    fn restore(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+        snapshot: &SnapshotRef,
+    ) -> RestoreRequest {
+        RestoreRequest {
+            worker: worker.clone(),
+            actor: actor.clone(),
+            workload: self.workload.clone(),
+            snapshot: snapshot.clone(),
+        }
+    }
+
     fn snapshots(&self) -> std::path::PathBuf {
         self.dir.path().join("snapshots")
     }
@@ -163,14 +177,9 @@ async fn counter_moves_between_nodes_through_a_snapshot() {
 
     // Restored on the other node from the store: it continues from the checkpoint.
     let eb = f.exec("node-b");
-    eb.restore(RestoreRequest {
-        worker: w2.clone(),
-        actor: actor.clone(),
-        workload: f.workload.clone(),
-        snapshot: cp.snapshot.clone(),
-    })
-    .await
-    .unwrap();
+    eb.restore(f.restore(&w2, &actor, &cp.snapshot))
+        .await
+        .unwrap();
     assert_eq!(get(&eb, &w2, &actor).await.unwrap().1, "4");
     assert_eq!(get(&eb, &w2, &actor).await.unwrap().1, "5");
     let cache_b: NodeCacheAdvert = ds.get(&"node-b".into()).expect("cache advert b");
@@ -239,14 +248,9 @@ async fn a_local_checkpoint_is_cached_at_once_and_uploaded_in_the_background() {
     .unwrap();
     // Another node restores it from the store.
     let eb = f.exec("node-b");
-    eb.restore(RestoreRequest {
-        worker: w2.clone(),
-        actor: actor.clone(),
-        workload: f.workload.clone(),
-        snapshot: cp.snapshot.clone(),
-    })
-    .await
-    .unwrap();
+    eb.restore(f.restore(&w2, &actor, &cp.snapshot))
+        .await
+        .unwrap();
     assert_eq!(get(&eb, &w2, &actor).await.unwrap().1, "2");
 }
 
@@ -270,12 +274,7 @@ async fn a_corrupt_snapshot_is_refused() {
     std::fs::write(&memory, bytes).unwrap();
     let err = f
         .exec("node-b")
-        .restore(RestoreRequest {
-            worker: worker("w2"),
-            actor: actor.clone(),
-            workload: f.workload.clone(),
-            snapshot: cp.snapshot.clone(),
-        })
+        .restore(f.restore(&worker("w2"), &actor, &cp.snapshot))
         .await
         .unwrap_err();
     assert!(

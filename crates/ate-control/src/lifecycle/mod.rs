@@ -119,7 +119,7 @@ fn worker_key(p: &WorkerPlacement) -> String {
     worker_id(p).to_string()
 }
 
-/// A condition saying the actor lost the state it had since `since`.
+/// A `StateLost` condition: the actor will resume from older state than it last had.
 fn state_lost(reason: &str, message: String) -> ActorCondition {
     ActorCondition {
         kind: STATE_LOST.into(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ate_model::{
     Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope,
-    WorkerPlacement,
+    WorkerPlacement, parse_snapshot_uri,
 };
 use ate_seam::{RestoreRequest, RunRequest, SnapshotRef};
 use ate_snapshots::cache_key;
@@ -35,8 +35,9 @@ fn snapshot(uri: &str, scope: SnapshotScope) -> Result<SnapshotRef, LifecycleErr
     })
 }
 
+/// The cache key workers and nodes advertise for the snapshot a URI names.
 fn hot_key(uri: &str) -> Option<String> {
-    SnapshotRef::from_uri(uri, SnapshotScope::Full).map(|s| cache_key(&s.owner, &s.id))
+    parse_snapshot_uri(uri).map(|(_, owner, id)| cache_key(&owner, &id))
 }
 
 impl Lifecycle {
