@@ -182,6 +182,9 @@ impl Fleet {
             }
             self.set_pool_status(pool, count as u32).await?;
         }
+        let busy = all.iter().filter(|w| !w.is_free()).count();
+        metrics::gauge!(crate::metrics::WORKERS, "state" => "busy").set(busy as f64);
+        metrics::gauge!(crate::metrics::WORKERS, "state" => "free").set((all.len() - busy) as f64);
         if report != FleetReport::default() {
             tracing::info!(
                 created = report.created,

@@ -10,6 +10,7 @@ mod fleet;
 mod golden;
 mod lifecycle;
 mod logs;
+pub mod metrics;
 mod placement;
 mod server;
 mod service;
@@ -22,7 +23,8 @@ use ate_store::{Store, StoreError};
 pub use fleet::{Fleet, FleetHandle, FleetReport, NODE_LOST, NODE_READY};
 pub use golden::{Golden, GoldenHandle, PHASE_PENDING, PHASE_READY, golden_actor};
 pub use lifecycle::{
-    CRASH_AT_ENV, Lifecycle, LifecycleConfig, LifecycleError, RecoveryHandle, RecoveryReport,
+    CRASH_AT_ENV, IdleHandle, Lifecycle, LifecycleConfig, LifecycleError, RecoveryHandle,
+    RecoveryReport,
 };
 pub use placement::{Action, NodeSlots, plan};
 pub use server::{ServeError, serve};

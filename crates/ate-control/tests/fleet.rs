@@ -250,6 +250,7 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
             id: "0001-a".into(),
             scope: SnapshotScope::Full,
             durability: ate_seam::Durability::Durable,
+            seal: false,
         })
         .await
         .unwrap();

@@ -105,6 +105,10 @@ pub struct TemplateSpec {
     /// Idle time after which a running actor is suspended (`0s` disables).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Longest wait for the response head of one request through the router (`0s`, the
+    /// default, waits as long as the actor takes: long model turns must not be cut).
+    #[serde(default, skip_serializing_if = "Duration::is_zero")]
+    pub route_timeout: Duration,
     /// Hosts the workload may call out to: `host`, `host:port` or `*.domain`. Empty denies
     /// every outbound call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -129,6 +133,7 @@ impl Default for TemplateSpec {
             snapshots: SnapshotsConfig::default(),
             worker_selector: LabelSelector::default(),
             idle_timeout: Self::default_idle_timeout(),
+            route_timeout: Duration::default(),
             module_sha256: String::new(),
             egress: Vec::new(),
             limits: Limits::default(),

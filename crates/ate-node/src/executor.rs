@@ -1,13 +1,15 @@
 //! The node's side of the seam: every `NodeExecutor` call, on real wasm guests.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ate_model::{ActorRef, SnapshotScope};
 use ate_seam::{
-    Body, Checkpoint, CheckpointRequest, Durability, LogStream, NodeCacheAdvert, NodeExecutor,
-    NodeMembership, RestoreRequest, RunRequest, SeamError, SnapshotRef, StopRequest, WorkerAdvert,
-    WorkerId, Workload, channel_body,
+    Body, Checkpoint, CheckpointRequest, Durability, IdleActor, InvokeError, LogStream,
+    NodeCacheAdvert, NodeExecutor, NodeMembership, RestoreRequest, Route, RunRequest, SeamError,
+    SnapshotRef, StopRequest, WorkerAdvert, WorkerId, Workload, actor_key, channel_body, full_body,
 };
 use ate_snapshots::{
     Manifest, SnapshotCache, SnapshotError, SnapshotStore, cache_key, describe_files,
@@ -18,11 +20,14 @@ use ate_wasm::{
 use http_body_util::BodyExt;
 
 use crate::logs::LogBook;
-use crate::slots::{Hosted, Saved, Slots, Vacancy, Warm};
+use crate::slots::{Activity, Hosted, Saved, Slots, Vacancy, Warm};
 use crate::{NodeConfig, SANDBOX_CLASSES, workload};
 
 /// Largest request body a guest is handed.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// How often the node looks for actors that have gone idle.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// The node's executor.
 #[derive(Debug)]
@@ -130,6 +135,85 @@ impl NodeService {
             .and_then(|_| m.owner().assert(self.config.name.as_str(), cache))
         {
             tracing::warn!(node = %self.config.name, error = %e, "cannot advertise snapshots");
+        }
+    }
+
+    /// Runs `f` with the node's dataspace owner, if the node is still a member.
+    fn with_owner(&self, f: impl FnOnce(&ate_dataspace::Owner)) {
+        let guard = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = guard.as_ref() {
+            f(m.owner());
+        }
+    }
+
+    /// Tells routers the actor takes requests on `worker`.
+    fn publish_route(&self, worker: &WorkerId, actor: &ActorRef, w: &Workload) {
+        let route = Route {
+            actor: actor.clone(),
+            node: self.config.name.clone(),
+            worker: worker.clone(),
+            template: w.template.clone(),
+            timeout_ms: w.spec.route_timeout.0.as_millis() as u64,
+        };
+        self.with_owner(|o| {
+            if let Err(e) = o.assert(actor_key(actor), route) {
+                tracing::warn!(actor = %actor, error = %e, "cannot publish the actor's route");
+            }
+        });
+    }
+
+    /// Withdraws the actor's route and idle mark: it takes no more requests here.
+    fn withdraw(&self, actor: &ActorRef, activity: &Activity) {
+        let key = actor_key(actor);
+        let idle = activity.idle_asserted.swap(false, Ordering::AcqRel);
+        self.with_owner(|o| {
+            let _ = o.retract::<Route>(key.clone());
+            if idle {
+                let _ = o.retract::<IdleActor>(key);
+            }
+        });
+    }
+
+    /// Asserts every actor that has had nothing in flight for its idle timeout as idle,
+    /// once; a request retracts the mark (see `invoke`).
+    fn mark_idle(&self) {
+        for (worker, t) in self.slots.tenants() {
+            if t.idle_timeout.is_zero() {
+                continue;
+            }
+            let Some(idle) = t.activity.idle_for() else {
+                continue;
+            };
+            if idle < t.idle_timeout || t.activity.idle_asserted.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let since = SystemTime::now()
+                .checked_sub(idle)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64);
+            let mark = IdleActor {
+                actor: t.actor.clone(),
+                node: self.config.name.clone(),
+                worker,
+                idle_since_ms: since,
+            };
+            tracing::debug!(actor = %t.actor, idle_ms = idle.as_millis() as u64, "actor idle");
+            self.with_owner(|o| {
+                if let Err(e) = o.assert(actor_key(&t.actor), mark) {
+                    tracing::warn!(actor = %t.actor, error = %e, "cannot mark the actor idle");
+                }
+            });
+        }
+    }
+
+    /// Looks for idle actors until the node goes away.
+    pub(crate) async fn watch_idle(node: Weak<NodeService>) {
+        let mut tick = tokio::time::interval(IDLE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(node) = node.upgrade() else { return };
+            node.mark_idle();
         }
     }
 
@@ -272,18 +356,21 @@ impl NodeService {
             module,
             config,
             image,
+            parked: false,
         };
-        self.slots.install(worker, actor, hosted)?;
+        self.slots
+            .install(worker, actor, hosted, w.spec.idle_timeout.0)?;
         self.advertise(worker);
+        self.publish_route(worker, actor, w);
         tracing::info!(node = %self.config.name, worker = %worker, actor = %actor, "actor started");
         Ok(())
     }
 }
 
-/// Encodes a request as the HTTP/1.1 message a guest receives.
-async fn encode_request(req: http::Request<Body>) -> Result<Vec<u8>, String> {
-    let (parts, mut stream) = req.into_parts();
-    let mut body = Vec::new();
+/// Reads a request body whole (a wasm guest takes its request in one piece), up to
+/// [`MAX_REQUEST_BYTES`].
+async fn read_body(mut stream: Body) -> Result<bytes::Bytes, String> {
+    let mut body = bytes::BytesMut::new();
     while let Some(frame) = stream.frame().await {
         let frame = frame.map_err(|e| format!("reading the request body: {e}"))?;
         if let Ok(data) = frame.into_data() {
@@ -295,6 +382,11 @@ async fn encode_request(req: http::Request<Body>) -> Result<Vec<u8>, String> {
             body.extend_from_slice(&data);
         }
     }
+    Ok(body.freeze())
+}
+
+/// Encodes a request as the HTTP/1.1 message a guest receives.
+fn encode_request(parts: &http::request::Parts, body: &[u8]) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = format!("{} {target} HTTP/1.1\r\n", parts.method).into_bytes();
     for (k, v) in &parts.headers {
@@ -307,8 +399,8 @@ async fn encode_request(req: http::Request<Body>) -> Result<Vec<u8>, String> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(body);
+    out
 }
 
 #[async_trait::async_trait]
@@ -339,8 +431,121 @@ impl NodeExecutor for NodeService {
     }
 
     async fn checkpoint(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError> {
+        if !req.seal {
+            return self.save(req).await;
+        }
+        if let Some(activity) = self.slots.seal(&req.worker, &req.actor, true) {
+            self.withdraw(&req.actor, &activity);
+        }
+        let (worker, actor, workload) =
+            (req.worker.clone(), req.actor.clone(), req.workload.clone());
+        let taken = self.save(req).await;
+        if taken.is_err() && self.slots.seal(&worker, &actor, false).is_some() {
+            // The actor stays: it takes requests here again.
+            if let Ok(h) = self.slots.hosted(&worker, &actor) {
+                h.lock().await.parked = false;
+            }
+            self.publish_route(&worker, &actor, &workload);
+        }
+        taken
+    }
+
+    async fn stop(&self, req: StopRequest) -> Result<(), SeamError> {
+        if let Some(t) = self.slots.remove(&req.worker, &req.actor) {
+            self.withdraw(&req.actor, &t.activity);
+            // Waits for a request in flight to finish before the guest is dropped.
+            drop(t.hosted.lock().await);
+            self.advertise(&req.worker);
+            tracing::info!(node = %self.config.name, worker = %req.worker, actor = %req.actor, "actor stopped");
+        }
+        Ok(())
+    }
+
+    async fn invoke(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, InvokeError> {
+        let tenant = match self.slots.serving(worker, actor) {
+            Ok(t) => t,
+            Err(e) => return Err(InvokeError::refused(e, request)),
+        };
+        let in_flight = tenant.activity.begin();
+        if tenant.activity.idle_asserted.swap(false, Ordering::AcqRel) {
+            self.with_owner(|o| {
+                let _ = o.retract::<IdleActor>(actor_key(actor));
+            });
+        }
+        let (parts, body) = request.into_parts();
+        let body = read_body(body)
+            .await
+            .map_err(|e| SeamError::unavailable(actor, e))?;
+        let mut guard = tenant.hosted.lock_owned().await;
+        if guard.parked {
+            // Admitted before the actor started to leave, but its state is saved already.
+            let request = http::Request::from_parts(parts, full_body(body));
+            return Err(InvokeError::refused(
+                SeamError::NotHosted {
+                    worker: worker.to_string(),
+                    actor: actor.to_string(),
+                },
+                request,
+            ));
+        }
+        let raw = encode_request(&parts, &body);
+        drop(body);
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (body_tx, body) = channel_body(16);
+        let engine = self.engine.clone();
+        let mut head_tx = Some(head_tx);
+        let task = tokio::task::spawn_blocking(move || {
+            let _in_flight = in_flight;
+            let sink_body = body_tx.clone();
+            let sink = Box::new(move |part: ResponsePart| match part {
+                ResponsePart::Head { status, headers } => head_tx
+                    .take()
+                    .is_some_and(|tx| tx.send((status, headers)).is_ok()),
+                ResponsePart::Chunk(c) => sink_body.blocking_send(Ok(c)).is_ok(),
+            });
+            let result = guard.guest(&engine).and_then(|g| g.handle(&raw, sink));
+            if let Err(e) = &result {
+                let _ = body_tx.blocking_send(Err(e.to_string().into()));
+            }
+            result
+        });
+        let (status, headers) = match head_rx.await {
+            Ok(head) => head,
+            Err(_) => {
+                let e = match task.await.map_err(blocking_failed)? {
+                    Err(e) => e,
+                    Ok(()) => WasmError::Internal("guest finished without a response".into()),
+                };
+                tracing::warn!(actor = %actor, error = %e, "request failed in the guest");
+                return Err(guest_error(actor, e).into());
+            }
+        };
+        let mut response = http::Response::builder().status(status);
+        for (k, v) in headers {
+            response = response.header(k, v);
+        }
+        Ok(response.body(body).map_err(|e| {
+            SeamError::unavailable(actor, format!("guest sent a bad response head: {e}"))
+        })?)
+    }
+
+    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
+        Ok(self.logs.read(actor, follow))
+    }
+}
+
+impl NodeService {
+    /// Saves the actor. A sealing checkpoint marks it parked under the guest lock, so a
+    /// request admitted earlier that gets the lock afterwards is handed back, not run.
+    async fn save(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError> {
         let hosted = self.slots.hosted(&req.worker, &req.actor)?;
         let mut guard = hosted.lock_owned().await;
+        guard.parked = req.seal;
         let engine = self.engine.clone();
         let (image, guard_back) = tokio::task::spawn_blocking(move || {
             let r = guard.guest(&engine).and_then(|g| g.checkpoint());
@@ -393,68 +598,5 @@ impl NodeExecutor for NodeService {
             },
             bytes,
         })
-    }
-
-    async fn stop(&self, req: StopRequest) -> Result<(), SeamError> {
-        if let Some(hosted) = self.slots.remove(&req.worker, &req.actor) {
-            // Waits for a request in flight to finish before the guest is dropped.
-            drop(hosted.lock().await);
-            self.advertise(&req.worker);
-            tracing::info!(node = %self.config.name, worker = %req.worker, actor = %req.actor, "actor stopped");
-        }
-        Ok(())
-    }
-
-    async fn invoke(
-        &self,
-        worker: &WorkerId,
-        actor: &ActorRef,
-        request: http::Request<Body>,
-    ) -> Result<http::Response<Body>, SeamError> {
-        let hosted = self.slots.hosted(worker, actor)?;
-        let raw = encode_request(request)
-            .await
-            .map_err(|e| SeamError::unavailable(actor, e))?;
-        let mut guard = hosted.lock_owned().await;
-        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
-        let (body_tx, body) = channel_body(16);
-        let engine = self.engine.clone();
-        let mut head_tx = Some(head_tx);
-        let task = tokio::task::spawn_blocking(move || {
-            let sink_body = body_tx.clone();
-            let sink = Box::new(move |part: ResponsePart| match part {
-                ResponsePart::Head { status, headers } => head_tx
-                    .take()
-                    .is_some_and(|tx| tx.send((status, headers)).is_ok()),
-                ResponsePart::Chunk(c) => sink_body.blocking_send(Ok(c)).is_ok(),
-            });
-            let result = guard.guest(&engine).and_then(|g| g.handle(&raw, sink));
-            if let Err(e) = &result {
-                let _ = body_tx.blocking_send(Err(e.to_string().into()));
-            }
-            result
-        });
-        let (status, headers) = match head_rx.await {
-            Ok(head) => head,
-            Err(_) => {
-                let e = match task.await.map_err(blocking_failed)? {
-                    Err(e) => e,
-                    Ok(()) => WasmError::Internal("guest finished without a response".into()),
-                };
-                tracing::warn!(actor = %actor, error = %e, "request failed in the guest");
-                return Err(guest_error(actor, e));
-            }
-        };
-        let mut response = http::Response::builder().status(status);
-        for (k, v) in headers {
-            response = response.header(k, v);
-        }
-        response.body(body).map_err(|e| {
-            SeamError::unavailable(actor, format!("guest sent a bad response head: {e}"))
-        })
-    }
-
-    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
-        Ok(self.logs.read(actor, follow))
     }
 }

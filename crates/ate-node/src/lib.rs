@@ -82,7 +82,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the node and registers it with `seam`.
+    /// Starts the node and registers it with `seam`. Needs a tokio runtime: the node
+    /// watches its actors for idleness in the background.
     pub fn start(config: NodeConfig, seam: &LocalSeam) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::DataDir {
             dir: config.data_dir.display().to_string(),
@@ -103,6 +104,7 @@ impl Node {
         let service = Arc::new(NodeService::new(config, engine, cache, membership.clone()));
         let joined = seam.join(registration, service.clone() as Arc<dyn NodeExecutor>)?;
         *membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(joined);
+        tokio::spawn(NodeService::watch_idle(Arc::downgrade(&service)));
         Ok(Self {
             service,
             membership,

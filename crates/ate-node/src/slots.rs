@@ -3,7 +3,9 @@
 //! nothing).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ate_model::ActorRef;
 use ate_seam::{SeamError, WorkerId};
@@ -55,6 +57,9 @@ pub(crate) struct Hosted {
     pub config: GuestConfig,
     /// The state the guest was last restored from or checkpointed to.
     pub image: Option<Warm>,
+    /// Set under the lock by the checkpoint of a suspend or pause: a request that was
+    /// admitted but got the lock after it must not run (its effects would be lost).
+    pub parked: bool,
 }
 
 impl Hosted {
@@ -79,9 +84,76 @@ impl Hosted {
 
 pub(crate) type HostedRef = Arc<tokio::sync::Mutex<Hosted>>;
 
+/// When an actor last worked and how much is under way, for idle suspension.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds after `epoch` of the last request's start or end.
+    last_ms: AtomicU64,
+    /// Whether the node currently asserts the actor idle.
+    pub idle_asserted: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+            idle_asserted: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Counts a request in until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(self.clone())
+    }
+
+    /// How long nothing has been in flight; `None` while a request runs.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(
+            now.saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        ))
+    }
+}
+
+/// One request in flight; dropping it ends the request.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The actor a worker hosts.
+#[derive(Debug, Clone)]
+pub(crate) struct Tenant {
+    pub actor: ActorRef,
+    pub hosted: HostedRef,
+    pub activity: Arc<Activity>,
+    pub idle_timeout: Duration,
+    /// No new requests: the actor is being checkpointed to leave.
+    pub sealed: bool,
+}
+
 #[derive(Debug, Default)]
 struct Slot {
-    hosted: Option<(ActorRef, HostedRef)>,
+    tenant: Option<Tenant>,
     warm: Option<Warm>,
 }
 
@@ -103,12 +175,12 @@ impl Slots {
     }
 
     pub fn vacancy(&self, worker: &WorkerId, actor: &ActorRef) -> Result<Vacancy, SeamError> {
-        match self.lock().get(worker).and_then(|s| s.hosted.as_ref()) {
+        match self.lock().get(worker).and_then(|s| s.tenant.as_ref()) {
             None => Ok(Vacancy::Free),
-            Some((a, _)) if a == actor => Ok(Vacancy::AlreadyHosting),
-            Some((a, _)) => Err(SeamError::WorkerBusy {
+            Some(t) if &t.actor == actor => Ok(Vacancy::AlreadyHosting),
+            Some(t) => Err(SeamError::WorkerBusy {
                 worker: worker.to_string(),
-                actor: a.to_string(),
+                actor: t.actor.to_string(),
             }),
         }
     }
@@ -119,39 +191,87 @@ impl Slots {
         worker: &WorkerId,
         actor: &ActorRef,
         hosted: Hosted,
+        idle_timeout: Duration,
     ) -> Result<(), SeamError> {
         let mut map = self.lock();
         let slot = map.entry(worker.clone()).or_default();
-        if let Some((a, _)) = &slot.hosted {
+        if let Some(t) = &slot.tenant {
             return Err(SeamError::WorkerBusy {
                 worker: worker.to_string(),
-                actor: a.to_string(),
+                actor: t.actor.to_string(),
             });
         }
         if hosted.image.is_some() {
             slot.warm = hosted.image.clone();
         }
-        slot.hosted = Some((actor.clone(), Arc::new(tokio::sync::Mutex::new(hosted))));
+        let activity = Arc::new(Activity::new());
+        activity.touch();
+        slot.tenant = Some(Tenant {
+            actor: actor.clone(),
+            hosted: Arc::new(tokio::sync::Mutex::new(hosted)),
+            activity,
+            idle_timeout,
+            sealed: false,
+        });
         Ok(())
     }
 
-    pub fn hosted(&self, worker: &WorkerId, actor: &ActorRef) -> Result<HostedRef, SeamError> {
-        match self.lock().get(worker).and_then(|s| s.hosted.as_ref()) {
-            Some((a, h)) if a == actor => Ok(h.clone()),
-            _ => Err(SeamError::NotHosted {
-                worker: worker.to_string(),
-                actor: actor.to_string(),
-            }),
+    fn not_hosted(worker: &WorkerId, actor: &ActorRef) -> SeamError {
+        SeamError::NotHosted {
+            worker: worker.to_string(),
+            actor: actor.to_string(),
         }
     }
 
-    pub fn remove(&self, worker: &WorkerId, actor: &ActorRef) -> Option<HostedRef> {
+    /// The actor on `worker`, sealed or not (checkpoint and stop still reach it).
+    pub fn hosted(&self, worker: &WorkerId, actor: &ActorRef) -> Result<HostedRef, SeamError> {
+        match self.lock().get(worker).and_then(|s| s.tenant.as_ref()) {
+            Some(t) if &t.actor == actor => Ok(t.hosted.clone()),
+            _ => Err(Self::not_hosted(worker, actor)),
+        }
+    }
+
+    /// The actor on `worker` if it takes requests.
+    pub fn serving(&self, worker: &WorkerId, actor: &ActorRef) -> Result<Tenant, SeamError> {
+        match self.lock().get(worker).and_then(|s| s.tenant.as_ref()) {
+            Some(t) if &t.actor == actor && !t.sealed => Ok(t.clone()),
+            _ => Err(Self::not_hosted(worker, actor)),
+        }
+    }
+
+    /// Stops (or, with `false`, resumes) admitting requests for the actor. Returns its
+    /// activity, or `None` if the worker does not host it.
+    pub fn seal(&self, worker: &WorkerId, actor: &ActorRef, sealed: bool) -> Option<Arc<Activity>> {
         let mut map = self.lock();
-        let slot = map.get_mut(worker)?;
-        match &slot.hosted {
-            Some((a, _)) if a == actor => slot.hosted.take().map(|(_, h)| h),
+        match map.get_mut(worker).and_then(|s| s.tenant.as_mut()) {
+            Some(t) if &t.actor == actor => {
+                t.sealed = sealed;
+                Some(t.activity.clone())
+            }
             _ => None,
         }
+    }
+
+    pub fn remove(&self, worker: &WorkerId, actor: &ActorRef) -> Option<Tenant> {
+        let mut map = self.lock();
+        let slot = map.get_mut(worker)?;
+        match &slot.tenant {
+            Some(t) if &t.actor == actor => slot.tenant.take(),
+            _ => None,
+        }
+    }
+
+    /// Every actor taking requests, with its worker.
+    pub fn tenants(&self) -> Vec<(WorkerId, Tenant)> {
+        self.lock()
+            .iter()
+            .filter_map(|(w, s)| {
+                s.tenant
+                    .clone()
+                    .filter(|t| !t.sealed)
+                    .map(|t| (w.clone(), t))
+            })
+            .collect()
     }
 
     pub fn warm(&self, worker: &WorkerId) -> Option<Warm> {
@@ -167,10 +287,10 @@ impl Slots {
         self.warm(worker).map(|w| vec![w.key]).unwrap_or_default()
     }
 
-    pub fn drain(&self) -> Vec<HostedRef> {
+    pub fn drain(&self) -> Vec<Tenant> {
         self.lock()
             .values_mut()
-            .filter_map(|s| s.hosted.take().map(|(_, h)| h))
+            .filter_map(|s| s.tenant.take())
             .collect()
     }
 }

@@ -68,6 +68,7 @@ impl Fixture {
             id: ate_snapshots::new_snapshot_id(),
             scope: ate_model::SnapshotScope::Full,
             durability: Durability::Durable,
+            seal: false,
         }
     }
 

@@ -227,6 +227,7 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
             }),
             worker_selector: selector_to_pb(&s.worker_selector),
             idle_timeout_ms: Some(s.idle_timeout.0.as_millis() as u64),
+            route_timeout_ms: s.route_timeout.0.as_millis() as u64,
             module_sha256: s.module_sha256.clone(),
             egress: s.egress.clone(),
             limits: Some(pb::Limits {
@@ -298,6 +299,7 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
                 .idle_timeout_ms
                 .map(|ms| m::Duration(std::time::Duration::from_millis(ms)))
                 .unwrap_or_else(m::TemplateSpec::default_idle_timeout),
+            route_timeout: m::Duration(std::time::Duration::from_millis(s.route_timeout_ms)),
             module_sha256: s.module_sha256,
             egress: s.egress,
             limits: m::Limits {
@@ -411,6 +413,7 @@ mod tests {
                 },
                 worker_selector: m::LabelSelector::parse("s", "tier=gold").unwrap(),
                 idle_timeout: m::Duration::from_secs(0),
+                route_timeout: m::Duration::from_secs(90),
                 module_sha256: "ab".repeat(32),
                 egress: vec!["api.example.com:443".into(), "*.models.dev".into()],
                 limits: m::Limits {

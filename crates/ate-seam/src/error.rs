@@ -48,3 +48,38 @@ impl SeamError {
         }
     }
 }
+
+/// A failed delivery. A request the node refused before reading it (the actor is not, or
+/// no longer, taking requests there) comes back whole, so the router can deliver it once
+/// the actor is running elsewhere.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct InvokeError {
+    pub error: SeamError,
+    pub request: Option<Box<http::Request<crate::Body>>>,
+}
+
+impl InvokeError {
+    /// A refusal that hands the request back.
+    pub fn refused(error: SeamError, request: http::Request<crate::Body>) -> Self {
+        Self {
+            error,
+            request: Some(Box::new(request)),
+        }
+    }
+}
+
+impl From<SeamError> for InvokeError {
+    fn from(error: SeamError) -> Self {
+        Self {
+            error,
+            request: None,
+        }
+    }
+}
+
+impl From<InvokeError> for SeamError {
+    fn from(e: InvokeError) -> Self {
+        e.error
+    }
+}

@@ -9,7 +9,7 @@ use ate_model::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{Body, SeamError};
+use crate::{Body, InvokeError, SeamError};
 
 /// One worker slot, as the store names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -110,6 +110,10 @@ pub struct CheckpointRequest {
     pub id: String,
     pub scope: SnapshotScope,
     pub durability: Durability,
+    /// The actor leaves after this checkpoint (suspend, pause): the node stops taking
+    /// requests for it before saving, lets those already admitted finish, and retracts its
+    /// route, so nothing it answers afterwards is lost. A failed checkpoint reopens it.
+    pub seal: bool,
 }
 
 /// A checkpoint taken: where it is (or, for a local one, will be once uploaded).
@@ -154,13 +158,15 @@ pub trait NodeExecutor: Send + Sync + fmt::Debug {
     async fn checkpoint(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError>;
     /// Stops the actor and frees the worker.
     async fn stop(&self, req: StopRequest) -> Result<(), SeamError>;
-    /// Delivers one HTTP request to the actor and streams its response back.
+    /// Delivers one HTTP request to the actor and streams its response back. A request
+    /// refused before it was read (`NotHosted`: the actor left or is leaving) comes back
+    /// in the error.
     async fn invoke(
         &self,
         worker: &WorkerId,
         actor: &ActorRef,
         request: http::Request<Body>,
-    ) -> Result<http::Response<Body>, SeamError>;
+    ) -> Result<http::Response<Body>, InvokeError>;
     /// The actor's recent log lines, then (with `follow`) new ones as they are written.
     async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError>;
 }

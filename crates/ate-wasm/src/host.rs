@@ -1,6 +1,6 @@
 //! The host side of a guest: the `ate` imports of the HTTP ABI and the small WASI preview 1
-//! subset ate provides (arguments, environment, clocks, random, stdout/stderr). Everything
-//! else a module imports traps when called.
+//! subset ate provides (arguments, environment, clocks, clock sleeps through `poll_oneoff`,
+//! random, stdout/stderr). Everything else a module imports traps when called.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,23 @@ const ERRNO_BADF: i32 = 8;
 const ERRNO_INVAL: i32 = 28;
 const ERRNO_SPIPE: i32 = 70;
 const ERRNO_NOSYS: i32 = 52;
+const ERRNO_NOTSUP: i32 = 58;
+
+/// WASI preview 1 `subscription` and `event` layouts (wasm32), as `poll_oneoff` sees them.
+const SUBSCRIPTION_SIZE: u64 = 48;
+const EVENT_SIZE: u64 = 32;
+const EVENTTYPE_CLOCK: u8 = 0;
+const EVENTTYPE_FD_READ: u8 = 1;
+const EVENTTYPE_FD_WRITE: u8 = 2;
+const CLOCKID_REALTIME: u32 = 0;
+const CLOCKID_MONOTONIC: u32 = 1;
+const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
+
+/// The longest a single `poll_oneoff` sleeps. A guest sleeps on a blocking thread of the
+/// node, so a clock subscription further away than this fires after this long instead: a
+/// guest that really wants to wait longer loops, and a bogus timeout (say `u64::MAX`) does not
+/// park a thread forever.
+pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
 
 /// Which output a guest wrote to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +210,156 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `f`, which blocks the thread (egress, a sleep), with the guest's compute budget
+/// paused: the time spent in `f` is not guest compute, so it must neither count against the
+/// request budget nor let the epoch deadline fire the moment the guest resumes.
+fn off_budget<T>(c: &mut Ctx<'_>, f: impl FnOnce(&HostState) -> T) -> T {
+    let st = c.data_mut();
+    st.budget.used += st.budget.entered.elapsed();
+    let out = f(st);
+    st.budget.entered = Instant::now();
+    let ticks = st.budget.ticks();
+    c.as_context_mut().set_epoch_deadline(ticks);
+    out
+}
+
+/// Checks that `count` items of `item` bytes at `ptr` lie inside the guest's memory and
+/// returns their byte length. Computed in 64 bits: `count * item` of a hostile guest may
+/// overflow 32.
+fn array_len(caller: &mut Ctx<'_>, ptr: i32, count: i32, item: u64) -> wasmtime::Result<i32> {
+    let bytes = u64::from(count as u32) * item;
+    let size = memory(caller)?.data_size(&caller);
+    match u32::try_from(bytes) {
+        Ok(len) => range(ptr, len as i32, size).map(|_| len as i32),
+        Err(_) => Err(wasmtime::Error::msg(format!(
+            "guest passed an out-of-bounds buffer ({count} items of {item} bytes)"
+        ))),
+    }
+}
+
+/// When one `poll_oneoff` subscription is ready, measured from the start of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// A clock: ready this long after the call started (already capped to [`MAX_SLEEP`]).
+    After(Duration),
+    /// An fd subscription, which ate cannot wait on: ready at once, reported with `errno`.
+    Refused { kind: u8, errno: i32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Subscription {
+    userdata: u64,
+    ready: Ready,
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// Decodes the `subscription` array of `poll_oneoff`; `now_ns` is the wall-clock time the
+/// absolute deadlines are measured against. An unknown tag or clock is the whole call's
+/// `ERRNO_INVAL`, as in wasmtime's own WASI.
+///
+/// Both clocks are wall-clock time here (see `clock_time_get`), so an absolute deadline of
+/// either is compared with the same `now_ns`; the `precision` field is ignored.
+fn decode_subscriptions(raw: &[u8], now_ns: u64) -> Result<Vec<Subscription>, i32> {
+    raw.chunks_exact(SUBSCRIPTION_SIZE as usize)
+        .map(|s| {
+            let userdata = le_u64(s, 0);
+            let ready = match s[8] {
+                EVENTTYPE_CLOCK => {
+                    let id = u32::from_le_bytes([s[16], s[17], s[18], s[19]]);
+                    if id != CLOCKID_REALTIME && id != CLOCKID_MONOTONIC {
+                        return Err(ERRNO_INVAL);
+                    }
+                    let timeout = le_u64(s, 24);
+                    let flags = u16::from_le_bytes([s[40], s[41]]);
+                    let ns = if flags & SUBCLOCKFLAGS_ABSTIME != 0 {
+                        timeout.saturating_sub(now_ns)
+                    } else {
+                        timeout
+                    };
+                    Ready::After(Duration::from_nanos(ns).min(MAX_SLEEP))
+                }
+                kind @ (EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE) => {
+                    let fd = u32::from_le_bytes([s[16], s[17], s[18], s[19]]);
+                    let errno = if fd <= 2 { ERRNO_NOTSUP } else { ERRNO_BADF };
+                    Ready::Refused { kind, errno }
+                }
+                _ => return Err(ERRNO_INVAL),
+            };
+            Ok(Subscription { userdata, ready })
+        })
+        .collect()
+}
+
+/// How long `poll_oneoff` blocks for `subs`: not at all when an fd subscription is there
+/// (it is ready at once, with its error), else until the earliest clock.
+fn poll_wait(subs: &[Subscription]) -> Duration {
+    subs.iter()
+        .map(|s| match s.ready {
+            Ready::After(d) => d,
+            Ready::Refused { .. } => Duration::ZERO,
+        })
+        .min()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// The `event` records after waiting `waited`: every subscription ready by then, in
+/// subscription order.
+fn poll_events(subs: &[Subscription], waited: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in subs {
+        let (kind, errno) = match s.ready {
+            Ready::After(d) if d <= waited => (EVENTTYPE_CLOCK, ERRNO_SUCCESS),
+            Ready::After(_) => continue,
+            Ready::Refused { kind, errno } => (kind, errno),
+        };
+        let mut ev = [0u8; EVENT_SIZE as usize];
+        ev[0..8].copy_from_slice(&s.userdata.to_le_bytes());
+        ev[8..10].copy_from_slice(&(errno as u16).to_le_bytes());
+        ev[10] = kind;
+        // fd_readwrite (nbytes, flags) stays zero: no fd is ever reported readable.
+        out.extend_from_slice(&ev);
+    }
+    out
+}
+
+/// WASI `poll_oneoff`, for clock subscriptions: sleeps until the earliest deadline (at most
+/// [`MAX_SLEEP`]) with the compute budget paused, then reports every clock that expired.
+/// ate has no fd readiness to offer, so an fd subscription is reported at once with an error
+/// event (`NOTSUP` for stdin/stdout/stderr, `BADF` for any other fd) and the call does not
+/// block. Bad pointers trap before any sleep, like every other host function here.
+fn poll_oneoff(
+    c: &mut Ctx<'_>,
+    subs_ptr: i32,
+    events_ptr: i32,
+    nsubscriptions: i32,
+    nevents_ptr: i32,
+) -> wasmtime::Result<i32> {
+    if nsubscriptions == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    let subs_len = array_len(c, subs_ptr, nsubscriptions, SUBSCRIPTION_SIZE)?;
+    array_len(c, events_ptr, nsubscriptions, EVENT_SIZE)?;
+    array_len(c, nevents_ptr, 1, 4)?;
+    let raw = read(c, subs_ptr, subs_len)?;
+    let subs = match decode_subscriptions(&raw, now_ns()) {
+        Ok(subs) => subs,
+        Err(errno) => return Ok(errno),
+    };
+    let wait = poll_wait(&subs);
+    if !wait.is_zero() {
+        off_budget(c, |_| std::thread::sleep(wait));
+    }
+    let events = poll_events(&subs, wait);
+    write(c, events_ptr, &events)?;
+    write_u32(c, nevents_ptr, (events.len() as u64 / EVENT_SIZE) as u32)?;
+    Ok(ERRNO_SUCCESS)
+}
+
 /// Defines every host function on `linker`.
 pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     define_abi(linker)?;
@@ -249,12 +416,9 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "http_request",
         |mut c: Ctx<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
             let raw = read(&mut c, ptr, len)?;
-            let st = c.data_mut();
-            st.budget.used += st.budget.entered.elapsed();
-            let result = egress::send(&st.egress, &raw, st.egress_timeout);
-            st.budget.entered = Instant::now();
-            let ticks = st.budget.ticks();
-            c.as_context_mut().set_epoch_deadline(ticks);
+            let result = off_budget(&mut c, |st| {
+                egress::send(&st.egress, &raw, st.egress_timeout)
+            });
             let st = c.data_mut();
             Ok(match result {
                 Ok(resp) => {
@@ -428,6 +592,13 @@ fn define_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(WASI, "sched_yield", |_: Ctx<'_>| ERRNO_SUCCESS)?;
     linker.func_wrap(
         WASI,
+        "poll_oneoff",
+        |mut c: Ctx<'_>, subs: i32, events: i32, n: i32, nevents: i32| {
+            poll_oneoff(&mut c, subs, events, n, nevents)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
         "proc_exit",
         |_: Ctx<'_>, code: i32| -> wasmtime::Result<()> {
             Err(wasmtime::Error::msg(format!(
@@ -436,4 +607,108 @@ fn define_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(userdata: u64, id: u32, timeout: u64, flags: u16) -> [u8; 48] {
+        let mut s = [0u8; 48];
+        s[0..8].copy_from_slice(&userdata.to_le_bytes());
+        s[8] = EVENTTYPE_CLOCK;
+        s[16..20].copy_from_slice(&id.to_le_bytes());
+        s[24..32].copy_from_slice(&timeout.to_le_bytes());
+        s[40..42].copy_from_slice(&flags.to_le_bytes());
+        s
+    }
+
+    fn fd(userdata: u64, kind: u8, fd: u32) -> [u8; 48] {
+        let mut s = [0u8; 48];
+        s[0..8].copy_from_slice(&userdata.to_le_bytes());
+        s[8] = kind;
+        s[16..20].copy_from_slice(&fd.to_le_bytes());
+        s
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn relative_and_absolute_clocks_decode_to_a_wait_from_now() {
+        let now = 1_000_000 * MS;
+        let raw = [
+            clock(1, CLOCKID_MONOTONIC, 200 * MS, 0),
+            clock(2, CLOCKID_REALTIME, now + 50 * MS, SUBCLOCKFLAGS_ABSTIME),
+            clock(3, CLOCKID_REALTIME, now - 50 * MS, SUBCLOCKFLAGS_ABSTIME),
+        ]
+        .concat();
+        let subs = decode_subscriptions(&raw, now).unwrap();
+        let waits: Vec<_> = subs.iter().map(|s| (s.userdata, s.ready)).collect();
+        assert_eq!(
+            waits,
+            [
+                (1, Ready::After(Duration::from_millis(200))),
+                (2, Ready::After(Duration::from_millis(50))),
+                (3, Ready::After(Duration::ZERO)),
+            ]
+        );
+        assert_eq!(poll_wait(&subs), Duration::ZERO);
+        assert_eq!(poll_wait(&subs[..2]), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_huge_timeout_is_capped() {
+        let subs = decode_subscriptions(&clock(0, CLOCKID_MONOTONIC, u64::MAX, 0), 0).unwrap();
+        assert_eq!(poll_wait(&subs), MAX_SLEEP);
+    }
+
+    #[test]
+    fn unknown_clocks_and_tags_are_invalid() {
+        for raw in [
+            clock(0, 2, MS, 0),
+            clock(0, 3, MS, 0),
+            clock(0, 99, MS, 0),
+            fd(0, 3, 1),
+            fd(0, 255, 1),
+        ] {
+            assert_eq!(decode_subscriptions(&raw, 0), Err(ERRNO_INVAL));
+        }
+    }
+
+    #[test]
+    fn fd_subscriptions_are_ready_at_once_with_an_error() {
+        let raw = [
+            clock(7, CLOCKID_MONOTONIC, 60_000 * MS, 0),
+            fd(8, EVENTTYPE_FD_READ, 0),
+            fd(9, EVENTTYPE_FD_WRITE, 42),
+        ]
+        .concat();
+        let subs = decode_subscriptions(&raw, 0).unwrap();
+        let wait = poll_wait(&subs);
+        assert_eq!(wait, Duration::ZERO);
+        let events = poll_events(&subs, wait);
+        assert_eq!(events.len(), 64, "the clock has not expired");
+        assert_eq!(le_u64(&events, 0), 8);
+        assert_eq!(&events[8..11], &[ERRNO_NOTSUP as u8, 0, EVENTTYPE_FD_READ]);
+        assert_eq!(le_u64(&events, 32), 9);
+        assert_eq!(&events[40..43], &[ERRNO_BADF as u8, 0, EVENTTYPE_FD_WRITE]);
+    }
+
+    #[test]
+    fn every_clock_expired_by_the_wake_up_is_reported() {
+        let raw = [
+            clock(1, CLOCKID_MONOTONIC, 100 * MS, 0),
+            clock(2, CLOCKID_MONOTONIC, 60_000 * MS, 0),
+            clock(3, CLOCKID_REALTIME, 100 * MS, 0),
+        ]
+        .concat();
+        let subs = decode_subscriptions(&raw, 0).unwrap();
+        let wait = poll_wait(&subs);
+        assert_eq!(wait, Duration::from_millis(100));
+        let events = poll_events(&subs, wait);
+        assert_eq!(events.len(), 64);
+        assert_eq!((le_u64(&events, 0), le_u64(&events, 32)), (1, 3));
+        assert_eq!(&events[8..11], &[0, 0, EVENTTYPE_CLOCK]);
+        assert_eq!(&events[40..43], &[0, 0, EVENTTYPE_CLOCK]);
+    }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ate_control::{
-    Fleet, FleetHandle, Golden, GoldenHandle, Lifecycle, LifecycleConfig, RecoveryHandle,
+    Fleet, FleetHandle, Golden, GoldenHandle, IdleHandle, Lifecycle, LifecycleConfig,
+    RecoveryHandle,
 };
 use ate_dataspace::Dataspace;
 use ate_model::{
@@ -56,11 +57,13 @@ const DEMOS: &[Demo] = &[
 /// The running local data plane. Dropping it stops the node and the background loops.
 pub struct LocalDataPlane {
     pub lifecycle: Lifecycle,
+    nodes: Arc<dyn NodeDirectory>,
     store: Arc<dyn Store>,
     _node: Node,
     _fleet: FleetHandle,
     _golden: GoldenHandle,
     _recovery: RecoveryHandle,
+    _idle: IdleHandle,
 }
 
 pub async fn start(
@@ -78,7 +81,7 @@ pub async fn start(
     let sweep_every = (config.lease_ttl / 2).max(std::time::Duration::from_millis(500));
     let nodes: Arc<dyn NodeDirectory> = Arc::new(seam);
     let lifecycle = Lifecycle::new(store.clone(), Some(nodes.clone()), config);
-    let fleet = Fleet::new(store.clone(), nodes).with_lifecycle(lifecycle.clone());
+    let fleet = Fleet::new(store.clone(), nodes.clone()).with_lifecycle(lifecycle.clone());
     // Workers of an earlier run of this node are replaced, and their actors recovered,
     // before anything is scheduled.
     fleet
@@ -86,10 +89,14 @@ pub async fn start(
         .await
         .context("cannot place the workers")?;
     Ok(LocalDataPlane {
+        _idle: lifecycle
+            .start_idle_suspension()
+            .context("cannot start idle suspension")?,
         _recovery: lifecycle.start_recovery(sweep_every),
         _golden: Golden::new(store.clone(), lifecycle.clone()).start(),
         _fleet: fleet.start(),
         lifecycle,
+        nodes,
         store: store.clone(),
         _node: node,
     })
@@ -104,6 +111,11 @@ impl std::fmt::Debug for LocalDataPlane {
 }
 
 impl LocalDataPlane {
+    /// The nodes in this process, for the router.
+    pub fn nodes(&self) -> Arc<dyn NodeDirectory> {
+        self.nodes.clone()
+    }
+
     /// Suspends every actor running on the local node, so a restart loses nothing.
     pub async fn drain(&self) -> anyhow::Result<usize> {
         let sel = FieldSelector::eq([

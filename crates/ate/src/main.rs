@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod edge;
 mod local;
 mod stores;
 mod up;

@@ -36,6 +36,19 @@ pub enum LifecycleError {
 }
 
 impl LifecycleError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LifecycleError::Store(ate_store::StoreError::NotFound { .. }) => "not_found",
+            LifecycleError::Busy { .. } => "busy",
+            LifecycleError::NoEligiblePool { .. } | LifecycleError::NoFreeWorker { .. } => {
+                "no_capacity"
+            }
+            LifecycleError::WrongState { .. } => "wrong_state",
+            _ => "error",
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             LifecycleError::Store(e) => e.kind(),

@@ -11,6 +11,7 @@
 //! otherwise the actor goes back to its last durable snapshot with the loss recorded.
 
 mod error;
+mod idle;
 mod lease;
 mod park;
 mod recovery;
@@ -30,6 +31,7 @@ use ate_seam::{NodeDirectory, NodeExecutor, NodeRegistration, WorkerId, Workload
 use ate_store::{Store, StoreError};
 
 pub use error::LifecycleError;
+pub use idle::IdleHandle;
 use lease::ActorLease;
 pub use recovery::{RecoveryHandle, RecoveryReport};
 use snapshots::SnapshotStores;

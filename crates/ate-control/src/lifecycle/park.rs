@@ -79,6 +79,10 @@ impl Lifecycle {
         let lease = self.lease(aref).await?;
         let result = self.park_locked(aref, kind).await;
         lease.release().await;
+        if kind == Park::Suspend {
+            let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
+            metrics::counter!(crate::metrics::SUSPENDS, "outcome" => outcome).increment(1);
+        }
         result
     }
 
@@ -162,6 +166,7 @@ impl Lifecycle {
                     id: snap.id.clone(),
                     scope: snap.scope,
                     durability,
+                    seal: true,
                 })
                 .await
             }

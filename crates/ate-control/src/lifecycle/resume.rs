@@ -72,6 +72,8 @@ impl Lifecycle {
         if Arc::strong_count(&gate) == 2 {
             gates.remove(&aref.key());
         }
+        let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
+        metrics::counter!(crate::metrics::RESUMES, "outcome" => outcome).increment(1);
         result
     }
 

@@ -1,0 +1,236 @@
+//! Turning "no route" into "running": one resume per actor however many requests arrive at
+//! once, with the requests held in a bounded queue until it is done.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ate_model::ActorRef;
+use tokio::sync::watch;
+
+use crate::routes::RouteTable;
+
+/// Why an actor could not be made to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivateError {
+    /// No such actor (or atespace).
+    #[error("{0}")]
+    NotFound(String),
+    /// No free worker can take it now.
+    #[error("{0}")]
+    NoCapacity(String),
+    /// Another operation holds the actor (a suspend under way): worth trying again.
+    #[error("{0}")]
+    Busy(String),
+    /// The actor's guest or its node cannot answer now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Resumes actors: the control plane, in process or across the network. Resuming a
+/// running actor is a cheap no-op, and concurrent resumes of one actor (from several
+/// routers) share one workflow: the control plane serialises them under the actor's lease.
+#[async_trait::async_trait]
+pub trait Activator: Send + Sync + std::fmt::Debug {
+    async fn activate(&self, actor: &ActorRef) -> Result<(), ActivateError>;
+}
+
+/// Why a queued request got no actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The actor's queue is full.
+    Overflow,
+    /// The activation outlived the request's wait.
+    TimedOut,
+    Failed(ActivateError),
+}
+
+type Outcome = Option<Result<(), ActivateError>>;
+
+/// One activation in progress and the requests waiting for it.
+#[derive(Debug)]
+struct Flight {
+    waiting: AtomicUsize,
+    done: watch::Receiver<Outcome>,
+}
+
+/// Counts a request in an actor's queue while it lives.
+struct Queued<'a> {
+    flight: Arc<Flight>,
+    depth: &'a AtomicUsize,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.flight.waiting.fetch_sub(1, Ordering::AcqRel);
+        let d = self.depth.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(d as f64);
+    }
+}
+
+/// How long an activation keeps retrying a busy actor, and waits for its route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub queue_len: usize,
+    pub wait: Duration,
+}
+
+/// The activations under way in one router.
+#[derive(Debug)]
+pub(crate) struct Activations {
+    activator: Arc<dyn Activator>,
+    routes: RouteTable,
+    limits: Limits,
+    flights: Arc<Mutex<HashMap<ActorRef, Arc<Flight>>>>,
+    /// Requests waiting, over all actors.
+    depth: AtomicUsize,
+}
+
+/// How long a resumed actor's route may take to appear before the router asks again.
+const ROUTE_GRACE: Duration = Duration::from_secs(2);
+
+/// First and longest pause between resume attempts while the actor is busy.
+const BUSY_BACKOFF: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(500));
+
+impl Activations {
+    pub fn new(activator: Arc<dyn Activator>, routes: RouteTable, limits: Limits) -> Self {
+        Self {
+            activator,
+            routes,
+            limits,
+            flights: Arc::default(),
+            depth: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests waiting for an activation now.
+    pub fn queued(&self) -> usize {
+        self.depth.load(Ordering::Acquire)
+    }
+
+    /// Waits, until `deadline`, for the actor to be running: joins the activation under
+    /// way or starts one.
+    pub async fn wait(&self, actor: &ActorRef, deadline: Instant) -> Result<(), Wait> {
+        let (flight, started) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(actor) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    let f = Arc::new(Flight {
+                        waiting: AtomicUsize::new(0),
+                        done: rx,
+                    });
+                    flights.insert(actor.clone(), f.clone());
+                    self.launch(actor.clone(), f.clone(), tx);
+                    (f, true)
+                }
+            }
+        };
+        if flight.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.queue_len {
+            flight.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Wait::Overflow);
+        }
+        let d = self.depth.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(d as f64);
+        let _queued = Queued {
+            flight: flight.clone(),
+            depth: &self.depth,
+        };
+        if started {
+            tracing::debug!(actor = %actor, "activating");
+        }
+        let mut done = flight.done.clone();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, done.wait_for(Option::is_some)).await {
+            Ok(Ok(outcome)) => match outcome.as_ref() {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(Wait::Failed(e.clone())),
+                None => Err(Wait::TimedOut),
+            },
+            Ok(Err(_)) => Err(Wait::Failed(ActivateError::Failed(
+                "activation ended without an outcome".into(),
+            ))),
+            Err(_) => Err(Wait::TimedOut),
+        }
+    }
+
+    /// Runs one activation as its own task, so no waiter hanging up can cut it short.
+    fn launch(&self, actor: ActorRef, flight: Arc<Flight>, tx: watch::Sender<Outcome>) {
+        let activator = self.activator.clone();
+        let routes = self.routes.clone();
+        let flights = self.flights.clone();
+        let wait = self.limits.wait;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = activate(&*activator, &routes, &actor, started + wait).await;
+            let label = match &outcome {
+                Ok(()) => "ok",
+                Err(ActivateError::NotFound(_)) => "not_found",
+                Err(ActivateError::NoCapacity(_)) => "no_capacity",
+                Err(ActivateError::Busy(_)) => "busy",
+                Err(ActivateError::Unavailable(_)) => "unavailable",
+                Err(ActivateError::Failed(_)) => "error",
+            };
+            metrics::histogram!(crate::metrics::ACTIVATION_SECONDS, "outcome" => label)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::metrics::ACTIVATIONS, "outcome" => label).increment(1);
+            if let Err(e) = &outcome {
+                tracing::info!(actor = %actor, error = %e, "activation failed");
+            }
+            // Later requests start afresh; then the waiters learn the outcome.
+            {
+                let mut map = flights.lock().unwrap_or_else(|p| p.into_inner());
+                if map.get(&actor).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                    map.remove(&actor);
+                }
+            }
+            let _ = tx.send(Some(outcome));
+        });
+    }
+}
+
+/// Resumes the actor and waits for its route, retrying while another operation holds it
+/// (an idle suspend finishing, say), until `deadline`.
+async fn activate(
+    activator: &dyn Activator,
+    routes: &RouteTable,
+    actor: &ActorRef,
+    deadline: Instant,
+) -> Result<(), ActivateError> {
+    let mut pause = BUSY_BACKOFF.0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match activator.activate(actor).await {
+            Ok(()) => {
+                // A node publishes the route before it reports the actor ready; over a
+                // network it may lag a little. If it does not come, the actor may have
+                // started to leave since: ask again.
+                if routes
+                    .wait_for(actor, left.min(ROUTE_GRACE))
+                    .await
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                if deadline <= Instant::now() {
+                    return Err(ActivateError::Unavailable(format!(
+                        "actor {actor} is running but no route to it appeared"
+                    )));
+                }
+            }
+            Err(ActivateError::Busy(reason)) => {
+                if left <= pause {
+                    return Err(ActivateError::Busy(reason));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(BUSY_BACKOFF.1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
