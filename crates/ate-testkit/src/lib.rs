@@ -1,8 +1,9 @@
 //! Real servers for tests. Each server runs on a free loopback port with its data in a
 //! temporary directory, and is stopped and removed when dropped. Tests that need one call
 //! `RedisServer::start()` or `PostgresServer::start()`; `scripts/test.sh` installs the
-//! binaries on a fresh machine.
+//! binaries on a fresh machine. [`http`] is a real HTTP client for router tests.
 
+pub mod http;
 mod postgres;
 mod redis;
 
