@@ -31,6 +31,8 @@ struct Demo {
     bytes: &'static [u8],
     env: &'static [(&'static str, &'static str)],
     egress: &'static [&'static str],
+    /// Idle time before the router's traffic stops and the actor is suspended.
+    idle_timeout: std::time::Duration,
 }
 
 /// Where the demo agent looks for a model: a local endpoint, allowed by its template.
@@ -44,6 +46,8 @@ const DEMOS: &[Demo] = &[
         bytes: include_bytes!("../../../demo/counter/counter.wat"),
         env: &[],
         egress: &[],
+        // Short, so the walkthrough shows idle suspension without a long wait.
+        idle_timeout: std::time::Duration::from_secs(30),
     },
     Demo {
         name: "agent",
@@ -51,6 +55,15 @@ const DEMOS: &[Demo] = &[
         bytes: include_bytes!("../../../demo/agent/agent.wasm"),
         env: &[("MODEL_URL", DEMO_MODEL_URL)],
         egress: &["127.0.0.1:8088"],
+        idle_timeout: std::time::Duration::from_secs(300),
+    },
+    Demo {
+        name: "ticker",
+        file: "ticker.wat",
+        bytes: include_bytes!("../../../demo/ticker/ticker.wat"),
+        env: &[("TICK_COUNT", "10"), ("TICK_INTERVAL_MS", "1000")],
+        egress: &[],
+        idle_timeout: std::time::Duration::from_secs(30),
     },
 ];
 
@@ -177,6 +190,7 @@ async fn register_demos(store: &Arc<dyn Store>, dir: &Path) -> anyhow::Result<()
                 module: path.display().to_string(),
                 module_sha256: ate_wasm::sha256_hex(demo.bytes),
                 egress: demo.egress.iter().map(|e| e.to_string()).collect(),
+                idle_timeout: ate_model::Duration(demo.idle_timeout),
                 env: demo
                     .env
                     .iter()

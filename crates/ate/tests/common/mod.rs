@@ -11,6 +11,10 @@ pub const ATE: &str = env!("CARGO_BIN_EXE_ate");
 pub struct Up {
     child: Child,
     pub endpoint: String,
+    /// `http://host:port` of the router.
+    pub router: String,
+    /// `http://host:port/metrics` of the admin port.
+    pub metrics: String,
 }
 
 impl Up {
@@ -31,13 +35,42 @@ impl Up {
     ) -> Self {
         let mut cmd = Command::new(ATE);
         cmd.args(["up", "--api-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(args);
+            .arg(data_dir);
+        for (flag, default) in [
+            ("--router-listen", "127.0.0.1:0"),
+            ("--admin-listen", "127.0.0.1:0"),
+        ] {
+            if !args.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.args(args);
         if let Some(url) = store {
             cmd.args(["--store", url]);
         }
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// `ate serve` with `args` (roles and store), every address on a free port.
+    pub fn serve(data_dir: &Path, args: &[&str]) -> Self {
+        let mut cmd = Command::new(ATE);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "--router-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args);
+        Self::spawn(cmd)
+    }
+
+    /// Starts a server command and reads the addresses it prints.
+    fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
-            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -45,19 +78,34 @@ impl Up {
             .expect("spawn ate up");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let endpoint = loop {
+        let (mut endpoint, mut router) = (String::new(), String::new());
+        let metrics = loop {
             let line = lines
                 .next()
-                .expect("ate up exited before printing its address")
+                .expect("ate up exited before printing its addresses")
                 .expect("read stdout");
-            if let Some(rest) = line.trim().strip_prefix("control API") {
-                let url = rest.split_whitespace().next().expect("address");
-                break url.to_string();
+            let field = |prefix: &str| {
+                line.trim()
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string)
+            };
+            if let Some(url) = field("control API") {
+                endpoint = url;
+            } else if let Some(url) = field("router") {
+                router = url;
+            } else if let Some(url) = field("metrics") {
+                break url;
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Up { child, endpoint }
+        Up {
+            child,
+            endpoint,
+            router,
+            metrics,
+        }
     }
 
     pub fn ate(&self, args: &[&str]) -> Output {
