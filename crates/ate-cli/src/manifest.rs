@@ -195,6 +195,7 @@ spec:
   sandboxClass: wasm
   module: counter.wasm
   idleTimeout: 30s
+  routeTimeout: 2m
   workerSelector:
     matchLabels:
       tier: gold
@@ -220,6 +221,7 @@ spec:
         };
         assert_eq!(t.id().to_string(), "demo/counter");
         assert_eq!(t.spec.idle_timeout.to_string(), "30s");
+        assert_eq!(t.spec.route_timeout.0, std::time::Duration::from_secs(120));
         let Manifest::WorkerPool(p) = &m[2] else {
             panic!("{m:?}")
         };
