@@ -288,12 +288,10 @@ fn print_summary(
     println!("Try:");
     println!("  ate{endpoint} create atespace team-a");
     println!("  ate{endpoint} create actor counter-1 -t demo/counter -a team-a");
-    println!("  curl http://{router}/a/team-a/counter-1/        # 1, 2, 3, ...");
+    println!("  curl http://{router}/a/team-a/counter-1/    (1, 2, 3, ...)");
     println!("  ate{endpoint} suspend actor counter-1 -a team-a");
-    println!("  curl http://{router}/a/team-a/counter-1/        # resumes it: the count goes on");
-    println!(
-        "  ate{endpoint} get actors -A                     # idle actors are suspended after 5m"
-    );
+    println!("  curl http://{router}/a/team-a/counter-1/    (resumes it; the count goes on)");
+    println!("  ate{endpoint} get actors -A    (30 s after the last request: SUSPENDED)");
     println!();
     println!("Press Ctrl-C to stop (running actors are suspended first).");
 }
