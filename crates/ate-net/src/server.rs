@@ -116,6 +116,9 @@ impl Router {
     ) -> Result<(), RouterError> {
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
+        // Connections still open after the drain timeout are cut: a stream that never
+        // ends must not hold the process (its guest stops when its client is gone).
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -144,9 +147,15 @@ impl Router {
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
             let conn = graceful.watch(conn);
+            let mut cut_rx = cut_rx.clone();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(client = %peer, error = %e, "router connection ended");
+                tokio::select! {
+                    r = conn => if let Err(e) = r {
+                        tracing::debug!(client = %peer, error = %e, "router connection ended");
+                    },
+                    _ = cut_rx.wait_for(|c| *c) => {
+                        tracing::debug!(client = %peer, "router connection cut at shutdown");
+                    }
                 }
             });
         }
@@ -157,6 +166,7 @@ impl Router {
         {
             tracing::warn!("router connections still open after the drain timeout; closing them");
         }
+        let _ = cut.send(true);
         Ok(())
     }
 
