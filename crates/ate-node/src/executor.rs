@@ -39,6 +39,8 @@ pub struct NodeService {
     slots: Slots,
     logs: LogBook,
     membership: Arc<Mutex<Option<NodeMembership>>>,
+    /// The routes this node wants asserted, and whether they are.
+    routes: Mutex<HashMap<ActorRef, (Route, bool)>>,
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> SeamError {
@@ -77,6 +79,7 @@ impl NodeService {
             slots: Slots::default(),
             logs: LogBook::default(),
             membership,
+            routes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -146,7 +149,9 @@ impl NodeService {
         }
     }
 
-    /// Tells routers the actor takes requests on `worker`.
+    /// Tells routers the actor takes requests on `worker`. A route the dataspace refuses
+    /// (another node still holds the actor's) is tried again every tick until it lands or
+    /// the actor leaves.
     fn publish_route(&self, worker: &WorkerId, actor: &ActorRef, w: &Workload) {
         let route = Route {
             actor: actor.clone(),
@@ -155,19 +160,42 @@ impl NodeService {
             template: w.template.clone(),
             timeout_ms: w.spec.route_timeout.0.as_millis() as u64,
         };
-        self.with_owner(|o| {
-            if let Err(e) = o.assert(actor_key(actor), route) {
-                tracing::warn!(actor = %actor, error = %e, "cannot publish the actor's route");
-            }
-        });
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(actor.clone(), (route, false));
+        self.assert_routes();
     }
 
-    /// Withdraws the actor's route and idle mark: it takes no more requests here.
-    fn withdraw(&self, actor: &ActorRef, activity: &Activity) {
+    /// Asserts every wanted route not asserted yet.
+    fn assert_routes(&self) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        for (actor, (route, asserted)) in routes.iter_mut().filter(|(_, (_, a))| !*a) {
+            self.with_owner(|o| match o.assert(actor_key(actor), route.clone()) {
+                Ok(()) => *asserted = true,
+                Err(e) => {
+                    tracing::warn!(actor = %actor, error = %e, "cannot publish the actor's route yet")
+                }
+            });
+        }
+    }
+
+    /// Withdraws the actor's route (if it names `worker`: a late stop of an old worker
+    /// leaves the new one's alone) and idle mark: it takes no more requests there.
+    fn withdraw(&self, worker: &WorkerId, actor: &ActorRef, activity: &Activity) {
         let key = actor_key(actor);
+        let route = {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            match routes.get(actor) {
+                Some((r, _)) if &r.worker == worker => routes.remove(actor),
+                _ => None,
+            }
+        };
         let idle = activity.idle_asserted.swap(false, Ordering::AcqRel);
         self.with_owner(|o| {
-            let _ = o.retract::<Route>(key.clone());
+            if let Some((_, true)) = route {
+                let _ = o.retract::<Route>(key.clone());
+            }
             if idle {
                 let _ = o.retract::<IdleActor>(key);
             }
@@ -206,13 +234,15 @@ impl NodeService {
         }
     }
 
-    /// Looks for idle actors until the node goes away.
+    /// Looks for idle actors, and retries routes not published yet, until the node goes
+    /// away.
     pub(crate) async fn watch_idle(node: Weak<NodeService>) {
         let mut tick = tokio::time::interval(IDLE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Some(node) = node.upgrade() else { return };
+            node.assert_routes();
             node.mark_idle();
         }
     }
@@ -407,7 +437,7 @@ fn encode_request(parts: &http::request::Parts, body: &[u8]) -> Vec<u8> {
 impl NodeExecutor for NodeService {
     async fn run(&self, req: RunRequest) -> Result<(), SeamError> {
         self.check_class(&req.workload)?;
-        if let Vacancy::AlreadyHosting = self.slots.vacancy(&req.worker, &req.actor)? {
+        if self.take_vacancy(&req.worker, &req.actor).await? {
             return Ok(());
         }
         self.start(&req.worker, &req.actor, &req.workload, None)
@@ -416,7 +446,7 @@ impl NodeExecutor for NodeService {
 
     async fn restore(&self, req: RestoreRequest) -> Result<(), SeamError> {
         self.check_class(&req.workload)?;
-        if let Vacancy::AlreadyHosting = self.slots.vacancy(&req.worker, &req.actor)? {
+        if self.take_vacancy(&req.worker, &req.actor).await? {
             return Ok(());
         }
         if req.snapshot.scope == SnapshotScope::Data {
@@ -435,24 +465,27 @@ impl NodeExecutor for NodeService {
             return self.save(req).await;
         }
         if let Some(activity) = self.slots.seal(&req.worker, &req.actor, true) {
-            self.withdraw(&req.actor, &activity);
+            self.withdraw(&req.worker, &req.actor, &activity);
         }
         let (worker, actor, workload) =
             (req.worker.clone(), req.actor.clone(), req.workload.clone());
         let taken = self.save(req).await;
-        if taken.is_err() && self.slots.seal(&worker, &actor, false).is_some() {
-            // The actor stays: it takes requests here again.
-            if let Ok(h) = self.slots.hosted(&worker, &actor) {
-                h.lock().await.parked = false;
+        if taken.is_err()
+            && let Ok(h) = self.slots.hosted(&worker, &actor)
+        {
+            // The actor stays: it takes requests here again (unparked first, so no
+            // request admitted after the reopening is handed back).
+            h.lock().await.parked = false;
+            if self.slots.seal(&worker, &actor, false).is_some() {
+                self.publish_route(&worker, &actor, &workload);
             }
-            self.publish_route(&worker, &actor, &workload);
         }
         taken
     }
 
     async fn stop(&self, req: StopRequest) -> Result<(), SeamError> {
         if let Some(t) = self.slots.remove(&req.worker, &req.actor) {
-            self.withdraw(&req.actor, &t.activity);
+            self.withdraw(&req.worker, &req.actor, &t.activity);
             // Waits for a request in flight to finish before the guest is dropped.
             drop(t.hosted.lock().await);
             self.advertise(&req.worker);
@@ -540,6 +573,24 @@ impl NodeExecutor for NodeService {
 }
 
 impl NodeService {
+    /// Whether `worker` already serves `actor` (a retried run or restore); a sealed
+    /// leftover of the actor (a park whose stop never arrived) is stopped first so the
+    /// actor can start there afresh.
+    async fn take_vacancy(&self, worker: &WorkerId, actor: &ActorRef) -> Result<bool, SeamError> {
+        match self.slots.vacancy(worker, actor)? {
+            Vacancy::Free => Ok(false),
+            Vacancy::AlreadyHosting => Ok(true),
+            Vacancy::Sealed => {
+                self.stop(StopRequest {
+                    worker: worker.clone(),
+                    actor: actor.clone(),
+                })
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Saves the actor. A sealing checkpoint marks it parked under the guest lock, so a
     /// request admitted earlier that gets the lock afterwards is handed back, not run.
     async fn save(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError> {

@@ -167,6 +167,8 @@ pub(crate) enum Vacancy {
     Free,
     /// Already hosts this very actor: a retried run or restore is a no-op.
     AlreadyHosting,
+    /// Holds this actor sealed: it was parked and never stopped.
+    Sealed,
 }
 
 impl Slots {
@@ -177,6 +179,7 @@ impl Slots {
     pub fn vacancy(&self, worker: &WorkerId, actor: &ActorRef) -> Result<Vacancy, SeamError> {
         match self.lock().get(worker).and_then(|s| s.tenant.as_ref()) {
             None => Ok(Vacancy::Free),
+            Some(t) if &t.actor == actor && t.sealed => Ok(Vacancy::Sealed),
             Some(t) if &t.actor == actor => Ok(Vacancy::AlreadyHosting),
             Some(t) => Err(SeamError::WorkerBusy {
                 worker: worker.to_string(),
