@@ -119,6 +119,8 @@ impl Activations {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(actor) {
                 Some(f) => (f.clone(), false),
+                // An activation finished between the caller's look at the routes and now.
+                None if self.routes.get(actor).is_some() => return Ok(()),
                 None => {
                     let (tx, rx) = watch::channel(None);
                     let f = Arc::new(Flight {
