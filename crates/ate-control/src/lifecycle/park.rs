@@ -218,7 +218,7 @@ impl Lifecycle {
                 x.latest_snapshot = Some(latest.clone());
             })
             .await?;
-        tracing::info!(actor = %aref, snapshot = %latest.uri(), "actor {}d", kind.name());
+        tracing::info!(actor = %aref, snapshot = %latest.uri(), status = %kind.done(), "actor parked");
         if kind == Park::Suspend {
             self.apply_retention(&a, t).await;
         }

@@ -5,6 +5,7 @@ mod claims;
 mod dataspace;
 mod list;
 mod machine;
+mod router;
 mod store_ops;
 mod wasm;
 
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     /// Checkpoint and restore of wasm guests by memory size, and instantiation from the
     /// compiled-module cache.
     Wasm(wasm::WasmBenchArgs),
+    /// Activation latency through the HTTP router, and its overhead on running actors
+    /// next to nginx `proxy_pass`.
+    Router(router::RouterBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Claims(a) => claims::run(a).await,
         BenchCommand::Dataspace(a) => dataspace::run(a).await,
         BenchCommand::Wasm(a) => wasm::run(a).await,
+        BenchCommand::Router(a) => router::run(a).await,
     }
 }
