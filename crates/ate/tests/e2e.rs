@@ -356,7 +356,7 @@ fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
     );
     // The demo templates' golden snapshots are baked on a worker each, then let go.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while up.ok(&["get", "templates"]).matches("Ready").count() < 3 {
+    while up.ok(&["get", "templates"]).matches("Ready").count() < common::DEMO_TEMPLATES {
         assert!(
             std::time::Instant::now() < deadline,
             "golden snapshots not baked"

@@ -58,10 +58,10 @@ fn consistent(up: &Up) -> bool {
     settled && running_bound && bound_running
 }
 
-/// Waits until both demo templates have their golden snapshot (baking runs workflows too).
+/// Waits until every demo template has its golden snapshot (baking runs workflows too).
 fn golden_ready(up: &Up) {
     eventually("the demo templates' golden snapshots", || {
-        up.ok(&["get", "templates"]).matches("Ready").count() == 2
+        up.ok(&["get", "templates"]).matches("Ready").count() == common::DEMO_TEMPLATES
     });
 }
 

@@ -7,6 +7,9 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const ATE: &str = env!("CARGO_BIN_EXE_ate");
 
+/// The demo templates `ate up` registers (counter, ticker, agent).
+pub const DEMO_TEMPLATES: usize = 3;
+
 /// A running `ate up`.
 pub struct Up {
     child: Child,
