@@ -78,7 +78,7 @@ fn activation_error(e: LifecycleError) -> ActivateError {
 }
 
 /// The process's metrics recorder, installed once.
-fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());

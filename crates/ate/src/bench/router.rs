@@ -292,28 +292,6 @@ async fn create_actors(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<Vec<A
     Ok(actors)
 }
 
-/// The metrics recorder `ate up` installs, so the router and lifecycle pay for their
-/// metrics as they do there.
-fn install_metrics() -> anyhow::Result<()> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(ate_net::metrics::ACTIVATION_SECONDS.into()),
-            ate_net::metrics::ACTIVATION_BUCKETS,
-        )
-        .context("cannot set the metrics buckets")?
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
-        }
-    });
-    Ok(())
-}
-
 /// A store that notes when each of its calls started and ended while switched on: the
 /// store's share of a resume, without touching the lifecycle.
 struct TimedStore {
@@ -475,7 +453,9 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         calls: Mutex::default(),
     });
     let store: Arc<dyn Store> = timed.clone();
-    install_metrics()?;
+    // The recorder `ate up` installs, so the router and lifecycle pay for their metrics
+    // as they do there.
+    crate::edge::metrics_handle()?;
     ate_control::ensure_system_atespaces(&store).await?;
     let plane = local::start(&store, &scratch.0, LifecycleConfig::default()).await?;
     let golden = wait_golden(&store).await?;
