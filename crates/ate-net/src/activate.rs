@@ -72,7 +72,8 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// How long an activation keeps retrying a busy actor, and waits for its route.
+/// How many requests may wait for one actor, and for how long (which is also how long
+/// an activation keeps retrying a busy actor).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub queue_len: usize,

@@ -73,6 +73,7 @@ impl RouteTable {
                         }
                     }
                 }
+                metrics::gauge!(crate::metrics::ROUTES).set(me.len() as f64);
             }
         });
         Ok((table, task))

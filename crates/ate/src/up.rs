@@ -210,7 +210,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     let api_addr = api.as_ref().map(|(_, a)| *a);
     print_summary(
         &plan,
-        &store_url_shown(&plan.store_url),
+        &stores::redact(&plan.store_url),
         &data_dir,
         api_addr,
         &edge,
@@ -235,10 +235,6 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     println!("ate stopped");
     Ok(())
-}
-
-fn store_url_shown(url: &str) -> String {
-    stores::redact(url)
 }
 
 fn print_summary(

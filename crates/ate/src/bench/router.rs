@@ -641,6 +641,12 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
     let backend = Backend::start(&nodes, &actors).await?;
     // (name, address, requests, an nginx proxy to compare the router with)
     let mut targets: Vec<(String, SocketAddr, Vec<Vec<u8>>, bool)> = Vec::new();
+    let direct = (
+        "backend direct (hyper → executor)".to_string(),
+        backend.addr,
+        requests.clone(),
+        false,
+    );
     let mut guards = Vec::new();
     match nginx_binary(args.nginx.as_deref()) {
         Some(bin) => {
@@ -655,12 +661,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
                         vec![b"GET /ceiling HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec()],
                         false,
                     ));
-                    targets.push((
-                        "backend direct (hyper → executor)".into(),
-                        backend.addr,
-                        requests.clone(),
-                        false,
-                    ));
+                    targets.push(direct.clone());
                 }
                 targets.push((
                     format!("nginx proxy_pass → backend (worker_processes {w})"),
@@ -677,12 +678,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         }
     }
     if guards.is_empty() {
-        targets.push((
-            "backend direct (hyper → executor)".into(),
-            backend.addr,
-            requests.clone(),
-            false,
-        ));
+        targets.push(direct);
     }
     targets.push((
         "ate router → actor".into(),
