@@ -6,7 +6,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["ateapi.proto"], ["proto"])?;
+    let fds = protox::compile(["ateapi.proto", "atenode.proto"], ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor = out.join("ateapi_descriptor.bin");
     std::fs::write(&descriptor, fds.encode_to_vec())?;
@@ -15,6 +15,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .file_descriptor_set_path(&descriptor)
         .skip_protoc_run()
-        .compile_protos(&["ateapi.proto"], &["proto"])?;
+        .compile_protos(&["ateapi.proto", "atenode.proto"], &["proto"])?;
     Ok(())
 }

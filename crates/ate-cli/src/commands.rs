@@ -13,7 +13,7 @@ use crate::manifest::{self, Manifest};
 use crate::output::{Format, Printable, render, render_one};
 use crate::{
     AtespaceArgs, CliError, ClientCommand, CreateCommand, Global, LifecycleArgs, LogsArgs,
-    Resource, UpdateCommand, connect,
+    NodeArgs, Resource, UpdateCommand, connect,
 };
 
 type Client = ControlClient<Channel>;
@@ -128,7 +128,40 @@ pub async fn run(global: &Global, cmd: ClientCommand) -> Result<String, CliError
         ClientCommand::Suspend(a) => lifecycle(&mut c, "suspend", a).await,
         ClientCommand::Pause(a) => lifecycle(&mut c, "pause", a).await,
         ClientCommand::Logs(a) => logs(&mut c, a).await,
+        ClientCommand::Drain(a) => drain(&mut c, a).await,
+        ClientCommand::Uncordon(a) => uncordon(&mut c, a).await,
     }
+}
+
+/// `node/NAME drained (N actors suspended)`, or an error naming each actor that could
+/// not be suspended (the node stays cordoned; draining again retries them).
+async fn drain(c: &mut Client, a: NodeArgs) -> Result<String, CliError> {
+    let resp = c
+        .drain_node(pb::DrainNodeRequest {
+            name: a.name.clone(),
+        })
+        .await
+        .map_err(CliError::rpc("drain node"))?
+        .into_inner();
+    if !resp.failed.is_empty() {
+        return Err(CliError::DrainIncomplete {
+            node: a.name,
+            suspended: resp.suspended.len(),
+            failed: resp.failed,
+        });
+    }
+    let n = resp.suspended.len();
+    let noun = if n == 1 { "actor" } else { "actors" };
+    Ok(format!("node/{} drained ({n} {noun} suspended)\n", a.name))
+}
+
+async fn uncordon(c: &mut Client, a: NodeArgs) -> Result<String, CliError> {
+    c.uncordon_node(pb::UncordonNodeRequest {
+        name: a.name.clone(),
+    })
+    .await
+    .map_err(CliError::rpc("uncordon node"))?;
+    Ok(format!("node/{} uncordoned\n", a.name))
 }
 
 /// Streams log lines to stdout as they arrive (with `-f`, until interrupted).

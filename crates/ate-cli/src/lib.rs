@@ -1,7 +1,7 @@
 //! The `ate` client commands, kubectl style: `get`, `create`, `update`, `delete`, `apply`,
-//! `resume`, `suspend`, `pause`. Data goes to stdout; errors go to stderr as
-//! `Error: failed to <verb> <kind>: rpc error: code = <Code> desc = <message>` with a
-//! non-zero exit.
+//! `resume`, `suspend`, `pause`, `logs`, `drain`, `uncordon`. Data goes to stdout; errors
+//! go to stderr as `Error: failed to <verb> <kind>: rpc error: code = <Code> desc =
+//! <message>` with a non-zero exit.
 
 mod client;
 mod commands;
@@ -35,6 +35,17 @@ pub enum CliError {
     Read { path: String, reason: String },
     #[error("cannot format output: {0}")]
     Output(String),
+    /// A drain that cordoned the node but could not suspend every actor on it.
+    #[error(
+        "node/{node} cordoned, but {count} of its actors could not be suspended ({suspended} suspended): {list}; drain again to retry",
+        count = .failed.len(),
+        list = .failed.join("; ")
+    )]
+    DrainIncomplete {
+        node: String,
+        suspended: usize,
+        failed: Vec<String>,
+    },
 }
 
 impl CliError {
@@ -143,6 +154,20 @@ pub enum ClientCommand {
     Pause(LifecycleArgs),
     /// Print an actor's logs (its guest's stdout and stderr).
     Logs(LogsArgs),
+    /// Take a node out of placement and suspend the actors on it, e.g. before maintenance.
+    Drain(NodeArgs),
+    /// Put a drained node back into placement.
+    Uncordon(NodeArgs),
+}
+
+/// A node, for `drain` and `uncordon`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Always `node`.
+    #[arg(value_parser = ["node", "nodes"])]
+    pub kind: String,
+    /// The node's name, as `ate get nodes` shows it.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -248,9 +248,15 @@ impl Printable for Node {
         h
     }
     fn cells(&self, wide: bool) -> Vec<String> {
+        // As kubectl shows a cordoned node.
+        let status = if self.cordoned {
+            format!("{},SchedulingDisabled", self.status)
+        } else {
+            self.status.clone()
+        };
         let mut c = vec![
             self.name.clone(),
-            self.status.clone(),
+            status,
             self.address.clone(),
             self.sandbox_classes.join(","),
             self.capacity.to_string(),
@@ -286,6 +292,23 @@ pub fn rfc3339_ms(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::*;
+
+    #[test]
+    fn a_cordoned_node_shows_scheduling_disabled() {
+        let mut n = Node {
+            name: "local".into(),
+            status: "Ready".into(),
+            ..Default::default()
+        };
+        assert_eq!(n.cells(false)[1], "Ready");
+        n.cordoned = true;
+        assert_eq!(n.cells(false)[1], "Ready,SchedulingDisabled");
+    }
 }
 
 #[cfg(test)]

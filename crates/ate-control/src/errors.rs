@@ -13,9 +13,15 @@ pub fn store(e: StoreError) -> Status {
     status(e.kind(), e.to_string())
 }
 
+/// The metadata key naming why a lifecycle call failed (`no_capacity`, `busy`, ...: see
+/// `LifecycleError::label`), for callers that act on the reason rather than the code: a
+/// router answers "no capacity" with 503 and `Retry-After`, other preconditions otherwise.
+pub const REASON_KEY: &str = "ate-reason";
+
 /// Maps a lifecycle error by its kind; store failures keep their own mapping.
 pub fn lifecycle(e: crate::LifecycleError) -> Status {
-    match e {
+    let label = e.label();
+    let mut status = match e {
         crate::LifecycleError::Store(e) => store(e),
         e => {
             if e.kind() == ate_model::ErrorKind::Internal {
@@ -23,7 +29,12 @@ pub fn lifecycle(e: crate::LifecycleError) -> Status {
             }
             status(e.kind(), e.to_string())
         }
-    }
+    };
+    status.metadata_mut().insert(
+        REASON_KEY,
+        tonic::metadata::MetadataValue::from_static(label),
+    );
+    status
 }
 
 /// Parses a field selector from a request and checks it against the kind's registry.

@@ -1,8 +1,10 @@
 //! The fleet: turns declared worker pools into worker records on live nodes. Nodes are
 //! learned from their dataspace registrations; pools and workers live in the store. A
-//! reconcile runs when a node joins or leaves, a pool changes, and periodically. It also
-//! copies what each worker advertises as hot into the worker's `cached_snapshots`, the
-//! field the scheduler selects on.
+//! reconcile runs when a node joins or leaves, a pool or node record changes (a drain or
+//! uncordon), and periodically. A cordoned node counts as eligible for no pool: its free
+//! workers are removed and none are created there, while busy ones stay until their actor
+//! leaves. It also copies what each worker advertises as hot into the worker's
+//! `cached_snapshots`, the field the scheduler selects on.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -87,7 +89,7 @@ impl Fleet {
     /// Brings node records, and every pool's workers, in line with the live nodes.
     pub async fn reconcile(&self) -> Result<FleetReport, StoreError> {
         let live = self.live_nodes();
-        self.sync_nodes(&live).await?;
+        let cordoned = self.sync_nodes(&live).await?;
         let mut report = FleetReport::default();
         let all = self
             .store
@@ -143,7 +145,7 @@ impl Fleet {
                     .copied()
                     .filter(|w| w.node_name == node.name)
                     .collect();
-                if !eligible(node, pool) {
+                if !eligible(node, pool) || cordoned.contains(&node.name) {
                     for w in here.iter().filter(|w| w.is_free()) {
                         if self.delete_free(w).await? {
                             report.deleted += 1;
@@ -197,12 +199,14 @@ impl Fleet {
         Ok(report)
     }
 
+    /// Writes node records from the live registrations; returns the cordoned nodes.
     async fn sync_nodes(
         &self,
         live: &BTreeMap<String, NodeRegistration>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<HashSet<String>, StoreError> {
         let stored = self.store.list_all::<Node>(&ListOptions::default()).await?;
         for reg in live.values() {
+            let have = stored.iter().find(|n| n.name == reg.name);
             let want = Node {
                 name: reg.name.clone(),
                 version: 0,
@@ -212,8 +216,11 @@ impl Fleet {
                 capacity: reg.capacity,
                 status: NODE_READY.into(),
                 incarnation: reg.incarnation.clone(),
+                // The operator's, not the registration's: kept as it is. A drain landing
+                // between the list above and the update below wins (the update conflicts).
+                cordoned: have.is_some_and(|n| n.cordoned),
             };
-            match stored.iter().find(|n| n.name == reg.name) {
+            match have {
                 None => ignore_race(self.store.create(want).await.map(drop))?,
                 Some(have)
                     if Node {
@@ -245,7 +252,11 @@ impl Fleet {
             ignore_race(self.store.update(lost).await.map(drop))?;
             tracing::warn!(node = %have.name, "node lost");
         }
-        Ok(())
+        Ok(stored
+            .iter()
+            .filter(|n| n.cordoned)
+            .map(|n| n.name.clone())
+            .collect())
     }
 
     async fn create_worker(
@@ -356,6 +367,9 @@ impl Fleet {
             return;
         };
         let mut pools = self.store.watch(Kind::WorkerPool).await.ok();
+        // Node records change on a drain or uncordon (and on the fleet's own writes, which
+        // settle in one more pass): a drain takes effect at once, not at the next tick.
+        let mut node_records = self.store.watch(Kind::Node).await.ok();
         let mut tick = tokio::time::interval(RESYNC_EVERY);
         loop {
             tokio::select! {
@@ -377,6 +391,11 @@ impl Fleet {
                 ev = async { match pools.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
                     if ev.is_none() {
                         pools = self.store.watch(Kind::WorkerPool).await.ok();
+                    }
+                }
+                ev = async { match node_records.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                    if ev.is_none() {
+                        node_records = self.store.watch(Kind::Node).await.ok();
                     }
                 }
                 _ = tick.tick() => {}

@@ -5,6 +5,7 @@
 
 mod actors;
 mod catalog;
+mod drain;
 mod errors;
 mod fleet;
 mod golden;
@@ -12,6 +13,7 @@ mod lifecycle;
 mod logs;
 pub mod metrics;
 mod placement;
+mod registry;
 mod server;
 mod service;
 
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use ate_model::{Atespace, names::GOLDEN_ATESPACE};
 use ate_store::{Store, StoreError};
 
+pub use errors::REASON_KEY;
 pub use fleet::{Fleet, FleetHandle, FleetReport, NODE_LOST, NODE_READY};
 pub use golden::{Golden, GoldenHandle, PHASE_PENDING, PHASE_READY, golden_actor};
 pub use lifecycle::{
@@ -27,7 +30,8 @@ pub use lifecycle::{
     RecoveryReport,
 };
 pub use placement::{Action, NodeSlots, plan};
-pub use server::{ServeError, serve};
+pub use registry::{Registry, RegistryHandle, node_lease};
+pub use server::{ServeError, control_routes, serve, serve_routes};
 pub use service::ControlService;
 
 /// Creates the system atespaces (`ate-golden`) if they are missing. Idempotent.

@@ -6,7 +6,9 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::ControlService;
+use tonic::service::Routes;
+
+use crate::{ControlService, Registry};
 
 /// Largest request or response message, in bytes (a full worker listing can be large).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -31,13 +33,13 @@ fn incoming(
     })
 }
 
-/// Serves `ateapi.Control`, `grpc.health.v1.Health` and server reflection on `listener`
-/// until `shutdown` resolves; in-flight calls finish first.
-pub async fn serve(
-    listener: TcpListener,
+/// The gRPC services of a control-plane replica: `ateapi.Control`, `grpc.health.v1.Health`,
+/// server reflection and, in the split deployment, the node registry. Other roles in the
+/// same process add theirs before serving.
+pub async fn control_routes(
     control: ControlService,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
+    registry: Option<&Registry>,
+) -> Result<Routes, ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ControlServer<ControlService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -47,11 +49,34 @@ pub async fn serve(
     let control = ControlServer::new(control)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(reflection)
-        .add_service(control)
+        .add_service(control);
+    Ok(match registry {
+        Some(r) => routes.add_service(r.service()),
+        None => routes,
+    })
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves; in-flight calls finish first.
+pub async fn serve_routes(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Serves the control API alone (see [`control_routes`]) on `listener` until `shutdown`
+/// resolves.
+pub async fn serve(
+    listener: TcpListener,
+    control: ControlService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_routes(listener, control_routes(control, None).await?, shutdown).await
 }

@@ -1,5 +1,5 @@
 //! The `ateapi.Control` trait implementation: a thin dispatch onto the handlers in
-//! [`crate::actors`] and [`crate::catalog`].
+//! [`crate::actors`], [`crate::catalog`] and [`crate::drain`].
 
 use std::sync::Arc;
 
@@ -221,6 +221,17 @@ impl Control for ControlService {
 
     async fn list_nodes(&self, _r: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
         ok(self.list_nodes_impl().await)
+    }
+
+    async fn drain_node(&self, r: Request<pb::DrainNodeRequest>) -> Reply<pb::DrainNodeResponse> {
+        ok(self.drain_node_impl(&r.get_ref().name).await)
+    }
+
+    async fn uncordon_node(
+        &self,
+        r: Request<pb::UncordonNodeRequest>,
+    ) -> Reply<pb::UncordonNodeResponse> {
+        ok(self.uncordon_node_impl(&r.get_ref().name).await)
     }
 
     type GetActorLogsStream = crate::logs::LogEntries;

@@ -18,16 +18,18 @@ pub enum Kind {
     WorkerPool,
     Node,
     Worker,
+    NodeAssertion,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Atespace,
         Kind::Actor,
         Kind::ActorTemplate,
         Kind::WorkerPool,
         Kind::Node,
         Kind::Worker,
+        Kind::NodeAssertion,
     ];
 
     /// Plural lower-case name, used for tables, keys and messages.
@@ -39,6 +41,7 @@ impl Kind {
             Kind::WorkerPool => "pools",
             Kind::Node => "nodes",
             Kind::Worker => "workers",
+            Kind::NodeAssertion => "nodeassertions",
         }
     }
 
@@ -54,6 +57,7 @@ impl Kind {
             Kind::WorkerPool => specs::<WorkerPool>(),
             Kind::Node => specs::<Node>(),
             Kind::Worker => specs::<Worker>(),
+            Kind::NodeAssertion => specs::<NodeAssertion>(),
         }
     }
 
@@ -108,6 +112,7 @@ impl Kind {
             Kind::WorkerPool => serde_json::from_slice::<WorkerPool>(body)?.index_values(),
             Kind::Node => serde_json::from_slice::<Node>(body)?.index_values(),
             Kind::Worker => serde_json::from_slice::<Worker>(body)?.index_values(),
+            Kind::NodeAssertion => serde_json::from_slice::<NodeAssertion>(body)?.index_values(),
         })
     }
 }

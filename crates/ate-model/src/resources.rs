@@ -199,6 +199,12 @@ pub struct Node {
     /// with a new one, and workers of the old one are treated as lost.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub incarnation: String,
+    /// Set by an operator (`ate drain node`) to take the node out of placement, e.g. before
+    /// maintenance: the fleet keeps no free worker on it and the scheduler never claims one
+    /// there, while the node itself stays registered. It is the operator's, not the node's:
+    /// it survives the node restarting, until `ate uncordon node`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cordoned: bool,
 }
 
 impl Indexed for Node {
@@ -212,6 +218,42 @@ impl Indexed for Node {
     fn labels(&self) -> Option<&Labels> {
         Some(&self.labels)
     }
+}
+
+/// One dataspace assertion of a live node (its registration, a worker's hot snapshots, a
+/// route), shared through the store so that every control-plane replica, and every router
+/// following one, sees the nodes registered with any replica. It lives as long as the
+/// node's registration lease: the replica holding the node's stream writes and deletes it,
+/// and whoever finds the lease expired deletes what is left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAssertion {
+    pub node: String,
+    /// The dataspace type tag (`ate.route.v1`).
+    #[serde(rename = "type")]
+    pub type_tag: String,
+    pub id: String,
+    /// The assertion's value as JSON.
+    pub value: String,
+    /// The node incarnation that asserted it.
+    pub incarnation: String,
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl NodeAssertion {
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.node, self.type_tag, self.id)
+    }
+}
+
+impl Indexed for NodeAssertion {
+    const KIND: Kind = Kind::NodeAssertion;
+    const FIELDS: &'static [Field<Self>] = &[Field {
+        name: "node",
+        multi: false,
+        get: |a| vec![a.node.clone()],
+    }];
 }
 
 /// The actor a worker hosts.

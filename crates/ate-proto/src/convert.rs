@@ -367,6 +367,7 @@ pub fn node_to_pb(n: &m::Node) -> pb::Node {
         capacity: n.capacity,
         status: n.status.clone(),
         incarnation: n.incarnation.clone(),
+        cordoned: n.cordoned,
     }
 }
 
@@ -380,6 +381,7 @@ pub fn node_from_pb(n: &pb::Node) -> m::Node {
         capacity: n.capacity,
         status: n.status.clone(),
         incarnation: n.incarnation.clone(),
+        cordoned: n.cordoned,
     }
 }
 
@@ -475,5 +477,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(worker_from_pb(&worker_to_pb(&w)), w);
+    }
+
+    #[test]
+    fn node_round_trips_with_its_cordon() {
+        let n = m::Node {
+            name: "n1".into(),
+            version: 3,
+            address: "127.0.0.1:7411".into(),
+            sandbox_classes: vec!["wasm".into()],
+            capacity: 8,
+            status: "Ready".into(),
+            incarnation: "i1".into(),
+            cordoned: true,
+            ..Default::default()
+        };
+        assert_eq!(node_from_pb(&node_to_pb(&n)), n);
+        let open = m::Node {
+            cordoned: false,
+            ..n
+        };
+        assert_eq!(node_from_pb(&node_to_pb(&open)), open);
     }
 }

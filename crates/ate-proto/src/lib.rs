@@ -1,6 +1,6 @@
-//! The wire contract of ate's control API (`ateapi.Control`), generated from `proto/` at
-//! build time, plus conversions between wire messages and model types and the one mapping
-//! from error kinds to gRPC codes.
+//! The wire contracts of ate, generated from `proto/` at build time: its control API
+//! (`ateapi.Control`) and the node seam (`atenode`); plus conversions between wire messages
+//! and model types and the one mapping from error kinds to gRPC codes.
 
 pub mod convert;
 pub mod status;
@@ -8,6 +8,13 @@ pub mod status;
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod ateapi {
     tonic::include_proto!("ateapi");
+}
+
+/// The node service and the node registry: the seam between the control plane and node
+/// daemons over the network.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod atenode {
+    tonic::include_proto!("atenode");
 }
 
 /// The encoded file descriptor set, for gRPC server reflection.

@@ -2,7 +2,8 @@ use ate_model::ErrorKind;
 
 /// What a node operation can fail with. [`SeamError::GuestUnavailable`] is the one the
 /// router turns into HTTP 503: the actor exists but cannot answer right now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum SeamError {
     #[error("actor {actor} is unavailable: {reason}")]
     GuestUnavailable { actor: String, reason: String },

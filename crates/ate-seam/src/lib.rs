@@ -4,21 +4,31 @@
 //! ([`NodeRegistration`], [`WorkerAdvert`], [`NodeCacheAdvert`]); routers learn where
 //! running actors are served ([`Route`]) the same way. In the all-in-one binary
 //! [`LocalSeam`] wires both planes in one process with no network hop; the split deployment
-//! puts a network executor behind the same trait.
+//! puts a network executor behind the same trait: a node daemon serves its executor with
+//! [`node_service`] and the control plane reaches it through [`RemoteExecutor`].
 
 mod body;
+pub mod carry;
+mod channel;
 mod error;
 mod executor;
+mod follow;
 mod local;
+mod register;
 mod registry;
+mod remote;
 mod routes;
 
 pub use body::{Body, BodyError, BodySender, channel_body, empty_body, full_body};
+pub use channel::endpoint;
 pub use error::{InvokeError, SeamError};
 pub use executor::{
     Checkpoint, CheckpointRequest, Durability, LogLine, LogStream, NodeExecutor, RestoreRequest,
     RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
 };
+pub use follow::{ControlFollower, RemoteNodes, follow_control};
 pub use local::{LocalSeam, NodeMembership};
+pub use register::{Registration, RegistrationConfig};
 pub use registry::{NodeCacheAdvert, NodeDirectory, NodeRegistration, WorkerAdvert};
+pub use remote::{LogLines, MAX_MESSAGE_BYTES, NodeGrpc, RemoteExecutor, node_service};
 pub use routes::{IdleActor, Route, actor_key};

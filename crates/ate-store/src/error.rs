@@ -59,6 +59,7 @@ pub fn singular(kind: Kind) -> &'static str {
         Kind::WorkerPool => "pool",
         Kind::Node => "node",
         Kind::Worker => "worker",
+        Kind::NodeAssertion => "node assertion",
     }
 }
 

@@ -2,7 +2,8 @@
 //! so a backend implements raw records once and callers still work with model types.
 
 use ate_model::{
-    Actor, ActorTemplate, Assignment, Atespace, FieldSelector, Indexed, Node, Worker, WorkerPool,
+    Actor, ActorTemplate, Assignment, Atespace, FieldSelector, Indexed, Node, NodeAssertion,
+    Worker, WorkerPool,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +39,7 @@ object!(ActorTemplate, |self| self.id().key());
 object!(WorkerPool, |self| self.id().key());
 object!(Node, |self| self.name.clone());
 object!(Worker, |self| Worker::key(self));
+object!(NodeAssertion, |self| NodeAssertion::key(self));
 
 fn encode<T: Object>(obj: &T) -> Result<RecordWrite> {
     Ok(RecordWrite {

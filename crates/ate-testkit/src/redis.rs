@@ -58,6 +58,10 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "yes",
+                // Every write on disk before it is acknowledged, so a killed server comes
+                // back with everything its clients were told was stored.
+                "--appendfsync",
+                "always",
                 "--protected-mode",
                 "no",
                 "--loglevel",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, up};
+use crate::{bench, serve, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,7 +27,7 @@ pub enum Command {
     /// Run everything on this machine with the embedded defaults.
     Up(up::UpArgs),
     /// Run chosen roles with explicit settings.
-    Serve(up::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Measure ate on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             init_tracing("info");
-            up::serve(args).await
+            serve::serve(args).await
         }
         Command::Bench(cmd) => {
             init_tracing("warn");

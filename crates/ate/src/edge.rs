@@ -11,6 +11,8 @@ use ate_control::{Lifecycle, LifecycleError};
 use ate_model::{ActorRef, ErrorKind};
 use ate_net::dns::{DnsConfig, DnsServer};
 use ate_net::{ActivateError, Activator, Router, RouterConfig, RouterHandle};
+use ate_proto::ateapi::ResumeActorRequest;
+use ate_proto::ateapi::control_client::ControlClient;
 use ate_seam::NodeDirectory;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -59,6 +61,86 @@ impl Activator for LifecycleActivator {
             .await
             .map(|_| ())
             .map_err(activation_error)
+    }
+}
+
+/// Resumes actors for the router through the control API of any replica, moving to the
+/// next when one is unreachable.
+#[derive(Debug)]
+pub struct ControlActivator {
+    clients: Vec<ControlClient<tonic::transport::Channel>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl ControlActivator {
+    pub fn new(controls: &[String]) -> anyhow::Result<Self> {
+        let clients = controls
+            .iter()
+            .map(|c| Ok(ControlClient::new(ate_seam::endpoint(c)?.connect_lazy())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if clients.is_empty() {
+            anyhow::bail!("--control: name at least one control-plane address");
+        }
+        Ok(Self {
+            clients,
+            next: Default::default(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Activator for ControlActivator {
+    async fn activate(&self, actor: &ActorRef) -> Result<(), ActivateError> {
+        use std::sync::atomic::Ordering;
+        let start = self.next.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.clients.len() {
+            let k = (start + i) % self.clients.len();
+            let request = ResumeActorRequest {
+                actor_ref: Some(ate_proto::convert::actor_ref(actor)),
+                boot: false,
+            };
+            match self.clients[k].clone().resume_actor(request).await {
+                Ok(_) => {
+                    self.next.store(k, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // The replica is down or died mid-call (the connection broke: `Unknown`,
+                // `Cancelled`). Resuming is idempotent, so the next replica may finish it.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) =>
+                {
+                    last = Some(status);
+                    continue;
+                }
+                Err(status) => return Err(remote_activation_error(status)),
+            }
+        }
+        Err(ActivateError::Unavailable(match last {
+            Some(s) => format!("no control plane answered: {}", s.message()),
+            None => "no control plane answered".into(),
+        }))
+    }
+}
+
+fn remote_activation_error(status: tonic::Status) -> ActivateError {
+    let reason = status
+        .metadata()
+        .get(ate_control::REASON_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let message = status.message().to_string();
+    match (reason, status.code()) {
+        ("no_capacity", _) => ActivateError::NoCapacity(message),
+        (_, tonic::Code::NotFound) => ActivateError::NotFound(message),
+        (_, tonic::Code::Aborted) => ActivateError::Busy(message),
+        (_, tonic::Code::Unavailable | tonic::Code::FailedPrecondition) => {
+            ActivateError::Unavailable(message)
+        }
+        _ => ActivateError::Failed(message),
     }
 }
 
@@ -114,11 +196,11 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Starts the admin port, the router when a data plane is given, and the DNS
-    /// responder when `--dns-listen` is.
+    /// Starts the admin port, the router when nodes to route to (and a way to resume
+    /// actors) are given, and the DNS responder when `--dns-listen` is.
     pub async fn start(
         args: &EdgeArgs,
-        data_plane: Option<(Arc<dyn NodeDirectory>, &Lifecycle)>,
+        data_plane: Option<(Arc<dyn NodeDirectory>, Arc<dyn Activator>)>,
     ) -> anyhow::Result<Self> {
         let metrics = metrics_handle()?;
         let admin_listener = TcpListener::bind(args.admin_listen)
@@ -140,8 +222,7 @@ impl Edge {
             ..Default::default()
         };
         let router = match data_plane {
-            Some((nodes, lifecycle)) => {
-                let activator = Arc::new(LifecycleActivator(lifecycle.clone()));
+            Some((nodes, activator)) => {
                 let router = Router::new(config, nodes, activator)
                     .context("cannot start the router")?
                     .start(args.router_listen)

@@ -6,10 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ate_control::{
-    Fleet, FleetHandle, Golden, GoldenHandle, IdleHandle, Lifecycle, LifecycleConfig,
-    RecoveryHandle,
-};
+use ate_control::LifecycleConfig;
 use ate_dataspace::Dataspace;
 use ate_model::{
     Actor, ActorStatus, ActorTemplate, FieldSelector, PoolSpec, TemplateSpec, WorkerPool,
@@ -17,6 +14,8 @@ use ate_model::{
 use ate_node::{Node, NodeConfig};
 use ate_seam::{LocalSeam, NodeDirectory};
 use ate_store::{ListOptions, Store, StoreError};
+
+use crate::plane::ControlPlane;
 
 /// The node `ate up` runs.
 pub const LOCAL_NODE: &str = "local";
@@ -69,14 +68,9 @@ const DEMOS: &[Demo] = &[
 
 /// The running local data plane. Dropping it stops the node and the background loops.
 pub struct LocalDataPlane {
-    pub lifecycle: Lifecycle,
-    nodes: Arc<dyn NodeDirectory>,
+    pub control: ControlPlane,
     store: Arc<dyn Store>,
     _node: Node,
-    _fleet: FleetHandle,
-    _golden: GoldenHandle,
-    _recovery: RecoveryHandle,
-    _idle: IdleHandle,
 }
 
 pub async fn start(
@@ -91,25 +85,9 @@ pub async fn start(
     let node = Node::start(node_config, &seam).context("cannot start the local node")?;
     ensure_default_pool(store).await?;
     register_demos(store, &data_dir.join("demo")).await?;
-    let sweep_every = (config.lease_ttl / 2).max(std::time::Duration::from_millis(500));
     let nodes: Arc<dyn NodeDirectory> = Arc::new(seam);
-    let lifecycle = Lifecycle::new(store.clone(), Some(nodes.clone()), config);
-    let fleet = Fleet::new(store.clone(), nodes.clone()).with_lifecycle(lifecycle.clone());
-    // Workers of an earlier run of this node are replaced, and their actors recovered,
-    // before anything is scheduled.
-    fleet
-        .reconcile()
-        .await
-        .context("cannot place the workers")?;
     Ok(LocalDataPlane {
-        _idle: lifecycle
-            .start_idle_suspension()
-            .context("cannot start idle suspension")?,
-        _recovery: lifecycle.start_recovery(sweep_every),
-        _golden: Golden::new(store.clone(), lifecycle.clone()).start(),
-        _fleet: fleet.start(),
-        lifecycle,
-        nodes,
+        control: ControlPlane::start(store, nodes, config).await?,
         store: store.clone(),
         _node: node,
     })
@@ -124,11 +102,6 @@ impl std::fmt::Debug for LocalDataPlane {
 }
 
 impl LocalDataPlane {
-    /// The nodes in this process, for the router.
-    pub fn nodes(&self) -> Arc<dyn NodeDirectory> {
-        self.nodes.clone()
-    }
-
     /// Suspends every actor running on the local node, so a restart loses nothing.
     pub async fn drain(&self) -> anyhow::Result<usize> {
         let sel = FieldSelector::eq([
@@ -141,7 +114,7 @@ impl LocalDataPlane {
             .await?;
         let mut suspends = tokio::task::JoinSet::new();
         for a in &running {
-            let (l, aref) = (self.lifecycle.clone(), a.actor_ref());
+            let (l, aref) = (self.control.lifecycle.clone(), a.actor_ref());
             suspends.spawn(async move {
                 if let Err(e) = l.suspend(&aref).await {
                     tracing::warn!(actor = %aref, error = %e, "cannot suspend on shutdown");

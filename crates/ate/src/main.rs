@@ -4,6 +4,9 @@ mod bench;
 mod cli;
 mod edge;
 mod local;
+mod node_daemon;
+mod plane;
+mod serve;
 mod stores;
 mod up;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use ate_store::Store;
 use clap::Args;
 use tokio::net::TcpListener;
@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use ate_control::{ControlService, LifecycleConfig};
 
 use crate::cli::default_data_dir;
-use crate::edge::{Edge, EdgeArgs};
+use crate::edge::{Edge, EdgeArgs, LifecycleActivator};
 use crate::{local, stores};
 
 /// Where `ate up` serves the control API unless told otherwise.
@@ -50,33 +50,8 @@ pub struct UpArgs {
     pub edge: EdgeArgs,
 }
 
-/// The roles `ate serve` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    Api,
-    Node,
-    Router,
-    Dns,
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Roles to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', required = true)]
-    pub roles: Vec<Role>,
-    /// Store URL: sqlite://PATH, redis://HOST:PORT/DB or postgres://USER@HOST:PORT/DB.
-    #[arg(long)]
-    pub store: String,
-    /// Address of the control API (gRPC).
-    #[arg(long, default_value = DEFAULT_API_LISTEN)]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub data_plane: DataPlaneArgs,
-    #[command(flatten)]
-    pub edge: EdgeArgs,
-}
-
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -98,7 +73,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+/// Binds a TCP listener, naming the address when it cannot.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -112,15 +88,12 @@ async fn start_api(store: &Arc<dyn Store>) -> anyhow::Result<()> {
         .context("cannot create the system atespaces")
 }
 
-/// What one process runs.
+/// What `ate up` runs.
 struct Plan {
-    api: Option<SocketAddr>,
-    node: bool,
-    router: bool,
+    api: SocketAddr,
     store_url: String,
     data_plane: DataPlaneArgs,
     edge: EdgeArgs,
-    walkthrough: bool,
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -133,42 +106,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .store
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ate.db").display()));
     run(Plan {
-        api: Some(args.api_listen),
-        node: true,
-        router: true,
+        api: args.api_listen,
         store_url,
         data_plane: DataPlaneArgs {
             data_dir: Some(data_dir),
             ..args.data_plane
         },
         edge: args.edge,
-        walkthrough: true,
-    })
-    .await
-}
-
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let has = |r: Role| args.roles.contains(&r);
-    if has(Role::Router) && !has(Role::Node) {
-        bail!(
-            "role router needs role node in the same process in this build (--roles node,router)"
-        );
-    }
-    if has(Role::Dns) && args.edge.dns_listen.is_none() {
-        bail!("role dns needs --dns-listen ADDR");
-    }
-    let mut edge = args.edge;
-    if !has(Role::Dns) {
-        edge.dns_listen = None;
-    }
-    run(Plan {
-        api: has(Role::Api).then_some(args.listen),
-        node: has(Role::Node),
-        router: has(Role::Router),
-        store_url: args.store,
-        data_plane: args.data_plane,
-        edge,
-        walkthrough: false,
     })
     .await
 }
@@ -187,27 +131,21 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     )
     .await?;
     start_api(&store).await?;
-    let api = match plan.api {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
-    };
+    let (listener, api_addr) = bind(plan.api).await?;
     let config = LifecycleConfig {
         lease_ttl: plan.data_plane.lease_ttl.0,
         ..Default::default()
     };
-    let data_plane = match plan.node {
-        true => Some(local::start(&store, &data_dir, config).await?),
-        false => None,
-    };
+    let data_plane = local::start(&store, &data_dir, config).await?;
+    let lifecycle = data_plane.control.lifecycle.clone();
     let edge = Edge::start(
         &plan.edge,
-        data_plane
-            .as_ref()
-            .filter(|_| plan.router)
-            .map(|d| (d.nodes(), &d.lifecycle)),
+        Some((
+            data_plane.control.nodes.clone(),
+            Arc::new(LifecycleActivator(lifecycle.clone())),
+        )),
     )
     .await?;
-    let api_addr = api.as_ref().map(|(_, a)| *a);
     print_summary(
         &plan,
         &stores::redact(&plan.store_url),
@@ -215,23 +153,13 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         api_addr,
         &edge,
     );
-    match api {
-        Some((listener, _)) => {
-            let control = match &data_plane {
-                Some(d) => ControlService::new(store).with_lifecycle(d.lifecycle.clone()),
-                None => ControlService::new(store),
-            };
-            ate_control::serve(listener, control, shutdown_signal()).await?;
-        }
-        None => shutdown_signal().await,
-    }
+    let control = ControlService::new(store).with_lifecycle(lifecycle);
+    ate_control::serve(listener, control, shutdown_signal()).await?;
     edge.shutdown().await;
-    if let Some(d) = data_plane {
-        match d.drain().await {
-            Ok(0) => {}
-            Ok(n) => println!("suspended {n} running actor(s)"),
-            Err(e) => tracing::warn!(error = %e, "cannot suspend the running actors"),
-        }
+    match data_plane.drain().await {
+        Ok(0) => {}
+        Ok(n) => println!("suspended {n} running actor(s)"),
+        Err(e) => tracing::warn!(error = %e, "cannot suspend the running actors"),
     }
     println!("ate stopped");
     Ok(())
@@ -241,13 +169,11 @@ fn print_summary(
     plan: &Plan,
     store: &str,
     data_dir: &std::path::Path,
-    api: Option<SocketAddr>,
+    api: SocketAddr,
     edge: &Edge,
 ) {
     println!("ate is up");
-    if let Some(addr) = api {
-        println!("  control API   http://{addr} (gRPC)");
-    }
+    println!("  control API   http://{api} (gRPC)");
     if let Some(addr) = edge.router_addr {
         println!("  router        http://{addr}");
     }
@@ -260,19 +186,14 @@ fn print_summary(
     println!("  metrics       http://{}/metrics", edge.admin_addr);
     println!("  store         {store}");
     println!("  data dir      {}", data_dir.display());
-    if plan.node {
-        println!(
-            "  node          {} (pool {}/{}, {} wasm workers)",
-            local::LOCAL_NODE,
-            local::DEFAULT_POOL.0,
-            local::DEFAULT_POOL.1,
-            local::DEFAULT_POOL_REPLICAS
-        );
-    }
-    if !plan.walkthrough {
-        return;
-    }
-    let (Some(addr), Some(router)) = (api, edge.router_addr) else {
+    println!(
+        "  node          {} (pool {}/{}, {} wasm workers)",
+        local::LOCAL_NODE,
+        local::DEFAULT_POOL.0,
+        local::DEFAULT_POOL.1,
+        local::DEFAULT_POOL_REPLICAS
+    );
+    let (addr, Some(router)) = (api, edge.router_addr) else {
         return;
     };
     let endpoint = if addr.to_string() == DEFAULT_API_LISTEN {

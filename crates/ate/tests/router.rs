@@ -1,7 +1,6 @@
 //! The router and DNS responder of the real `ate` binary: the README walkthrough as a user
 //! types it (with the HTTP client standing in for curl), resume on request under a burst
-//! of concurrent first requests, idle suspension, metrics, DNS, and `ate serve` with the
-//! router role.
+//! of concurrent first requests, idle suspension, metrics and DNS.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -182,28 +181,4 @@ async fn dns_answers_actor_names_with_the_router_address() {
         .into_message();
     assert_eq!(answer.response_code, ResponseCode::NXDomain);
     up.stop();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_runs_api_node_and_router_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("ate.db").display());
-    let up = Up::serve(dir.path(), &["--roles", "api,node,router", "--store", &db]);
-    up.ok(&["create", "atespace", "team-a"]);
-    up.create_counter("c1");
-    for want in ["1", "2"] {
-        let a = curl(&up, "/a/team-a/c1/").await;
-        assert_eq!((a.status, a.body.as_str()), (200, want));
-    }
-    up.stop();
-    let out = std::process::Command::new(common::ATE)
-        .args(["serve", "--roles", "router", "--store", &db])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("role router needs role node"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

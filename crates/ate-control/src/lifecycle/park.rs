@@ -70,6 +70,43 @@ impl Lifecycle {
         self.park(aref, Park::Pause).await
     }
 
+    /// Suspends the actor if it is on `node`: on a worker there, or paused with its snapshot
+    /// in that node's cache (which is then made durable, so the node can go). `None` if it
+    /// is elsewhere or gone. The check is repeated under the actor's lease, so no workflow
+    /// moves the actor between the check and the suspend. Draining a node uses it.
+    pub async fn suspend_from(
+        &self,
+        aref: &ActorRef,
+        node: &str,
+    ) -> Result<Option<Actor>, LifecycleError> {
+        self.nodes()?;
+        let on_node = |a: &Actor| {
+            let cached_there = match &a.latest_snapshot {
+                Some(SnapshotInfo::Local { nodes, .. }) => nodes.iter().any(|n| n == node),
+                _ => false,
+            };
+            a.worker.as_ref().is_some_and(|p| p.node_name == node)
+                || (a.status == ActorStatus::Paused && cached_there)
+        };
+        match self.actor(aref).await {
+            Ok(a) if on_node(&a) => {}
+            Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let lease = self.lease(aref).await?;
+        let result = match self.actor(aref).await {
+            Ok(a) if on_node(&a) => self.park_locked(aref, Park::Suspend).await.map(Some),
+            Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        };
+        lease.release().await;
+        if !matches!(result, Ok(None)) {
+            let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
+            metrics::counter!(crate::metrics::SUSPENDS, "outcome" => outcome).increment(1);
+        }
+        result
+    }
+
     async fn park(&self, aref: &ActorRef, kind: Park) -> Result<Actor, LifecycleError> {
         self.nodes()?;
         let a = self.actor(aref).await?;

@@ -2,14 +2,16 @@
 //! whose labels satisfy the template's and the actor's selectors. Within them, the actor
 //! takes, in order: a free worker holding its snapshot hot, a free worker on a node that
 //! holds the snapshot in its cache, any free worker. Each try is one atomic
-//! `claim_worker` with a field selector, answered from the store's indexes.
+//! `claim_worker` with a field selector, answered from the store's indexes. A worker on a
+//! cordoned node (`ate drain node`) is never kept: the fleet removes them, and a claim that
+//! gets one before it does gives it back.
 
 use ate_dataspace::Filter;
-use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Worker, WorkerPool};
+use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Node, Worker, WorkerPool};
 use ate_seam::NodeCacheAdvert;
 use ate_store::{ListOptions, StoreError};
 
-use super::{Lifecycle, LifecycleError};
+use super::{Lifecycle, LifecycleError, placement};
 
 /// What the scheduler knows about where the actor's snapshot is.
 #[derive(Debug, Default, Clone)]
@@ -67,6 +69,17 @@ impl Lifecycle {
             .is_some_and(|r| r.incarnation == w.node_incarnation)
     }
 
+    /// Whether an operator took `node` out of placement. Read after a claim: a claim that
+    /// lands after a drain's cordon is seen here, one that landed before it is found by the
+    /// drain, which then suspends the actor.
+    async fn cordoned(&self, node: &str) -> Result<bool, LifecycleError> {
+        match self.store().get::<Node>(node).await {
+            Ok(n) => Ok(n.cordoned),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Binds the actor to a worker, preferring snapshot locality. A worker already bound
     /// to the actor (an earlier attempt that died) is returned as it is.
     pub(crate) async fn claim(
@@ -99,9 +112,15 @@ impl Lifecycle {
                     sel = sel.and_eq(field, value);
                 }
                 while let Some(w) = self.store().claim(&sel, &assignment).await? {
-                    if !self.current(&w) {
-                        // A worker of a node that restarted or left, not yet removed by
-                        // the fleet: it is ours now, so remove it and claim again.
+                    let stale = !self.current(&w);
+                    if stale || self.cordoned(&w.node_name).await? {
+                        // A worker of a node that restarted, left or was cordoned, not yet
+                        // removed by the fleet: it is ours now, so remove it and claim
+                        // again. A live node is asked to stop the actor there first, in case
+                        // the worker was bound to it by an earlier attempt.
+                        if !stale {
+                            self.stop_on(&placement(&w), &assignment.actor).await;
+                        }
                         match self
                             .store()
                             .delete::<Worker>(&w.key(), Some(w.version))

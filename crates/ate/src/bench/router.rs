@@ -460,11 +460,11 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
     let plane = local::start(&store, &scratch.0, LifecycleConfig::default()).await?;
     let golden = wait_golden(&store).await?;
     let actors = create_actors(&store, args.actors).await?;
-    let nodes = plane.nodes();
+    let nodes = plane.control.nodes.clone();
     let router = Router::new(
         RouterConfig::default(),
         nodes.clone(),
-        Arc::new(LifecycleActivator(plane.lifecycle.clone())),
+        Arc::new(LifecycleActivator(plane.control.lifecycle.clone())),
     )
     .context("cannot create the router")?;
     let routes = router.clone();
@@ -498,7 +498,11 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         Ok(())
     };
     let suspend = |k: usize| {
-        let (l, a, routes) = (plane.lifecycle.clone(), actors[k].clone(), routes.clone());
+        let (l, a, routes) = (
+            plane.control.lifecycle.clone(),
+            actors[k].clone(),
+            routes.clone(),
+        );
         let running = actors.len() - 1;
         async move {
             let t = Instant::now();
@@ -545,7 +549,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         suspend(k).await?;
         timed.start();
         let t0 = Instant::now();
-        let resumed = plane.lifecycle.resume(&actors[k], false).await;
+        let resumed = plane.control.lifecycle.resume(&actors[k], false).await;
         let t1 = Instant::now();
         let calls = timed.stop();
         resumed.with_context(|| format!("cannot resume {}", actors[k]))?;

@@ -18,6 +18,8 @@ pub struct Up {
     pub router: String,
     /// `http://host:port/metrics` of the admin port.
     pub metrics: String,
+    /// `http://host:port` of the node service (`ate serve --roles node`).
+    pub node_service: String,
 }
 
 impl Up {
@@ -55,20 +57,27 @@ impl Up {
         Self::spawn(cmd)
     }
 
-    /// `ate serve` with `args` (roles and store), every address on a free port.
+    /// `ate serve` with `args` (roles and store), every address not in `args` on a free
+    /// port.
     pub fn serve(data_dir: &Path, args: &[&str]) -> Self {
         let mut cmd = Command::new(ATE);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args([
-                "--router-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args);
+        cmd.arg("serve");
+        for flag in ["--listen", "--router-listen", "--admin-listen"] {
+            if !args.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        cmd.arg("--data-dir").arg(data_dir).args(args);
         Self::spawn(cmd)
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Starts a server command and reads the addresses it prints.
@@ -81,7 +90,8 @@ impl Up {
             .expect("spawn ate up");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut endpoint, mut router) = (String::new(), String::new());
+        let (mut endpoint, mut router, mut node_service) =
+            (String::new(), String::new(), String::new());
         let metrics = loop {
             let line = lines
                 .next()
@@ -95,6 +105,8 @@ impl Up {
             };
             if let Some(url) = field("control API") {
                 endpoint = url;
+            } else if let Some(url) = field("node service") {
+                node_service = url;
             } else if let Some(url) = field("router") {
                 router = url;
             } else if let Some(url) = field("metrics") {
@@ -108,6 +120,7 @@ impl Up {
             endpoint,
             router,
             metrics,
+            node_service,
         }
     }
 

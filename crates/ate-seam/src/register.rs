@@ -1,0 +1,289 @@
+//! A node daemon's registration with the control plane over the network: one `Register`
+//! stream to one control-plane replica at a time, carrying the node's dataspace assertions
+//! and a heartbeat. The replica holds the node's liveness lease while heartbeats arrive;
+//! when the stream breaks the node moves to the next replica and presents the lease
+//! generation it held, so a node that was declared lost in between is told so (fenced)
+//! instead of carrying on beside the actors recovered from it. A node that cannot renew its
+//! registration for the whole liveness timeout fences itself: by then the control plane may
+//! have given its actors to other nodes.
+
+use std::time::{Duration, Instant};
+
+use ate_dataspace::{Dataspace, Filter};
+use ate_proto::atenode::{
+    self as pb, node_message::Message as Out, registry_client::RegistryClient,
+    registry_message::Message as In,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::NodeRegistration;
+use crate::carry::{self, NODE_TYPES, RawEvent};
+
+/// How a node registers.
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    /// Control-plane replicas (`host:port` or `http://host:port`), tried in turn.
+    pub controls: Vec<String>,
+    /// How long the control plane waits for a heartbeat before it declares the node lost.
+    pub liveness_timeout: Duration,
+}
+
+/// A node's registration, kept alive in the background until dropped.
+#[derive(Debug)]
+pub struct Registration {
+    task: JoinHandle<()>,
+    fenced: watch::Receiver<Option<String>>,
+    connected: watch::Receiver<Option<String>>,
+}
+
+impl Registration {
+    /// Starts registering the node whose assertions live in `dataspace` (its
+    /// [`NodeRegistration`] names it and its incarnation).
+    pub fn start(dataspace: Dataspace, config: RegistrationConfig) -> Self {
+        let (fenced_tx, fenced) = watch::channel(None);
+        let (connected_tx, connected) = watch::channel(None);
+        let task = tokio::spawn(run(dataspace, config, fenced_tx, connected_tx));
+        Self {
+            task,
+            fenced,
+            connected,
+        }
+    }
+
+    /// Resolves when the node must stop every actor and register again as a new
+    /// incarnation; the reason says why.
+    pub async fn fenced(&mut self) -> String {
+        loop {
+            if let Some(reason) = self.fenced.borrow_and_update().clone() {
+                return reason;
+            }
+            if self.fenced.changed().await.is_err() {
+                return "registration stopped".into();
+            }
+        }
+    }
+
+    /// The replica the registration currently stands with, if any.
+    pub fn connected_to(&self) -> Option<String> {
+        self.connected.borrow().clone()
+    }
+
+    /// Waits until the control plane has accepted the registration.
+    pub async fn accepted(&mut self) {
+        while self.connected.borrow_and_update().is_none() {
+            if self.connected.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How one stream ended.
+enum Ended {
+    /// The stream broke: try the next replica.
+    Broken(String),
+    /// The node must start over.
+    Fenced(String),
+}
+
+async fn run(
+    dataspace: Dataspace,
+    config: RegistrationConfig,
+    fenced: watch::Sender<Option<String>>,
+    connected: watch::Sender<Option<String>>,
+) {
+    let Some(me) = own_registration(&dataspace).await else {
+        let _ = fenced.send(Some("the node never asserted its registration".into()));
+        return;
+    };
+    let mut generation = 0u64;
+    // The last moment the control plane confirmed the registration.
+    let mut confirmed = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut next = 0usize;
+    loop {
+        if config.controls.is_empty() {
+            let _ = fenced.send(Some("no control plane to register with".into()));
+            return;
+        }
+        let endpoint = config.controls[next % config.controls.len()].clone();
+        next += 1;
+        let ended = stream_once(
+            &dataspace,
+            &config,
+            &me,
+            &endpoint,
+            &mut generation,
+            &mut confirmed,
+            &connected,
+        )
+        .await;
+        let _ = connected.send(None);
+        match ended {
+            Ended::Fenced(reason) => {
+                tracing::warn!(node = %me.name, %reason, "node fenced");
+                let _ = fenced.send(Some(reason));
+                return;
+            }
+            Ended::Broken(reason) => {
+                tracing::warn!(node = %me.name, control = %endpoint, %reason, "registration stream ended; trying the next control plane");
+            }
+        }
+        if generation != 0 && confirmed.elapsed() >= config.liveness_timeout {
+            let reason = format!(
+                "no control plane confirmed the registration for {:?}",
+                config.liveness_timeout
+            );
+            let _ = fenced.send(Some(reason));
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn own_registration(dataspace: &Dataspace) -> Option<NodeRegistration> {
+    let mut sub = dataspace.subscribe::<NodeRegistration>(Filter::All).ok()?;
+    loop {
+        match sub.recv().await? {
+            ate_dataspace::Event::Asserted { value, .. } => return Some(value),
+            _ => continue,
+        }
+    }
+}
+
+fn hello(me: &NodeRegistration, generation: u64, timeout: Duration) -> pb::NodeMessage {
+    pb::NodeMessage {
+        message: Some(Out::Hello(pb::Hello {
+            node: me.name.clone(),
+            incarnation: me.incarnation.clone(),
+            generation,
+            liveness_timeout_ms: timeout.as_millis() as u64,
+        })),
+    }
+}
+
+fn carried(event: RawEvent) -> Option<pb::NodeMessage> {
+    let message = match event {
+        RawEvent::Asserted(a) => Out::Asserted(pb::Asserted {
+            r#type: a.type_tag,
+            id: a.id,
+            value_json: a.value_json,
+        }),
+        RawEvent::Retracted { type_tag, id } => Out::Retracted(pb::Retracted {
+            r#type: type_tag,
+            id,
+        }),
+        RawEvent::Synced => return None,
+    };
+    Some(pb::NodeMessage {
+        message: Some(message),
+    })
+}
+
+async fn stream_once(
+    dataspace: &Dataspace,
+    config: &RegistrationConfig,
+    me: &NodeRegistration,
+    endpoint: &str,
+    generation: &mut u64,
+    confirmed: &mut Instant,
+    connected: &watch::Sender<Option<String>>,
+) -> Ended {
+    let deadline = config.liveness_timeout;
+    let channel = match crate::endpoint(endpoint) {
+        Ok(e) => match e.connect().await {
+            Ok(c) => c,
+            Err(e) => return Ended::Broken(format!("cannot connect: {e}")),
+        },
+        Err(e) => return Ended::Broken(e.to_string()),
+    };
+    let (tx, rx) = mpsc::channel::<pb::NodeMessage>(256);
+    if tx.send(hello(me, *generation, deadline)).await.is_err() {
+        return Ended::Broken("stream closed".into());
+    }
+    let mut client = RegistryClient::new(channel);
+    let mut inbound = match client.register(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ended::Broken(format!("registration refused: {status}")),
+    };
+    // The answer to hello.
+    match tokio::time::timeout(deadline, inbound.message()).await {
+        Ok(Ok(Some(pb::RegistryMessage {
+            message: Some(In::Accepted(a)),
+        }))) => {
+            if *generation != 0 && a.generation != *generation {
+                return Ended::Fenced(format!(
+                    "the registration lease changed hands (generation {} to {})",
+                    generation, a.generation
+                ));
+            }
+            *generation = a.generation;
+            *confirmed = Instant::now();
+        }
+        Ok(Ok(Some(pb::RegistryMessage {
+            message: Some(In::Fenced(f)),
+        }))) => return Ended::Fenced(f.reason),
+        Ok(Ok(_)) => return Ended::Broken("the control plane closed the stream".into()),
+        Ok(Err(status)) => return Ended::Broken(format!("registration refused: {status}")),
+        Err(_) => return Ended::Broken("no answer to hello".into()),
+    }
+    tracing::info!(node = %me.name, control = %endpoint, generation = *generation, "node registered");
+    let _ = connected.send(Some(endpoint.to_string()));
+    let (mut events, _follow) = match carry::follow(dataspace, &NODE_TYPES) {
+        Ok(f) => f,
+        Err(e) => return Ended::Fenced(format!("cannot follow the node's assertions: {e}")),
+    };
+    let mut beat = tokio::time::interval(deadline / 3);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else {
+                    return Ended::Fenced("the node's dataspace closed".into());
+                };
+                if let Some(m) = carried(event)
+                    && tx.send(m).await.is_err()
+                {
+                    return Ended::Broken("stream closed".into());
+                }
+            }
+            _ = beat.tick() => {
+                if confirmed.elapsed() >= deadline {
+                    return Ended::Fenced(format!(
+                        "no control plane confirmed the registration for {deadline:?}"
+                    ));
+                }
+                let m = pb::NodeMessage { message: Some(Out::Heartbeat(pb::Done {})) };
+                if tx.send(m).await.is_err() {
+                    return Ended::Broken("stream closed".into());
+                }
+            }
+            answer = inbound.message() => match answer {
+                Ok(Some(pb::RegistryMessage { message: Some(In::Accepted(a)) })) => {
+                    if a.generation != *generation {
+                        return Ended::Fenced(format!(
+                            "the registration lease changed hands (generation {} to {})",
+                            generation, a.generation
+                        ));
+                    }
+                    *confirmed = Instant::now();
+                }
+                Ok(Some(pb::RegistryMessage { message: Some(In::Fenced(f)) })) => {
+                    return Ended::Fenced(f.reason);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ended::Broken("the control plane closed the stream".into()),
+                Err(status) => return Ended::Broken(status.to_string()),
+            },
+        }
+    }
+}

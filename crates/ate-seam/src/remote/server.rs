@@ -1,0 +1,95 @@
+//! [`node_service`]: any [`NodeExecutor`] (in practice the node daemon's own) served as
+//! `atenode.Node`, so a control plane or router elsewhere drives it through a
+//! [`super::RemoteExecutor`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ate_proto::atenode as pb;
+use ate_proto::atenode::node_server::{Node, NodeServer};
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::MAX_MESSAGE_BYTES;
+use super::invoke::{self, ResponseFrames};
+use super::wire::{
+    actor_from_pb, checkpoint_request_from_pb, checkpoint_to_pb, log_to_pb, restore_from_pb,
+    run_from_pb, status_of, stop_from_pb,
+};
+use crate::{NodeExecutor, SeamError};
+
+/// The `atenode.Node` service over `executor`. Every failure is a status whose code is
+/// the error's kind (`ate_proto::status::code`) and which carries the [`SeamError`] whole,
+/// so the client reconstructs exactly what the executor returned.
+pub fn node_service(executor: Arc<dyn NodeExecutor>) -> NodeServer<NodeGrpc> {
+    NodeServer::new(NodeGrpc { executor })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The gRPC face of a [`NodeExecutor`]; built by [`node_service`].
+#[derive(Debug, Clone)]
+pub struct NodeGrpc {
+    executor: Arc<dyn NodeExecutor>,
+}
+
+fn fail(e: SeamError) -> Status {
+    status_of(&e)
+}
+
+/// A node's log lines, as tonic streams them.
+pub type LogLines = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Node for NodeGrpc {
+    async fn run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::Done>, Status> {
+        let req = run_from_pb(request.into_inner()).map_err(fail)?;
+        self.executor.run(req).await.map_err(fail)?;
+        Ok(Response::new(pb::Done {}))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::Done>, Status> {
+        let req = restore_from_pb(request.into_inner()).map_err(fail)?;
+        self.executor.restore(req).await.map_err(fail)?;
+        Ok(Response::new(pb::Done {}))
+    }
+
+    async fn checkpoint(
+        &self,
+        request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointReply>, Status> {
+        let req = checkpoint_request_from_pb(request.into_inner()).map_err(fail)?;
+        let taken = self.executor.checkpoint(req).await.map_err(fail)?;
+        Ok(Response::new(checkpoint_to_pb(&taken)))
+    }
+
+    async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::Done>, Status> {
+        let req = stop_from_pb(request.into_inner()).map_err(fail)?;
+        self.executor.stop(req).await.map_err(fail)?;
+        Ok(Response::new(pb::Done {}))
+    }
+
+    type InvokeStream = ResponseFrames;
+
+    async fn invoke(
+        &self,
+        request: Request<Streaming<pb::HttpFrame>>,
+    ) -> Result<Response<ResponseFrames>, Status> {
+        let frames = invoke::serve(self.executor.clone(), request.into_inner()).await?;
+        Ok(Response::new(frames))
+    }
+
+    type LogsStream = LogLines;
+
+    async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<LogLines>, Status> {
+        let req = request.into_inner();
+        let actor = actor_from_pb(req.actor, "actor").map_err(fail)?;
+        let lines = self.executor.logs(&actor, req.follow).await.map_err(fail)?;
+        let lines = tokio_stream::StreamExt::map(ReceiverStream::new(lines), |l| Ok(log_to_pb(l)));
+        Ok(Response::new(Box::pin(lines)))
+    }
+}

@@ -1,0 +1,112 @@
+//! `ate drain node` and `ate uncordon node` through the real binary: draining the one node
+//! of `ate up` suspends its actors and leaves no capacity (the CLI and the router both say
+//! so), and uncordoning gives the capacity back, the actor's state intact.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ate_testkit::http;
+use common::Up;
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not reached in 40 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn curl(up: &Up, path: &str) -> http::Answer {
+    http::get(&format!("{}{path}", up.router), None)
+        .await
+        .unwrap()
+}
+
+/// The STATUS column of one actor in `ate get actors -A`.
+fn status_of(up: &Up, id: &str) -> String {
+    let out = up.ok(&["get", "actors", "-A"]);
+    out.lines()
+        .find(|l| l.split_whitespace().nth(3) == Some(id))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The STATUS column of the one node of `ate up`, and its name.
+fn the_node(up: &Up) -> (String, String) {
+    let out = up.ok(&["get", "nodes"]);
+    let mut rows = out.lines().skip(1);
+    let row = rows.next().expect("a node row");
+    assert!(rows.next().is_none(), "one node: {out}");
+    let mut cells = row.split_whitespace();
+    let name = cells.next().unwrap().to_string();
+    (name, cells.next().unwrap().to_string())
+}
+
+fn free_workers(up: &Up) -> usize {
+    up.ok(&["get", "workers", "--field-selector", "actor_id="])
+        .lines()
+        .skip(1)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_takes_no_actor_until_uncordoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    up.ok(&["create", "atespace", "team-a"]);
+    up.create_counter("c1");
+    eventually("the demo templates' golden snapshots", || {
+        up.ok(&["get", "templates"]).matches("Ready").count() == common::DEMO_TEMPLATES
+    });
+    for want in ["1", "2"] {
+        let a = curl(&up, "/a/team-a/c1/").await;
+        assert_eq!((a.status, a.body.as_str()), (200, want));
+    }
+    assert_eq!(status_of(&up, "c1"), "RUNNING");
+    let (node, status) = the_node(&up);
+    assert_eq!(status, "Ready");
+
+    let out = up.ok(&["drain", "node", &node]);
+    assert_eq!(out, format!("node/{node} drained (1 actor suspended)\n"));
+    assert_eq!(status_of(&up, "c1"), "SUSPENDED");
+    assert_eq!(the_node(&up).1, "Ready,SchedulingDisabled");
+    assert_eq!(free_workers(&up), 0, "no free worker on a drained node");
+    let err = up.fails(&["resume", "actor", "c1", "-a", "team-a"]);
+    assert!(
+        err.contains("failed to resume actor")
+            && err.contains("FailedPrecondition")
+            && err.contains("no free worker"),
+        "{err}"
+    );
+    let a = curl(&up, "/a/team-a/c1/").await;
+    assert_eq!(
+        a.status, 503,
+        "the router has no capacity either: {}",
+        a.body
+    );
+    assert_eq!(status_of(&up, "c1"), "SUSPENDED");
+    // Draining again is harmless.
+    let out = up.ok(&["drain", "node", &node]);
+    assert_eq!(out, format!("node/{node} drained (0 actors suspended)\n"));
+
+    let err = up.fails(&["drain", "node", "no-such-node"]);
+    assert!(
+        err.contains("failed to drain node") && err.contains("NotFound"),
+        "{err}"
+    );
+    let err = up.fails(&["drain", "node", "Bad_Name"]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+
+    let out = up.ok(&["uncordon", "node", &node]);
+    assert_eq!(out, format!("node/{node} uncordoned\n"));
+    assert_eq!(the_node(&up).1, "Ready");
+    eventually("workers back on the node", || free_workers(&up) > 0);
+    let resumed = up.ok(&["resume", "actor", "c1", "-a", "team-a"]);
+    assert!(resumed.contains("RUNNING"), "{resumed}");
+    let a = curl(&up, "/a/team-a/c1/").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "3"), "the count goes on");
+    up.stop();
+}
