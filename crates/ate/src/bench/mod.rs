@@ -6,6 +6,7 @@ mod dataspace;
 mod list;
 mod machine;
 mod router;
+mod split;
 mod store_ops;
 mod wasm;
 
@@ -27,6 +28,9 @@ pub enum BenchCommand {
     /// Activation latency through the HTTP router, and its overhead on running actors
     /// next to nginx `proxy_pass`.
     Router(router::RouterBenchArgs),
+    /// The split deployment in separate processes: activation across the gRPC hop, and the
+    /// time from a node's death to its actors answering from another node.
+    Split(split::SplitBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -38,5 +42,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Dataspace(a) => dataspace::run(a).await,
         BenchCommand::Wasm(a) => wasm::run(a).await,
         BenchCommand::Router(a) => router::run(a).await,
+        BenchCommand::Split(a) => split::run(a).await,
     }
 }

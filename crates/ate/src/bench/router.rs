@@ -70,7 +70,7 @@ pub struct RouterBenchArgs {
 const ATESPACE: &str = "bench";
 const TEMPLATE: (&str, &str) = ("demo", "counter");
 
-fn fmt(d: Duration) -> String {
+pub(super) fn fmt(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
         format!("{us:.0} µs")
@@ -80,7 +80,7 @@ fn fmt(d: Duration) -> String {
 }
 
 /// `| p50 | p95 | p99 | max |` of unsorted samples.
-fn spread(mut samples: Vec<Duration>) -> (Duration, Duration, Duration, Duration) {
+pub(super) fn spread(mut samples: Vec<Duration>) -> (Duration, Duration, Duration, Duration) {
     samples.sort();
     (
         percentile(&samples, 50.0),
@@ -96,21 +96,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// One keep-alive HTTP/1.1 connection, speaking just enough of the protocol to send a GET
 /// and read a response (Content-Length or chunked).
-struct Conn {
+pub(super) struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 /// A response and when its parts arrived, counted from the start of the request's write.
-struct Reply {
-    first_byte: Duration,
+pub(super) struct Reply {
+    pub(super) first_byte: Duration,
     total: Duration,
     status: u16,
     body: Vec<u8>,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub(super) async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
@@ -138,7 +138,7 @@ impl Conn {
         }
     }
 
-    async fn get(&mut self, request: &[u8]) -> anyhow::Result<Reply> {
+    pub(super) async fn get(&mut self, request: &[u8]) -> anyhow::Result<Reply> {
         let start = Instant::now();
         self.stream.write_all(request).await?;
         while self.buf.is_empty() {
@@ -217,7 +217,7 @@ impl Conn {
     }
 }
 
-fn get_request(actor: &ActorRef) -> Vec<u8> {
+pub(super) fn get_request(actor: &ActorRef) -> Vec<u8> {
     format!(
         "GET /a/{}/{}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         actor.atespace, actor.id
@@ -225,7 +225,7 @@ fn get_request(actor: &ActorRef) -> Vec<u8> {
     .into_bytes()
 }
 
-fn count_of(reply: &Reply) -> anyhow::Result<u64> {
+pub(super) fn count_of(reply: &Reply) -> anyhow::Result<u64> {
     if reply.status != 200 {
         bail!(
             "status {}: {}",
