@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ate_testkit::http;
 use common::Up;
 
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -16,22 +15,6 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not reached in 40 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-async fn curl(up: &Up, path: &str) -> http::Answer {
-    http::get(&format!("{}{path}", up.router), None)
-        .await
-        .unwrap()
-}
-
-/// The STATUS column of one actor in `ate get actors -A`.
-fn status_of(up: &Up, id: &str) -> String {
-    let out = up.ok(&["get", "actors", "-A"]);
-    out.lines()
-        .find(|l| l.split_whitespace().nth(3) == Some(id))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The STATUS column of the one node of `ate up`, and its name.
@@ -62,16 +45,16 @@ async fn a_drained_node_takes_no_actor_until_uncordoned() {
         up.ok(&["get", "templates"]).matches("Ready").count() == common::DEMO_TEMPLATES
     });
     for want in ["1", "2"] {
-        let a = curl(&up, "/a/team-a/c1/").await;
+        let a = up.curl("/a/team-a/c1/").await;
         assert_eq!((a.status, a.body.as_str()), (200, want));
     }
-    assert_eq!(status_of(&up, "c1"), "RUNNING");
+    assert_eq!(up.status_of("c1"), "RUNNING");
     let (node, status) = the_node(&up);
     assert_eq!(status, "Ready");
 
     let out = up.ok(&["drain", "node", &node]);
     assert_eq!(out, format!("node/{node} drained (1 actor suspended)\n"));
-    assert_eq!(status_of(&up, "c1"), "SUSPENDED");
+    assert_eq!(up.status_of("c1"), "SUSPENDED");
     assert_eq!(the_node(&up).1, "Ready,SchedulingDisabled");
     assert_eq!(free_workers(&up), 0, "no free worker on a drained node");
     let err = up.fails(&["resume", "actor", "c1", "-a", "team-a"]);
@@ -81,13 +64,13 @@ async fn a_drained_node_takes_no_actor_until_uncordoned() {
             && err.contains("no free worker"),
         "{err}"
     );
-    let a = curl(&up, "/a/team-a/c1/").await;
+    let a = up.curl("/a/team-a/c1/").await;
     assert_eq!(
         a.status, 503,
         "the router has no capacity either: {}",
         a.body
     );
-    assert_eq!(status_of(&up, "c1"), "SUSPENDED");
+    assert_eq!(up.status_of("c1"), "SUSPENDED");
     // Draining again is harmless.
     let out = up.ok(&["drain", "node", &node]);
     assert_eq!(out, format!("node/{node} drained (0 actors suspended)\n"));
@@ -106,7 +89,7 @@ async fn a_drained_node_takes_no_actor_until_uncordoned() {
     eventually("workers back on the node", || free_workers(&up) > 0);
     let resumed = up.ok(&["resume", "actor", "c1", "-a", "team-a"]);
     assert!(resumed.contains("RUNNING"), "{resumed}");
-    let a = curl(&up, "/a/team-a/c1/").await;
+    let a = up.curl("/a/team-a/c1/").await;
     assert_eq!((a.status, a.body.as_str()), (200, "3"), "the count goes on");
     up.stop();
 }

@@ -22,22 +22,6 @@ async fn metric(up: &Up, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn curl(up: &Up, path: &str) -> http::Answer {
-    http::get(&format!("{}{path}", up.router), None)
-        .await
-        .unwrap()
-}
-
-/// The STATUS column of one actor in `ate get actors -A`.
-fn status_of(up: &Up, id: &str) -> String {
-    let out = up.ok(&["get", "actors", "-A"]);
-    out.lines()
-        .find(|l| l.split_whitespace().nth(3) == Some(id))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,14 +30,14 @@ async fn the_readme_walkthrough() {
     up.create_counter("counter-1");
     // curl three times: the first request resumes the actor.
     for want in ["1", "2", "3"] {
-        let a = curl(&up, "/a/team-a/counter-1/").await;
+        let a = up.curl("/a/team-a/counter-1/").await;
         assert_eq!((a.status, a.body.as_str()), (200, want));
     }
-    assert_eq!(status_of(&up, "counter-1"), "RUNNING");
+    assert_eq!(up.status_of("counter-1"), "RUNNING");
     up.ok(&["suspend", "actor", "counter-1", "-a", "team-a"]);
-    assert_eq!(status_of(&up, "counter-1"), "SUSPENDED");
+    assert_eq!(up.status_of("counter-1"), "SUSPENDED");
     // The next request resumes it from its snapshot: the count goes on.
-    let a = curl(&up, "/a/team-a/counter-1/").await;
+    let a = up.curl("/a/team-a/counter-1/").await;
     assert_eq!((a.status, a.body.as_str()), (200, "4"));
     // The host form reaches the same actor.
     let host = "counter-1.team-a.actors.resources.substrate.ate.dev";
@@ -61,10 +45,10 @@ async fn the_readme_walkthrough() {
         .await
         .unwrap();
     assert_eq!((a.status, a.body.as_str()), (200, "5"));
-    assert_eq!(status_of(&up, "counter-1"), "RUNNING");
+    assert_eq!(up.status_of("counter-1"), "RUNNING");
     // demo/counter idles out after 30 s: nobody suspends it by hand.
     let start = Instant::now();
-    while status_of(&up, "counter-1") != "SUSPENDED" {
+    while up.status_of("counter-1") != "SUSPENDED" {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "the idle actor was never suspended"
@@ -76,7 +60,7 @@ async fn the_readme_walkthrough() {
         "suspended before its idle timeout"
     );
     assert_eq!(metric(&up, "ate_actor_idle_suspends_total").await, 1.0);
-    let a = curl(&up, "/a/team-a/counter-1/").await;
+    let a = up.curl("/a/team-a/counter-1/").await;
     assert_eq!((a.status, a.body.as_str()), (200, "6"));
     up.stop();
 }
@@ -124,12 +108,12 @@ async fn unknown_and_malformed_actors_are_answered_by_the_router() {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path());
     up.ok(&["create", "atespace", "team-a"]);
-    let a = curl(&up, "/a/team-a/nobody/").await;
+    let a = up.curl("/a/team-a/nobody/").await;
     assert_eq!(a.status, 404, "{}", a.body);
     assert!(a.body.contains("nobody"), "{}", a.body);
-    let a = curl(&up, "/a/Team_A/x/").await;
+    let a = up.curl("/a/Team_A/x/").await;
     assert_eq!(a.status, 400, "{}", a.body);
-    let a = curl(&up, "/").await;
+    let a = up.curl("/").await;
     assert_eq!(a.status, 404, "{}", a.body);
     assert_eq!(
         metric(&up, r#"ate_router_requests_total{status="404"}"#).await,

@@ -72,12 +72,6 @@ fn host(endpoint: &str) -> &str {
     endpoint.trim_start_matches("http://")
 }
 
-async fn curl(router: &Up, path: &str) -> http::Answer {
-    http::get(&format!("{}{path}", router.router), None)
-        .await
-        .unwrap()
-}
-
 /// The actor's status and worker (`pool/name`) as `ate get actors` shows them.
 fn actor(api: &Up, id: &str) -> (String, String) {
     let out = api.ok(&["get", "actors", "-a", "team-a"]);
@@ -163,7 +157,7 @@ async fn small_cluster(dir: &Path) -> (Up, Up, Up, Up) {
 }
 
 async fn expect(router: &Up, path: &str, want: &str) {
-    let a = curl(router, path).await;
+    let a = router.curl(path).await;
     assert_eq!((a.status, a.body.as_str()), (200, want), "GET {path}");
 }
 
@@ -397,9 +391,9 @@ async fn survives_a_store_restart(store: &str, restart: impl FnOnce()) {
     expect(&router, "/a/team-a/c1/", "1").await;
     restart();
     // While the store is away, a running actor still answers; starting one cannot.
-    let a = curl(&router, "/a/team-a/c1/").await;
+    let a = router.curl("/a/team-a/c1/").await;
     assert_eq!((a.status, a.body.as_str()), (200, "2"));
-    let b = curl(&router, "/a/team-a/c2/").await;
+    let b = router.curl("/a/team-a/c2/").await;
     assert!([200, 503].contains(&b.status), "{}", b.status);
     // Everything recovers without restarting ate.
     let c2: u32 = until_ok(&router, "/a/team-a/c2/", Duration::from_secs(30))

@@ -120,28 +120,11 @@ impl http_body::Body for FrameBody {
             return Poll::Ready(None);
         }
         let next = ready!(Pin::new(&mut self.frames).poll_next(cx));
-        self.done = true;
-        let error = match next {
-            Some(Ok(pb::HttpFrame {
-                frame: Some(Frame::Data(d)),
-                ..
-            })) => {
-                self.done = false;
-                return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(d)))));
-            }
-            Some(Ok(pb::HttpFrame {
-                frame: Some(Frame::End(_)),
-                ..
-            })) => return Poll::Ready(None),
-            Some(Ok(pb::HttpFrame {
-                frame: Some(Frame::Failed(f)),
-                ..
-            })) => from_failure(&f),
-            Some(Ok(_)) => SeamError::Internal("unexpected frame inside a body".into()),
-            Some(Err(status)) => error_of(&status, &self.node),
+        let step = body_step(next, |status| match status {
+            Some(status) => error_of(status, &self.node),
             None => SeamError::Internal("the exchange ended before the body did".into()),
-        };
-        Poll::Ready(Some(Err(body_error(error))))
+        });
+        body_frame(&mut self.done, step)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -301,28 +284,11 @@ impl http_body::Body for InboundBody {
             }
         }
         let next = ready!(Pin::new(&mut self.frames).poll_next(cx));
-        self.done = true;
-        let error = match next {
-            Some(Ok(pb::HttpFrame {
-                frame: Some(Frame::Data(d)),
-                ..
-            })) => {
-                self.done = false;
-                return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(d)))));
-            }
-            Some(Ok(pb::HttpFrame {
-                frame: Some(Frame::End(_)),
-                ..
-            })) => return Poll::Ready(None),
-            Some(Ok(pb::HttpFrame {
-                frame: Some(Frame::Failed(f)),
-                ..
-            })) => from_failure(&f),
-            Some(Ok(_)) => SeamError::Internal("unexpected frame inside the request body".into()),
-            Some(Err(status)) => SeamError::Internal(format!("the caller went away: {status}")),
+        let step = body_step(next, |status| match status {
+            Some(status) => SeamError::Internal(format!("the caller went away: {status}")),
             None => SeamError::Internal("the caller ended the request before its body".into()),
-        };
-        Poll::Ready(Some(Err(body_error(error))))
+        });
+        body_frame(&mut self.done, step)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -452,6 +418,49 @@ async fn exchange(
         }) => {
             tracing::debug!(worker = %worker, actor = %actor, error = %error, "request failed");
             let _ = tx.send(frame(Frame::Failed(failure(&error)))).await;
+        }
+    }
+}
+
+/// What the next frame of a body stream means: more data (`Some`), its end (`None`), or why
+/// it broke; `broken` says why the stream itself failed (a status, or its end mid-body).
+fn body_step(
+    next: Option<Result<pb::HttpFrame, Status>>,
+    broken: impl FnOnce(Option<&Status>) -> SeamError,
+) -> Result<Option<Bytes>, SeamError> {
+    match next {
+        Some(Ok(pb::HttpFrame {
+            frame: Some(Frame::Data(d)),
+            ..
+        })) => Ok(Some(Bytes::from(d))),
+        Some(Ok(pb::HttpFrame {
+            frame: Some(Frame::End(_)),
+            ..
+        })) => Ok(None),
+        Some(Ok(pb::HttpFrame {
+            frame: Some(Frame::Failed(f)),
+            ..
+        })) => Err(from_failure(&f)),
+        Some(Ok(_)) => Err(SeamError::Internal("unexpected frame inside a body".into())),
+        Some(Err(status)) => Err(broken(Some(&status))),
+        None => Err(broken(None)),
+    }
+}
+
+/// A body frame for `poll_frame` from a [`body_step`]; anything but data ends the body.
+fn body_frame(
+    done: &mut bool,
+    step: Result<Option<Bytes>, SeamError>,
+) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+    match step {
+        Ok(Some(data)) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+        Ok(None) => {
+            *done = true;
+            Poll::Ready(None)
+        }
+        Err(e) => {
+            *done = true;
+            Poll::Ready(Some(Err(body_error(e))))
         }
     }
 }

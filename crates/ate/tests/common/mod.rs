@@ -132,6 +132,23 @@ impl Up {
             .expect("run ate")
     }
 
+    /// GET `path` through the router.
+    pub async fn curl(&self, path: &str) -> ate_testkit::http::Answer {
+        ate_testkit::http::get(&format!("{}{path}", self.router), None)
+            .await
+            .expect("http get")
+    }
+
+    /// The STATUS column of actor `id` in `ate get actors -A` (empty if it is not listed).
+    pub fn status_of(&self, id: &str) -> String {
+        let out = self.ok(&["get", "actors", "-A"]);
+        out.lines()
+            .find(|l| l.split_whitespace().nth(3) == Some(id))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Runs a command that must succeed and returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.ate(args);
