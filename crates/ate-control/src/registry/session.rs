@@ -59,8 +59,8 @@ pub(super) async fn run(registry: Registry, mut inbound: Streaming<pb::NodeMessa
     };
     let mut session = match Session::open(&registry, hello).await {
         Ok(s) => s,
-        Err(status) => {
-            let _ = out.send(Err(status)).await;
+        Err(refusal) => {
+            let _ = out.send(refusal).await;
             return;
         }
     };
@@ -109,30 +109,38 @@ struct Session {
 }
 
 impl Session {
-    async fn open(registry: &Registry, hello: pb::Hello) -> Result<Self, Status> {
-        validate_label("node", &hello.node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    /// Opens the session, or says why not: an error status, or `fenced` for a node that
+    /// was declared lost since it last held its lease.
+    async fn open(
+        registry: &Registry,
+        hello: pb::Hello,
+    ) -> Result<Self, Result<pb::RegistryMessage, Status>> {
+        validate_label("node", &hello.node)
+            .map_err(|e| Err(Status::invalid_argument(e.to_string())))?;
         if hello.incarnation.is_empty() {
-            return Err(Status::invalid_argument("incarnation: must not be empty"));
+            return Err(Err(Status::invalid_argument(
+                "incarnation: must not be empty",
+            )));
         }
         let ttl = Duration::from_millis(hello.liveness_timeout_ms);
         if ttl < LIVENESS_BOUNDS.0 || ttl > LIVENESS_BOUNDS.1 {
-            return Err(Status::invalid_argument(format!(
+            return Err(Err(Status::invalid_argument(format!(
                 "liveness_timeout_ms: must be between {} and {}",
                 LIVENESS_BOUNDS.0.as_millis(),
                 LIVENESS_BOUNDS.1.as_millis()
-            )));
+            ))));
         }
         let store = registry.store().clone();
         let key = node_lease(&hello.node);
         let lease = match store.acquire_lease(&key, &hello.incarnation, ttl).await {
             Ok(l) => l,
             Err(StoreError::LeaseHeld { .. }) => {
-                return Err(Status::aborted(format!(
+                return Err(Err(Status::aborted(format!(
                     "node {} is registered by another incarnation or being recovered; retry",
                     hello.node
-                )));
+                ))));
             }
-            Err(e) => return Err(Status::unavailable(format!("store: {e}"))),
+            Err(e) => return Err(Err(Status::unavailable(format!("store: {e}")))),
         };
         let session = Self {
             store,
@@ -150,7 +158,7 @@ impl Session {
                 hello.node, hello.generation, lease.generation
             );
             session.retract(registry, &reason).await;
-            return Err(Status::failed_precondition(reason));
+            return Err(fenced(reason));
         }
         // Whatever an earlier incarnation left behind is stale now.
         let mine = session.incarnation.clone();
