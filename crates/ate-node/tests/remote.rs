@@ -8,71 +8,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ate_dataspace::Dataspace;
-use ate_model::{ActorRef, EnvVar, NamespacedName, TemplateSpec};
-use ate_node::{Node, NodeConfig};
+use ate_model::ActorRef;
+use ate_node::Node;
 use ate_proto::atenode as pb;
 use ate_seam::*;
 use bytes::Bytes;
+use common::*;
 use http_body_util::BodyExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
-const COUNTER: &str = include_str!("../../../demo/counter/counter.wat");
-const TICKER: &str = include_str!("../../../demo/ticker/ticker.wat");
 const ECHO: &str = include_str!("../../ate-net/tests/guests/echo.wat");
-
-/// One node in a seam of its own, in a temp dir.
-struct Fixture {
-    seam: LocalSeam,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            seam: LocalSeam::new(Dataspace::new()),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn node(&self, name: &str) -> Node {
-        Node::start(
-            NodeConfig::local(name, self.dir.path().join(name)),
-            &self.seam,
-        )
-        .unwrap()
-    }
-
-    /// The node's executor in process, to compare the remote one against.
-    fn local(&self, node: &str) -> Arc<dyn NodeExecutor> {
-        self.seam.executor(node).unwrap()
-    }
-
-    /// The template `demo/<name>` running `source`, adjusted by `tweak`.
-    fn workload(
-        &self,
-        name: &str,
-        source: &str,
-        tweak: impl FnOnce(&mut TemplateSpec),
-    ) -> Workload {
-        let module = self.dir.path().join(format!("{name}.wat"));
-        std::fs::write(&module, source).unwrap();
-        let mut spec = TemplateSpec {
-            sandbox_class: "wasm".into(),
-            module: module.display().to_string(),
-            ..Default::default()
-        };
-        spec.limits.request_budget = ate_model::Duration(Duration::from_secs(10));
-        tweak(&mut spec);
-        Workload {
-            template: NamespacedName::new("demo", name),
-            spec,
-        }
-    }
-}
 
 /// A node's executor served on a free local port; the server stops when this is dropped.
 struct Served {
@@ -107,106 +57,6 @@ async fn serve(node: &Node) -> Served {
         address,
         server,
     }
-}
-
-fn worker(name: &str) -> WorkerId {
-    WorkerId::new("default", "wasm", name)
-}
-
-fn run(w: &WorkerId, a: &ActorRef, workload: &Workload) -> RunRequest {
-    RunRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-        workload: workload.clone(),
-    }
-}
-
-fn stop(w: &WorkerId, a: &ActorRef) -> StopRequest {
-    StopRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-    }
-}
-
-fn checkpoint(w: &WorkerId, a: &ActorRef, workload: &Workload, seal: bool) -> CheckpointRequest {
-    CheckpointRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-        workload: workload.clone(),
-        location: String::new(),
-        id: ate_snapshots::new_snapshot_id(),
-        scope: ate_model::SnapshotScope::Full,
-        durability: Durability::Durable,
-        seal,
-    }
-}
-
-fn get(uri: &str) -> http::Request<Body> {
-    http::Request::builder()
-        .uri(uri)
-        .body(empty_body())
-        .unwrap()
-}
-
-/// The request the refusal tests send, recognisable when handed back.
-fn tagged_request(body: Body) -> http::Request<Body> {
-    http::Request::builder()
-        .method(http::Method::POST)
-        .uri("/count?x=1&y=two")
-        .header("content-type", "text/plain")
-        .header("x-trace", "abc-123")
-        .body(body)
-        .unwrap()
-}
-
-/// Asserts `result` is a `NotHosted` refusal handing back the request `tagged_request`
-/// built, with `body`, all of it; returns the error.
-async fn assert_handed_back(
-    result: Result<http::Response<Body>, InvokeError>,
-    body: &[u8],
-) -> SeamError {
-    let err = match result {
-        Ok(resp) => panic!("expected a refusal, got {}", resp.status()),
-        Err(e) => e,
-    };
-    assert!(
-        matches!(err.error, SeamError::NotHosted { .. }),
-        "{}",
-        err.error
-    );
-    let (parts, back) = err
-        .request
-        .expect("the request is handed back")
-        .into_parts();
-    assert_eq!(parts.method, http::Method::POST);
-    assert_eq!(parts.uri, "/count?x=1&y=two");
-    assert_eq!(parts.headers.len(), 2, "{:?}", parts.headers);
-    assert_eq!(parts.headers["content-type"], "text/plain");
-    assert_eq!(parts.headers["x-trace"], "abc-123");
-    assert_eq!(back.collect().await.unwrap().to_bytes(), body);
-    err.error
-}
-
-/// One request; its status, headers and body.
-async fn call(
-    exec: &Arc<dyn NodeExecutor>,
-    w: &WorkerId,
-    a: &ActorRef,
-    req: http::Request<Body>,
-) -> (u16, http::HeaderMap, Bytes) {
-    let resp = match exec.invoke(w, a, req).await {
-        Ok(r) => r,
-        Err(e) => panic!("invoke failed: {}", e.error),
-    };
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status.as_u16(), parts.headers, body)
-}
-
-async fn count(exec: &Arc<dyn NodeExecutor>, w: &WorkerId, a: &ActorRef) -> String {
-    let (status, _, body) = call(exec, w, a, get("/count")).await;
-    assert_eq!(status, 200);
-    String::from_utf8(body.to_vec()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +159,7 @@ async fn errors_come_back_exactly_and_refused_requests_whole() {
     let f = Fixture::new();
     let node = f.node("node-a");
     let served = serve(&node).await;
-    let (remote, local) = (&served.remote, f.local("node-a"));
+    let (remote, local) = (&served.remote, f.exec("node-a"));
     let counter = f.workload("counter", COUNTER, |_| {});
     let echo = f.workload("echo", ECHO, |_| {});
     let (w1, actor, other) = (
@@ -420,19 +270,6 @@ async fn a_request_read_but_refused_at_a_seal_comes_back_whole() {
         .await
         .unwrap();
     assert_eq!(count(remote, &w2, &actor).await, "2");
-}
-
-fn ticks(count: u32, interval_ms: u32) -> Vec<EnvVar> {
-    vec![
-        EnvVar {
-            name: "TICK_COUNT".into(),
-            value: count.to_string(),
-        },
-        EnvVar {
-            name: "TICK_INTERVAL_MS".into(),
-            value: interval_ms.to_string(),
-        },
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

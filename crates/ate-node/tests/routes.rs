@@ -13,128 +13,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ate_dataspace::{Dataspace, Event, Filter, Subscription};
-use ate_model::{ActorRef, EnvVar, NamespacedName, TemplateSpec};
-use ate_node::{Node, NodeConfig};
+use ate_model::{ActorRef, NamespacedName};
 use ate_seam::*;
 use bytes::Bytes;
+use common::*;
 use http_body_util::BodyExt;
-
-const COUNTER: &str = include_str!("../../../demo/counter/counter.wat");
-const TICKER: &str = include_str!("../../../demo/ticker/ticker.wat");
-
-/// Nodes in one process sharing a seam, a dataspace and a snapshot store.
-struct Fixture {
-    seam: LocalSeam,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        Self {
-            seam: LocalSeam::new(Dataspace::new()),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn node(&self, name: &str) -> Node {
-        let mut config = NodeConfig::local(name, self.dir.path().join(name));
-        config.snapshot_location =
-            format!("file://{}", self.dir.path().join("snapshots").display());
-        Node::start(config, &self.seam).unwrap()
-    }
-
-    fn exec(&self, node: &str) -> Arc<dyn NodeExecutor> {
-        self.seam.executor(node).unwrap()
-    }
-
-    fn ds(&self) -> Dataspace {
-        self.seam.dataspace().clone()
-    }
-
-    /// The template `demo/<name>` running `source`, adjusted by `tweak`.
-    fn workload(
-        &self,
-        name: &str,
-        source: &str,
-        tweak: impl FnOnce(&mut TemplateSpec),
-    ) -> Workload {
-        let module = self.dir.path().join(format!("{name}.wat"));
-        std::fs::write(&module, source).unwrap();
-        let mut spec = TemplateSpec {
-            sandbox_class: "wasm".into(),
-            module: module.display().to_string(),
-            ..Default::default()
-        };
-        spec.limits.request_budget = ate_model::Duration(Duration::from_secs(10));
-        tweak(&mut spec);
-        Workload {
-            template: NamespacedName::new("demo", name),
-            spec,
-        }
-    }
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn worker(name: &str) -> WorkerId {
-    WorkerId::new("default", "wasm", name)
-}
-
-fn run(w: &WorkerId, a: &ActorRef, workload: &Workload) -> RunRequest {
-    RunRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-        workload: workload.clone(),
-    }
-}
-
-fn checkpoint(w: &WorkerId, a: &ActorRef, workload: &Workload, seal: bool) -> CheckpointRequest {
-    CheckpointRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-        workload: workload.clone(),
-        location: String::new(),
-        id: ate_snapshots::new_snapshot_id(),
-        scope: ate_model::SnapshotScope::Full,
-        durability: Durability::Durable,
-        seal,
-    }
-}
-
-fn restore(w: &WorkerId, a: &ActorRef, workload: &Workload, s: &SnapshotRef) -> RestoreRequest {
-    RestoreRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-        workload: workload.clone(),
-        snapshot: s.clone(),
-    }
-}
-
-fn stop(w: &WorkerId, a: &ActorRef) -> StopRequest {
-    StopRequest {
-        worker: w.clone(),
-        actor: a.clone(),
-    }
-}
-
-/// The ticker's environment: `count` events, `interval_ms` apart.
-fn ticks(count: u32, interval_ms: u32) -> Vec<EnvVar> {
-    vec![
-        EnvVar {
-            name: "TICK_COUNT".into(),
-            value: count.to_string(),
-        },
-        EnvVar {
-            name: "TICK_INTERVAL_MS".into(),
-            value: interval_ms.to_string(),
-        },
-    ]
 }
 
 fn tick_stream(count: u32) -> String {
@@ -147,57 +39,6 @@ fn route(ds: &Dataspace, a: &ActorRef) -> Option<Route> {
 
 fn idle_mark(ds: &Dataspace, a: &ActorRef) -> Option<IdleActor> {
     ds.get::<IdleActor>(&actor_key(a))
-}
-
-/// The request the refusal tests send, recognisable when handed back.
-fn tagged_request(body: impl Into<Bytes>) -> http::Request<Body> {
-    http::Request::builder()
-        .method(http::Method::POST)
-        .uri("/count?x=1&y=two")
-        .header("content-type", "text/plain")
-        .header("x-trace", "abc-123")
-        .body(full_body(body))
-        .unwrap()
-}
-
-/// Asserts `result` is a `NotHosted` refusal handing back the request `tagged_request`
-/// built with `body`, all of it.
-async fn assert_handed_back(result: Result<http::Response<Body>, InvokeError>, body: &[u8]) {
-    let err = match result {
-        Ok(resp) => panic!("expected a refusal, got {}", resp.status()),
-        Err(e) => e,
-    };
-    assert!(
-        matches!(err.error, SeamError::NotHosted { .. }),
-        "{}",
-        err.error
-    );
-    let (parts, back) = err
-        .request
-        .expect("the request is handed back")
-        .into_parts();
-    assert_eq!(parts.method, http::Method::POST);
-    assert_eq!(parts.uri, "/count?x=1&y=two");
-    assert_eq!(parts.headers.len(), 2, "{:?}", parts.headers);
-    assert_eq!(parts.headers["content-type"], "text/plain");
-    assert_eq!(parts.headers["x-trace"], "abc-123");
-    let back = back.collect().await.unwrap().to_bytes();
-    assert_eq!(back, body);
-}
-
-/// One counter request: its answer.
-async fn count(exec: &Arc<dyn NodeExecutor>, w: &WorkerId, a: &ActorRef) -> String {
-    let req = http::Request::builder()
-        .uri("/count")
-        .body(empty_body())
-        .unwrap();
-    let resp = match exec.invoke(w, a, req).await {
-        Ok(r) => r,
-        Err(e) => panic!("invoke failed: {}", e.error),
-    };
-    assert_eq!(resp.status(), 200);
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(body.to_vec()).unwrap()
 }
 
 /// Starts a ticker request; returns the response once its head is in.
@@ -328,7 +169,9 @@ async fn a_sealing_checkpoint_withdraws_the_route_and_hands_new_requests_back() 
     assert_eq!(route(&ds, &actor), None, "a seal withdraws the route");
     let body = b"hello \x00\xff world".to_vec();
     for _ in 0..2 {
-        let refused = ea.invoke(&w1, &actor, tagged_request(body.clone())).await;
+        let refused = ea
+            .invoke(&w1, &actor, tagged_request(full_body(body.clone())))
+            .await;
         assert_handed_back(refused, &body).await;
     }
 
@@ -370,7 +213,9 @@ async fn a_seal_lets_the_stream_in_flight_finish_before_saving() {
     })
     .await;
     let body = b"late".to_vec();
-    let refused = ea.invoke(&w1, &actor, tagged_request(body.clone())).await;
+    let refused = ea
+        .invoke(&w1, &actor, tagged_request(full_body(body.clone())))
+        .await;
     let refused_at = Instant::now();
     assert!(
         !sealing.is_finished(),

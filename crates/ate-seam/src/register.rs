@@ -35,7 +35,6 @@ pub struct RegistrationConfig {
 pub struct Registration {
     task: JoinHandle<()>,
     fenced: watch::Receiver<Option<String>>,
-    connected: watch::Receiver<Option<String>>,
 }
 
 impl Registration {
@@ -43,13 +42,8 @@ impl Registration {
     /// [`NodeRegistration`] names it and its incarnation).
     pub fn start(dataspace: Dataspace, config: RegistrationConfig) -> Self {
         let (fenced_tx, fenced) = watch::channel(None);
-        let (connected_tx, connected) = watch::channel(None);
-        let task = tokio::spawn(run(dataspace, config, fenced_tx, connected_tx));
-        Self {
-            task,
-            fenced,
-            connected,
-        }
+        let task = tokio::spawn(run(dataspace, config, fenced_tx));
+        Self { task, fenced }
     }
 
     /// Resolves when the node must stop every actor and register again as a new
@@ -61,20 +55,6 @@ impl Registration {
             }
             if self.fenced.changed().await.is_err() {
                 return "registration stopped".into();
-            }
-        }
-    }
-
-    /// The replica the registration currently stands with, if any.
-    pub fn connected_to(&self) -> Option<String> {
-        self.connected.borrow().clone()
-    }
-
-    /// Waits until the control plane has accepted the registration.
-    pub async fn accepted(&mut self) {
-        while self.connected.borrow_and_update().is_none() {
-            if self.connected.changed().await.is_err() {
-                return;
             }
         }
     }
@@ -98,7 +78,6 @@ async fn run(
     dataspace: Dataspace,
     config: RegistrationConfig,
     fenced: watch::Sender<Option<String>>,
-    connected: watch::Sender<Option<String>>,
 ) {
     let Some(me) = own_registration(&dataspace).await else {
         let _ = fenced.send(Some("the node never asserted its registration".into()));
@@ -123,10 +102,8 @@ async fn run(
             &endpoint,
             &mut generation,
             &mut confirmed,
-            &connected,
         )
         .await;
-        let _ = connected.send(None);
         match ended {
             Ended::Fenced(reason) => {
                 tracing::warn!(node = %me.name, %reason, "node fenced");
@@ -196,7 +173,6 @@ async fn stream_once(
     endpoint: &str,
     generation: &mut u64,
     confirmed: &mut Instant,
-    connected: &watch::Sender<Option<String>>,
 ) -> Ended {
     let deadline = config.liveness_timeout;
     let channel = match crate::endpoint(endpoint) {
@@ -237,7 +213,6 @@ async fn stream_once(
         Err(_) => return Ended::Broken("no answer to hello".into()),
     }
     tracing::info!(node = %me.name, control = %endpoint, generation = *generation, "node registered");
-    let _ = connected.send(Some(endpoint.to_string()));
     let (mut events, _follow) = match carry::follow(dataspace, &NODE_TYPES) {
         Ok(f) => f,
         Err(e) => return Ended::Fenced(format!("cannot follow the node's assertions: {e}")),
