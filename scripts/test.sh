@@ -23,6 +23,11 @@ command -v wasm-ld >/dev/null 2>&1 || need_apt+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
   || need_apt+=(libclang-rt-14-dev-wasm32)
+# The process sandbox class: runc runs actors, iproute2 gives each its network namespace,
+# Debian's python3 runs the Python demo agent.
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   sudo_cmd=""
@@ -37,6 +42,15 @@ fi
 # PostgreSQL refuses to run as root: the tests then run it as the postgres user.
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --no-create-home postgres
+fi
+
+# Full snapshots of process actors: CRIU 4.2 built from Debian's source once per machine
+# (older packages fail on this kernel), used by the nodes the tests start.
+if [ "$(id -u)" -eq 0 ]; then
+  log "criu"
+  ATE_CRIU="$(scripts/criu.sh)"
+  export ATE_CRIU
+  "$ATE_CRIU" check
 fi
 
 log "demo agent (C -> wasm32-wasi)"

@@ -209,7 +209,7 @@ impl Printable for Worker {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAMESPACE", "POOL", "WORKER", "NODE", "STATUS", "ACTOR"];
         if wide {
-            h.extend(["ADDRESS", "CLASS", "CACHED SNAPSHOTS"]);
+            h.extend(["ADDRESS", "CLASS", "CAPABILITIES", "CACHED SNAPSHOTS"]);
         }
         h
     }
@@ -229,6 +229,7 @@ impl Printable for Worker {
         if wide {
             c.push(self.address.clone());
             c.push(self.sandbox_class.clone());
+            c.push(self.capabilities.join(","));
             c.push(self.cached_snapshots.join(","));
         }
         c
@@ -243,7 +244,7 @@ impl Printable for Node {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "STATUS", "ADDRESS", "CLASSES", "CAPACITY"];
         if wide {
-            h.push("LABELS");
+            h.extend(["CAPABILITIES", "LABELS"]);
         }
         h
     }
@@ -262,6 +263,9 @@ impl Printable for Node {
             self.capacity.to_string(),
         ];
         if wide {
+            // What the node can do beyond its classes (`criu`: Full snapshots of process
+            // actors), so an operator can see why a template finds no node.
+            c.push(self.capabilities.join(","));
             c.push(labels_text(&self.labels));
         }
         c
@@ -308,6 +312,34 @@ mod node_tests {
         assert_eq!(n.cells(false)[1], "Ready");
         n.cordoned = true;
         assert_eq!(n.cells(false)[1], "Ready,SchedulingDisabled");
+    }
+
+    #[test]
+    fn wide_output_shows_capabilities() {
+        let n = Node {
+            name: "n1".into(),
+            capabilities: vec!["criu".into()],
+            ..Default::default()
+        };
+        let headers = Node::headers(true);
+        let at = headers
+            .iter()
+            .position(|h| *h == "CAPABILITIES")
+            .expect("column");
+        assert_eq!(n.cells(true)[at], "criu");
+        assert_eq!(n.cells(true).len(), headers.len());
+        assert!(!Node::headers(false).contains(&"CAPABILITIES"));
+        let w = Worker {
+            capabilities: vec!["criu".into()],
+            ..Default::default()
+        };
+        let headers = Worker::headers(true);
+        let at = headers
+            .iter()
+            .position(|h| *h == "CAPABILITIES")
+            .expect("column");
+        assert_eq!(w.cells(true)[at], "criu");
+        assert_eq!(w.cells(true).len(), headers.len());
     }
 }
 

@@ -4,7 +4,8 @@
 //! uncordon), and periodically. A cordoned node counts as eligible for no pool: its free
 //! workers are removed and none are created there, while busy ones stay until their actor
 //! leaves. It also copies what each worker advertises as hot into the worker's
-//! `cached_snapshots`, the field the scheduler selects on.
+//! `cached_snapshots`, and each node's capabilities into its workers' `capabilities`: the
+//! fields the scheduler selects on.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ impl Fleet {
         let live = self.live_nodes();
         let cordoned = self.sync_nodes(&live).await?;
         let mut report = FleetReport::default();
-        let all = self
+        let mut all = self
             .store
             .list_all::<Worker>(&ListOptions::default())
             .await?;
@@ -102,6 +103,8 @@ impl Fleet {
         let pool_keys: HashSet<String> = pools.iter().map(|p| p.id().key()).collect();
         let mut used: BTreeMap<String, u32> = BTreeMap::new();
         let mut gone: HashSet<String> = HashSet::new();
+        // Workers rewritten below, at their new version, for the pool pass.
+        let mut rewritten: BTreeMap<String, Worker> = BTreeMap::new();
         for w in &all {
             let node_gone = live
                 .get(&w.node_name)
@@ -128,7 +131,18 @@ impl Fleet {
                 gone.insert(w.key());
                 continue;
             }
+            if let Some(n) = live.get(&w.node_name).filter(|_| !node_gone)
+                && n.capabilities != w.capabilities
+                && let Some(now) = self.record_capabilities(&w, &n.capabilities).await?
+            {
+                rewritten.insert(now.key(), now);
+            }
             *used.entry(w.node_name.clone()).or_default() += 1;
+        }
+        for w in &mut all {
+            if let Some(now) = rewritten.remove(&w.key()) {
+                *w = now;
+            }
         }
         for pool in &pools {
             let mine: Vec<&Worker> = all
@@ -219,6 +233,7 @@ impl Fleet {
                 // The operator's, not the registration's: kept as it is. A drain landing
                 // between the list above and the update below wins (the update conflicts).
                 cordoned: have.is_some_and(|n| n.cordoned),
+                capabilities: reg.capabilities.clone(),
             };
             match have {
                 None => ignore_race(self.store.create(want).await.map(drop))?,
@@ -284,6 +299,7 @@ impl Fleet {
                 labels: pool.spec.labels.clone(),
                 assignment: None,
                 cached_snapshots: Vec::new(),
+                capabilities: node.capabilities.clone(),
             };
             match self.store.create(worker).await {
                 Ok(_) => return Ok(()),
@@ -329,6 +345,38 @@ impl Fleet {
             ignore_race(self.store.update(p).await.map(drop))?;
         }
         Ok(())
+    }
+
+    /// Gives a worker its node's current capabilities, so a node re-registered without
+    /// one (CRIU uninstalled) stops getting actors that need it. Retries over concurrent
+    /// claims; a worker deleted meanwhile is left alone. Returns the worker as written.
+    async fn record_capabilities(
+        &self,
+        w: &Worker,
+        want: &[String],
+    ) -> Result<Option<Worker>, StoreError> {
+        let mut w = w.clone();
+        for _ in 0..5 {
+            if w.capabilities == want {
+                return Ok(Some(w));
+            }
+            w.capabilities = want.to_vec();
+            match self.store.update(w.clone()).await {
+                Ok(now) => {
+                    tracing::info!(worker = %now.key(), node = %now.node_name, capabilities = ?want, "worker capabilities changed");
+                    return Ok(Some(now));
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            w = match self.store.get::<Worker>(&w.key()).await {
+                Ok(w) => w,
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(None)
     }
 
     /// Copies a worker's advert into its record, retrying over concurrent claims.

@@ -26,8 +26,8 @@ pub use errors::REASON_KEY;
 pub use fleet::{Fleet, FleetHandle, FleetReport, NODE_LOST, NODE_READY};
 pub use golden::{Golden, GoldenHandle, PHASE_PENDING, PHASE_READY, golden_actor};
 pub use lifecycle::{
-    CRASH_AT_ENV, IdleHandle, Lifecycle, LifecycleConfig, LifecycleError, RecoveryHandle,
-    RecoveryReport,
+    CRASH_AT_ENV, ExitHandle, IdleHandle, Lifecycle, LifecycleConfig, LifecycleError,
+    PROCESS_EXITED, RecoveryHandle, RecoveryReport,
 };
 pub use placement::{Action, NodeSlots, plan};
 pub use registry::{Registry, RegistryHandle, node_lease};

@@ -15,6 +15,9 @@ use crate::ControlService;
 use crate::actors::actor_ref;
 use crate::errors;
 
+/// Longest wait for one node's log backlog.
+const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The stream `GetActorLogs` answers with.
 pub type LogEntries = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Send>>;
 
@@ -52,11 +55,24 @@ impl ControlService {
                         continue;
                     }
                 };
-                while let Ok(l) = lines.try_recv() {
-                    backlog.push((l.time_ms, reg.name.clone(), l));
-                }
                 if r.follow {
+                    // A remote node's backlog arrives on the stream before its new lines.
+                    while let Ok(l) = lines.try_recv() {
+                        backlog.push((l.time_ms, reg.name.clone(), l));
+                    }
                     live.push((reg.name, lines));
+                    continue;
+                }
+                // Without follow a node sends its backlog and ends the stream; a node that
+                // does not within the bound is left out rather than holding the answer.
+                let drained = tokio::time::timeout(BACKLOG_WAIT, async {
+                    while let Some(l) = lines.recv().await {
+                        backlog.push((l.time_ms, reg.name.clone(), l));
+                    }
+                })
+                .await;
+                if drained.is_err() {
+                    tracing::warn!(node = %reg.name, actor = %aref, "node sent no complete log backlog in time");
                 }
             }
         }

@@ -9,3 +9,5 @@ pub const SUSPENDS: &str = "ate_actor_suspends_total";
 pub const IDLE_SUSPENDS: &str = "ate_actor_idle_suspends_total";
 /// Workers in the store as of the fleet's last pass, by `state` (`free`, `busy`).
 pub const WORKERS: &str = "ate_workers";
+/// Running actors whose program stopped by itself, returned to their last durable snapshot.
+pub const PROCESS_EXITS: &str = "ate_actor_process_exits_total";

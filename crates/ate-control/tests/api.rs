@@ -608,6 +608,7 @@ async fn templates_are_immutable_and_validated() {
     bad.spec.as_mut().expect("spec").readiness = Some(pb::ReadinessProbe {
         path: "/".into(),
         port: 70000,
+        ..Default::default()
     });
     expect_code(
         c.apply_actor_template(pb::ApplyActorTemplateRequest {
@@ -616,6 +617,19 @@ async fn templates_are_immutable_and_validated() {
         .await,
         Code::InvalidArgument,
         "spec.readiness.port",
+    );
+    let mut bad = template("t4", "x.wasm");
+    let spec = bad.spec.as_mut().expect("spec");
+    spec.sandbox_class = "process".into();
+    spec.command = vec!["/bin/app".into()];
+    spec.rootfs = "images/app.tar".into();
+    expect_code(
+        c.apply_actor_template(pb::ApplyActorTemplateRequest {
+            template: Some(bad),
+        })
+        .await,
+        Code::InvalidArgument,
+        "spec.rootfs",
     );
     expect_code(
         c.apply_actor_template(pb::ApplyActorTemplateRequest {

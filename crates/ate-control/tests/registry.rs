@@ -57,6 +57,7 @@ fn registration(node: &str, incarnation: &str) -> pb::NodeMessage {
         capacity: 4,
         incarnation: incarnation.into(),
         snapshot_location: "file:///tmp/x".into(),
+        capabilities: vec!["criu".into()],
     };
     pb::NodeMessage {
         message: Some(Out::Asserted(pb::Asserted {

@@ -4,6 +4,7 @@
 
 pub mod actor;
 mod duration;
+mod egress;
 mod error;
 pub mod fields;
 pub mod labels;
@@ -13,6 +14,7 @@ pub mod template;
 
 pub use actor::*;
 pub use duration::Duration;
+pub use egress::EgressPolicy;
 pub use error::{ErrorKind, ModelError};
 pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};
 pub use labels::{LabelSelector, Labels};

@@ -205,6 +205,11 @@ pub struct Node {
     /// it survives the node restarting, until `ate uncordon node`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cordoned: bool,
+    /// What the node can do beyond running its sandbox classes (`criu`: Full snapshots of
+    /// `process` actors), from its registration: some templates need a capability, and
+    /// only such nodes' workers take their actors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 impl Indexed for Node {
@@ -289,6 +294,10 @@ pub struct Worker {
     /// Snapshot ids this worker holds hot in its node's cache.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cached_snapshots: Vec<String>,
+    /// Its node's capabilities (see [`Node::capabilities`]), kept in line with the node's
+    /// registration by the fleet: the scheduler selects on them (`capability=criu`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 impl Worker {
@@ -353,6 +362,11 @@ impl Indexed for Worker {
             multi: false,
             get: |w| vec![w.sandbox_class.clone()],
         },
+        Field {
+            name: "capability",
+            multi: true,
+            get: |w| w.capabilities.clone(),
+        },
     ];
 
     fn labels(&self) -> Option<&Labels> {
@@ -395,6 +409,11 @@ mod tests {
         let not = FieldSelector::parse("cached_snapshot!=s1").unwrap();
         assert!(!not.matches(&worker("cpu", None, &["s1"])));
         assert!(not.matches(&worker("cpu", None, &["s3"])));
+        let criu = FieldSelector::parse("pool=cpu,actor_id=,capability=criu").unwrap();
+        let mut capable = worker("cpu", None, &[]);
+        capable.capabilities = vec!["gpu".into(), "criu".into()];
+        assert!(criu.matches(&capable));
+        assert!(!criu.matches(&worker("cpu", None, &[])));
     }
 
     #[test]

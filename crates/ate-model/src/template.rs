@@ -61,18 +61,61 @@ pub struct EnvVar {
     pub value: String,
 }
 
-/// An HTTP readiness probe: the workload is ready once `GET path` on `port` answers 2xx.
+/// How a node tells that a workload is ready for requests after a boot or restore: `GET
+/// path` on `port` answering 2xx, or (with `tcp`) a connection to `port` being accepted,
+/// within `timeout`. A `process` program listens on its own port, so the node has to wait
+/// for it; a template without a probe is probed by TCP on `spec.port` (see
+/// [`TemplateSpec::probe`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadinessProbe {
     #[serde(default = "default_probe_path")]
     pub path: String,
+    /// The port to probe; 0 means `spec.port`.
     #[serde(default)]
     pub port: u16,
+    /// A TCP connect is enough: for programs that speak no HTTP on a ready path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
+    /// Longest wait for readiness before the start counts as failed.
+    #[serde(default = "ReadinessProbe::default_timeout")]
+    pub timeout: Duration,
 }
 
 fn default_probe_path() -> String {
-    "/readyz".into()
+    "/".into()
+}
+
+/// Longest readiness timeout a template may ask for: a start that takes longer holds a
+/// worker and the actor's lease for too long.
+pub const MAX_READINESS_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl ReadinessProbe {
+    /// Thirty seconds: enough for an interpreter to load its program, short enough that a
+    /// program that never listens frees its worker soon.
+    pub fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    /// A TCP connect to `spec.port`, with the default timeout: what a `process` template
+    /// without a probe gets.
+    pub fn tcp_default() -> Self {
+        Self {
+            tcp: true,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ReadinessProbe {
+    fn default() -> Self {
+        Self {
+            path: default_probe_path(),
+            port: 0,
+            tcp: false,
+            timeout: Self::default_timeout(),
+        }
+    }
 }
 
 /// The sandbox classes ate knows.
@@ -83,17 +126,46 @@ pub const SANDBOX_CLASSES: &[&str] = &["wasm", "process"];
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateSpec {
     pub sandbox_class: String,
-    /// The workload: a wasm module (path or URL) for `wasm`, a program for `process`.
+    /// The workload: a wasm module (path or URL) for `wasm`. Optional for `process`: a
+    /// program file (path or URL, checked against `moduleSha256` as for wasm) that the node
+    /// places read-only at `/ate/module`, so a template can ship a script without a rootfs
+    /// of its own.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
     /// Hex sha256 of the module. Required for a URL module, so a node never runs bytes
     /// nobody vouched for; checked for a path module when given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module_sha256: String,
+    /// The program and its leading arguments (`process`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// Appended to `command`, so a template can keep an image's entrypoint and vary only
+    /// its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Absolute path, on the node, of a file of `NAME=value` lines read at each start of a
+    /// `process` actor: secret values stay on the node instead of in the template (which
+    /// every API reader sees). Entries of `env` win over it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub env_file: String,
+    /// The program's working directory (absolute; empty = `/`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub working_dir: String,
+    /// The port a `process` program listens on inside its own network namespace, given to
+    /// it as `PORT`; the node forwards requests there.
+    #[serde(
+        default = "TemplateSpec::default_port",
+        skip_serializing_if = "TemplateSpec::is_default_port"
+    )]
+    pub port: u16,
+    /// The root filesystem of a `process` actor: an absolute path, on the node, of a
+    /// directory or of a tarball (`.tar`, `.tar.gz`, `.tgz`, `.tar.zst`); empty = the
+    /// host filesystem, read-only. A path without one of those suffixes is taken as a
+    /// directory (the node cannot tell before it looks).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rootfs: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<ReadinessProbe>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -127,7 +199,12 @@ impl Default for TemplateSpec {
             sandbox_class: String::new(),
             module: String::new(),
             command: Vec::new(),
+            args: Vec::new(),
             env: Vec::new(),
+            env_file: String::new(),
+            working_dir: String::new(),
+            port: Self::default_port(),
+            rootfs: String::new(),
             readiness: None,
             durable_dirs: Vec::new(),
             snapshots: SnapshotsConfig::default(),
@@ -146,7 +223,50 @@ impl TemplateSpec {
     pub fn default_idle_timeout() -> Duration {
         Duration::from_secs(300)
     }
+
+    /// 8080: the port most HTTP programs listen on when `PORT` says nothing else.
+    pub fn default_port() -> u16 {
+        8080
+    }
+
+    fn is_default_port(port: &u16) -> bool {
+        *port == Self::default_port()
+    }
+
+    /// The probe a node runs to tell that the workload is ready: the template's, with its
+    /// port 0 made `port`; for a `process` template without one, a TCP connect to `port`
+    /// with the default timeout.
+    pub fn probe(&self) -> ReadinessProbe {
+        let mut p = match &self.readiness {
+            Some(p) => p.clone(),
+            None if self.sandbox_class == "process" => ReadinessProbe::tcp_default(),
+            None => ReadinessProbe::default(),
+        };
+        if p.port == 0 {
+            p.port = self.port;
+        }
+        p
+    }
+
+    /// Node capabilities an actor of this template needs beyond its sandbox class: a
+    /// `process` actor whose pauses or commits keep memory ([`SnapshotScope::Full`], the
+    /// default) needs CRIU ([`CAPABILITY_CRIU`]). A process template that only keeps its
+    /// durable dirs says so with `onPause: Data, onCommit: Data`, and runs on any node.
+    pub fn required_capabilities(&self) -> Vec<&'static str> {
+        let full = self.snapshots.on_pause == SnapshotScope::Full
+            || self.snapshots.on_commit == SnapshotScope::Full;
+        if self.sandbox_class == "process" && full {
+            vec![CAPABILITY_CRIU]
+        } else {
+            Vec::new()
+        }
+    }
 }
+
+/// The node capability of checkpointing and restoring a process tree with CRIU: what a
+/// `process` actor needs for Full snapshots. Nodes advertise it in their registration;
+/// workers carry it in `capabilities`, the field the scheduler selects on.
+pub const CAPABILITY_CRIU: &str = "criu";
 
 /// Resource limits for one actor, so a runaway guest cannot hold its worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +279,15 @@ pub struct Limits {
     /// outbound request to a model) does not count.
     #[serde(default = "Limits::default_request_budget")]
     pub request_budget: Duration,
+    /// The cgroup memory limit of a `process` actor, in MiB: past it the kernel kills the
+    /// program (and the node reports it exited).
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u32,
 }
+
+/// The bounds of `limits.memoryMib`: below 16 MiB hardly a runtime starts; 256 GiB is
+/// more than any one actor should hold.
+pub const MEMORY_MIB_RANGE: std::ops::RangeInclusive<u32> = 16..=262_144;
 
 /// Most snapshots per actor a template may keep.
 pub const MAX_SNAPSHOTS_KEPT: u32 = 100;
@@ -177,6 +305,11 @@ impl Limits {
     pub fn default_request_budget() -> Duration {
         Duration::from_secs(10)
     }
+
+    /// 512 MiB: room for an interpreter and an agent's working set.
+    pub fn default_memory_mib() -> u32 {
+        512
+    }
 }
 
 impl Default for Limits {
@@ -184,6 +317,7 @@ impl Default for Limits {
         Self {
             memory_pages: Self::default_memory_pages(),
             request_budget: Self::default_request_budget(),
+            memory_mib: Self::default_memory_mib(),
         }
     }
 }
@@ -238,6 +372,17 @@ impl ActorTemplate {
                 format!("must be between 1 and {MAX_MEMORY_PAGES}"),
             ));
         }
+        if !MEMORY_MIB_RANGE.contains(&s.limits.memory_mib) {
+            return Err(ModelError::invalid(
+                "spec.limits.memoryMib",
+                s.limits.memory_mib.to_string(),
+                format!(
+                    "must be between {} and {}",
+                    MEMORY_MIB_RANGE.start(),
+                    MEMORY_MIB_RANGE.end()
+                ),
+            ));
+        }
         if s.limits.request_budget.0.is_zero() {
             return Err(ModelError::invalid(
                 "spec.limits.requestBudget",
@@ -257,22 +402,39 @@ impl ActorTemplate {
                 ));
             }
         }
-        if let Some(p) = s.readiness.as_ref().filter(|p| !p.path.starts_with('/')) {
+        if s.port == 0 {
             return Err(ModelError::invalid(
-                "spec.readiness.path",
-                &p.path,
-                "must start with '/'",
+                "spec.port",
+                "0",
+                "must be between 1 and 65535",
             ));
         }
-        for (i, d) in s.durable_dirs.iter().enumerate() {
-            if !d.starts_with('/') || d.split('/').any(|c| c == "..") {
+        for (field, path) in [
+            ("spec.workingDir", &s.working_dir),
+            ("spec.envFile", &s.env_file),
+            ("spec.rootfs", &s.rootfs),
+        ] {
+            if !path.is_empty() {
+                validate_absolute(field, path)?;
+            }
+        }
+        if let Some(p) = &s.readiness {
+            if !p.path.starts_with('/') {
                 return Err(ModelError::invalid(
-                    format!("spec.durableDirs[{i}]"),
-                    d,
-                    "must be an absolute path without '..'",
+                    "spec.readiness.path",
+                    &p.path,
+                    "must start with '/'",
+                ));
+            }
+            if p.timeout.is_zero() || p.timeout > MAX_READINESS_TIMEOUT {
+                return Err(ModelError::invalid(
+                    "spec.readiness.timeout",
+                    p.timeout.to_string(),
+                    format!("must be more than zero and at most {MAX_READINESS_TIMEOUT}"),
                 ));
             }
         }
+        validate_durable_dirs(&s.durable_dirs)?;
         if s.snapshots.on_pause == SnapshotScope::Data
             && s.snapshots.on_commit == SnapshotScope::Full
         {
@@ -291,6 +453,65 @@ impl ActorTemplate {
         }
         s.worker_selector.validate("spec.workerSelector")
     }
+}
+
+/// Checks that `path` is absolute and has no `..` component: the node resolves these
+/// paths on its own filesystem, so a relative or escaping one could name anything.
+fn validate_absolute(field: &str, path: &str) -> Result<(), ModelError> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(ModelError::invalid(
+            field,
+            path,
+            "must be an absolute path without '..'",
+        ));
+    }
+    Ok(())
+}
+
+/// Paths a durable dir must not be, nor be under: the sandbox mounts its own filesystems
+/// there, and saving or restoring them as data would be meaningless or harmful. `/` is
+/// refused too (it would hold everything).
+const RESERVED_DIRS: &[&str] = &["proc", "sys", "dev", "tmp"];
+
+/// The components of an absolute path, without empty and `.` ones: `/data//x/.` is
+/// `["data", "x"]`.
+fn components(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// Durable dirs are absolute, not `/` nor a system dir or under one, and not nested in
+/// each other (one dir's data would be saved twice, and restored in an undefined order).
+fn validate_durable_dirs(dirs: &[String]) -> Result<(), ModelError> {
+    for (i, d) in dirs.iter().enumerate() {
+        let field = format!("spec.durableDirs[{i}]");
+        validate_absolute(&field, d)?;
+        let parts = components(d);
+        match parts.first() {
+            None => return Err(ModelError::invalid(field, d, "must not be '/'")),
+            Some(top) if RESERVED_DIRS.contains(top) => {
+                return Err(ModelError::invalid(
+                    field,
+                    d,
+                    "must not be /proc, /sys, /dev, /tmp or under them",
+                ));
+            }
+            Some(_) => {}
+        }
+        for (j, other) in dirs[..i].iter().enumerate() {
+            let theirs = components(other);
+            let n = parts.len().min(theirs.len());
+            if parts[..n] == theirs[..n] {
+                return Err(ModelError::invalid(
+                    field,
+                    d,
+                    format!("must not be, contain or lie in spec.durableDirs[{j}] ({other})"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_sandbox_class(field: &str, class: &str) -> Result<(), ModelError> {
@@ -432,5 +653,206 @@ mod tests {
             t.validate().unwrap_err().field(),
             "spec.limits.requestBudget"
         );
+    }
+
+    fn process() -> ActorTemplate {
+        ActorTemplate {
+            namespace: "demo".into(),
+            name: "p".into(),
+            spec: TemplateSpec {
+                sandbox_class: "process".into(),
+                command: vec!["/usr/bin/python3".into(), "-m".into(), "http.server".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn old_templates_parse_unchanged_and_new_fields_default() {
+        let old = r#"{"sandboxClass":"wasm","module":"/m.wasm","readiness":{"path":"/readyz","port":9000},
+            "limits":{"memoryPages":16,"requestBudget":"2s"}}"#;
+        let s: TemplateSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(s.module, "/m.wasm");
+        assert!(s.args.is_empty() && s.env_file.is_empty() && s.working_dir.is_empty());
+        assert!(s.rootfs.is_empty());
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.limits.memory_pages, 16);
+        assert_eq!(s.limits.memory_mib, 512);
+        let p = s.readiness.clone().unwrap();
+        assert_eq!((p.path.as_str(), p.port, p.tcp), ("/readyz", 9000, false));
+        assert_eq!(p.timeout, Duration::from_secs(30));
+        // Serializing leaves out what is at its default, so a wasm template reads as before.
+        let back = serde_json::to_value(&s).unwrap();
+        assert!(back.get("port").is_none() && back.get("args").is_none());
+        assert!(back["readiness"].get("tcp").is_none());
+        assert_eq!(serde_json::from_value::<TemplateSpec>(back).unwrap(), s);
+
+        let text = r#"{"sandboxClass":"process","command":["/bin/app"],"args":["--verbose"],
+            "envFile":"/etc/ate/app.env","workingDir":"/srv","port":3000,
+            "rootfs":"/var/lib/images/app.tar.zst","readiness":{"tcp":true,"timeout":"1m"},
+            "limits":{"memoryMib":2048}}"#;
+        let s: TemplateSpec = serde_json::from_str(text).unwrap();
+        assert_eq!(s.args, ["--verbose"]);
+        assert_eq!(s.env_file, "/etc/ate/app.env");
+        assert_eq!(s.working_dir, "/srv");
+        assert_eq!(s.port, 3000);
+        assert_eq!(s.rootfs, "/var/lib/images/app.tar.zst");
+        assert_eq!(s.limits.memory_mib, 2048);
+        assert_eq!(s.limits.memory_pages, Limits::default_memory_pages());
+        let p = s.probe();
+        assert_eq!((p.path.as_str(), p.port, p.tcp), ("/", 3000, true));
+        assert_eq!(p.timeout, Duration::from_secs(60));
+        assert!(
+            serde_json::from_str::<TemplateSpec>(r#"{"sandboxClass":"process","image":"x"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_effective_probe() {
+        let mut t = process();
+        assert_eq!(
+            t.spec.probe(),
+            ReadinessProbe {
+                port: 8080,
+                ..ReadinessProbe::tcp_default()
+            }
+        );
+        t.spec.port = 3000;
+        t.spec.readiness = Some(ReadinessProbe {
+            path: "/healthz".into(),
+            ..Default::default()
+        });
+        let p = t.spec.probe();
+        assert_eq!((p.path.as_str(), p.port, p.tcp), ("/healthz", 3000, false));
+        t.spec.readiness = Some(ReadinessProbe {
+            port: 9000,
+            ..Default::default()
+        });
+        assert_eq!(t.spec.probe().port, 9000);
+    }
+
+    #[test]
+    fn process_fields_are_checked_and_name_the_field() {
+        process().validate().unwrap();
+        type Change = Box<dyn Fn(&mut TemplateSpec)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("spec.command", Box::new(|s| s.command.clear())),
+            ("spec.port", Box::new(|s| s.port = 0)),
+            (
+                "spec.workingDir",
+                Box::new(|s| s.working_dir = "srv".into()),
+            ),
+            (
+                "spec.envFile",
+                Box::new(|s| s.env_file = "/etc/../x.env".into()),
+            ),
+            (
+                "spec.rootfs",
+                Box::new(|s| s.rootfs = "images/app.tar".into()),
+            ),
+            (
+                "spec.readiness.timeout",
+                Box::new(|s| {
+                    s.readiness = Some(ReadinessProbe {
+                        timeout: Duration::from_secs(0),
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "spec.readiness.timeout",
+                Box::new(|s| {
+                    s.readiness = Some(ReadinessProbe {
+                        timeout: Duration::from_secs(601),
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "spec.readiness.path",
+                Box::new(|s| {
+                    s.readiness = Some(ReadinessProbe {
+                        path: "healthz".into(),
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "spec.limits.memoryMib",
+                Box::new(|s| s.limits.memory_mib = 15),
+            ),
+            (
+                "spec.limits.memoryMib",
+                Box::new(|s| s.limits.memory_mib = 262_145),
+            ),
+            (
+                "spec.durableDirs[0]",
+                Box::new(|s| s.durable_dirs = vec!["/".into()]),
+            ),
+            (
+                "spec.durableDirs[0]",
+                Box::new(|s| s.durable_dirs = vec!["//.".into()]),
+            ),
+            (
+                "spec.durableDirs[0]",
+                Box::new(|s| s.durable_dirs = vec!["/proc".into()]),
+            ),
+            (
+                "spec.durableDirs[0]",
+                Box::new(|s| s.durable_dirs = vec!["/tmp/x".into()]),
+            ),
+            (
+                "spec.durableDirs[0]",
+                Box::new(|s| s.durable_dirs = vec!["/dev/shm".into()]),
+            ),
+            (
+                "spec.durableDirs[0]",
+                Box::new(|s| s.durable_dirs = vec!["/sys/".into()]),
+            ),
+            (
+                "spec.durableDirs[1]",
+                Box::new(|s| s.durable_dirs = vec!["/data".into(), "/data/cache".into()]),
+            ),
+            (
+                "spec.durableDirs[1]",
+                Box::new(|s| s.durable_dirs = vec!["/data/cache".into(), "/data/".into()]),
+            ),
+            (
+                "spec.durableDirs[1]",
+                Box::new(|s| s.durable_dirs = vec!["/data".into(), "/data".into()]),
+            ),
+        ];
+        for (field, change) in cases {
+            let mut t = process();
+            change(&mut t.spec);
+            let e = t.validate().unwrap_err();
+            assert_eq!(e.field(), field, "{e}");
+        }
+        let mut t = process();
+        t.spec.working_dir = "/srv".into();
+        t.spec.env_file = "/etc/ate/app.env".into();
+        t.spec.rootfs = "/var/lib/images/app".into();
+        t.spec.port = 65535;
+        t.spec.durable_dirs = vec!["/data".into(), "/database".into(), "/home/agent".into()];
+        t.spec.limits.memory_mib = 16;
+        t.spec.readiness = Some(ReadinessProbe {
+            timeout: MAX_READINESS_TIMEOUT,
+            ..Default::default()
+        });
+        t.validate().unwrap();
+    }
+
+    #[test]
+    fn only_full_snapshots_of_process_actors_need_criu() {
+        let mut t = process();
+        assert_eq!(t.spec.required_capabilities(), [CAPABILITY_CRIU]);
+        t.spec.snapshots.on_commit = SnapshotScope::Data;
+        assert_eq!(t.spec.required_capabilities(), [CAPABILITY_CRIU]);
+        t.spec.snapshots.on_pause = SnapshotScope::Data;
+        assert!(t.spec.required_capabilities().is_empty());
+        let w = wasm("/m.wasm");
+        assert!(w.spec.required_capabilities().is_empty());
     }
 }

@@ -6,8 +6,12 @@
 //! retracts all of it at once.
 
 mod executor;
+mod exits;
 mod logs;
+mod process;
 mod slots;
+mod snapshot_io;
+mod wasm;
 mod workload;
 
 use std::path::PathBuf;
@@ -15,15 +19,54 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ate_model::Labels;
+use ate_process::{HostConfig, ProcessHost};
 use ate_seam::{LocalSeam, NodeExecutor, NodeMembership, NodeRegistration, SeamError};
 use ate_snapshots::{SnapshotCache, SnapshotError};
 use ate_wasm::{WasmEngine, WasmError};
 
 pub use executor::NodeService;
 pub use logs::{LINES_PER_ACTOR, LogBook};
+pub use wasm::MAX_REQUEST_BYTES;
 
-/// The sandbox classes this node can run.
-pub const SANDBOX_CLASSES: &[&str] = &["wasm"];
+/// How the node runs `process` actors.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessConfig {
+    /// Run the class at all. Off, or on a machine where runc cannot run containers (it
+    /// needs root), the node advertises `wasm` only.
+    pub enabled: bool,
+    /// The runc binary; `None` looks in `PATH`.
+    pub runc: Option<PathBuf>,
+    /// The CRIU binary for Full snapshots; `None` means no Full snapshots here.
+    pub criu: Option<PathBuf>,
+}
+
+impl ProcessConfig {
+    /// The class on, with CRIU from `ATE_CRIU`, else `criu` in `PATH`, else where
+    /// `scripts/criu.sh` builds it (`~/.cache/ate/criu-4.2.1/criu`).
+    pub fn detect() -> Self {
+        Self {
+            enabled: true,
+            runc: None,
+            criu: default_criu(),
+        }
+    }
+}
+
+fn default_criu() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ATE_CRIU").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let in_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("criu"))
+            .find(|p| p.is_file())
+    });
+    in_path.or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        let built = PathBuf::from(home).join(".cache/ate/criu-4.2.1/criu");
+        built.is_file().then_some(built)
+    })
+}
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -42,6 +85,7 @@ pub struct NodeConfig {
     pub cache_bytes: u64,
     /// How long a guest's outbound call may take.
     pub egress_timeout: Duration,
+    pub process: ProcessConfig,
 }
 
 impl NodeConfig {
@@ -57,6 +101,7 @@ impl NodeConfig {
             data_dir,
             cache_bytes: 1 << 30,
             egress_timeout: Duration::from_secs(120),
+            process: ProcessConfig::detect(),
         }
     }
 }
@@ -91,20 +136,34 @@ impl Node {
         })?;
         let cache = SnapshotCache::new(config.data_dir.join("cache"), config.cache_bytes)?;
         let engine = WasmEngine::new()?;
+        let process = process_host(&config);
+        let mut capabilities = Vec::new();
+        if process.as_ref().is_some_and(|p| p.can_checkpoint()) {
+            capabilities.push(ate_model::CAPABILITY_CRIU.to_string());
+        }
+        let membership = Arc::new(Mutex::new(None));
+        let service = Arc::new(NodeService::new(
+            config,
+            engine,
+            process,
+            cache,
+            membership.clone(),
+        ));
+        let config = &service.config;
         let registration = NodeRegistration {
             name: config.name.clone(),
             address: config.address.clone(),
             labels: config.labels.clone(),
-            sandbox_classes: SANDBOX_CLASSES.iter().map(|c| c.to_string()).collect(),
+            sandbox_classes: service.classes().to_vec(),
+            capabilities,
             capacity: config.capacity,
             incarnation: ate_snapshots::new_snapshot_id(),
             snapshot_location: config.snapshot_location.clone(),
         };
-        let membership = Arc::new(Mutex::new(None));
-        let service = Arc::new(NodeService::new(config, engine, cache, membership.clone()));
         let joined = seam.join(registration, service.clone() as Arc<dyn NodeExecutor>)?;
         *membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(joined);
         tokio::spawn(NodeService::watch_idle(Arc::downgrade(&service)));
+        tokio::spawn(NodeService::report_exits(Arc::downgrade(&service)));
         Ok(Self {
             service,
             membership,
@@ -118,6 +177,30 @@ impl Node {
     /// The node's executor, as the seam hands it out.
     pub fn service(&self) -> Arc<NodeService> {
         self.service.clone()
+    }
+}
+
+/// The process class's driver, if this machine can run it; containers an earlier run of
+/// this node left behind (it was killed) are swept first.
+fn process_host(config: &NodeConfig) -> Option<Arc<ProcessHost>> {
+    if !config.process.enabled {
+        return None;
+    }
+    let host = ProcessHost::detect(HostConfig {
+        state_dir: config.data_dir.join("process-state"),
+        runc: config.process.runc.clone(),
+        criu: config.process.criu.clone(),
+    });
+    match host {
+        Ok(host) => {
+            host.sweep();
+            tracing::info!(node = %config.name, full_snapshots = host.can_checkpoint(), "process sandbox class available");
+            Some(Arc::new(host))
+        }
+        Err(e) => {
+            tracing::info!(node = %config.name, reason = %e, "process sandbox class not available");
+            None
+        }
     }
 }
 

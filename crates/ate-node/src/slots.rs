@@ -1,6 +1,6 @@
-//! The node's worker slots: which actor each hosts, its guest, and the snapshot each worker
-//! keeps warm in memory after its actor leaves (so resuming that actor there again reads
-//! nothing).
+//! The node's worker slots: which actor each hosts, its sandbox, and the snapshot each
+//! worker keeps warm in memory after its actor leaves (so resuming that actor there again
+//! reads nothing).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -9,80 +9,61 @@ use std::time::{Duration, Instant};
 
 use ate_model::ActorRef;
 use ate_seam::{SeamError, WorkerId};
-use ate_wasm::{
-    CompiledModule, Guest, GuestConfig, GuestState, MappedMemory, MemoryImage, WasmEngine,
-    WasmError,
-};
 
-/// A snapshot a worker can restore without fetching: its cache key (`atespace/actor/id`)
-/// and the saved state.
-#[derive(Debug, Clone)]
-pub(crate) struct Warm {
-    pub key: String,
-    pub saved: Saved,
+use crate::process::ProcessHosted;
+use crate::wasm::{Warm, WasmHosted};
+
+/// The sandbox class of a hosted actor, known without taking its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Wasm,
+    Process,
 }
 
-/// Where a snapshot's memory is: in this process (a checkpoint just taken), or in a file
-/// of the node cache, mapped copy-on-write on restore.
-#[derive(Debug, Clone)]
-pub(crate) enum Saved {
-    Copy(Arc<MemoryImage>),
-    Mapped {
-        state: Arc<GuestState>,
-        memory: MappedMemory,
-    },
-}
-
-impl Warm {
-    pub fn restore(
-        &self,
-        engine: &WasmEngine,
-        module: Arc<CompiledModule>,
-        config: &GuestConfig,
-    ) -> Result<Guest, WasmError> {
-        match &self.saved {
-            Saved::Copy(image) => Guest::restore(engine, module, config, image),
-            Saved::Mapped { state, memory } => {
-                Guest::restore_mapped(engine, module, config, state, memory)
-            }
-        }
-    }
+/// What runs an actor, by sandbox class.
+#[derive(Debug)]
+pub(crate) enum Sandbox {
+    Wasm(Box<WasmHosted>),
+    Process(ProcessHosted),
 }
 
 /// An actor on a worker.
 #[derive(Debug)]
 pub(crate) struct Hosted {
-    pub guest: Option<Guest>,
-    pub module: Arc<CompiledModule>,
-    pub config: GuestConfig,
-    /// The state the guest was last restored from or checkpointed to.
-    pub image: Option<Warm>,
-    /// Set under the lock by the checkpoint of a suspend or pause: a request that was
-    /// admitted but got the lock after it must not run (its effects would be lost).
+    pub sandbox: Sandbox,
+    /// Set under the write lock by the checkpoint of a suspend or pause: a request that
+    /// was admitted but got the lock after it must not run (its effects would be lost).
     pub parked: bool,
 }
 
 impl Hosted {
-    /// The guest, ready for a request. A guest poisoned by a trap is replaced by one
-    /// rebuilt from the last image (or a fresh boot), so the worker stays usable; state
-    /// since that image is lost, as after a crash.
-    pub fn guest(&mut self, engine: &WasmEngine) -> Result<&mut Guest, WasmError> {
-        if self.guest.as_ref().is_none_or(Guest::is_poisoned) {
-            self.guest = None;
-            let fresh = match &self.image {
-                Some(w) => w.restore(engine, self.module.clone(), &self.config)?,
-                None => Guest::boot(engine, self.module.clone(), &self.config)?,
-            };
-            tracing::info!(actor = %self.config.actor, from_image = self.image.is_some(), "guest replaced");
-            self.guest = Some(fresh);
+    pub fn new(sandbox: Sandbox) -> Self {
+        Self {
+            sandbox,
+            parked: false,
         }
-        self.guest
-            .as_mut()
-            .ok_or_else(|| WasmError::Internal("guest vanished".into()))
+    }
+
+    pub fn class(&self) -> Class {
+        match &self.sandbox {
+            Sandbox::Wasm(_) => Class::Wasm,
+            Sandbox::Process(_) => Class::Process,
+        }
+    }
+
+    /// The snapshot the worker keeps warm once this actor leaves.
+    fn warm(&self) -> Option<Warm> {
+        match &self.sandbox {
+            Sandbox::Wasm(w) => w.image.clone(),
+            Sandbox::Process(_) => None,
+        }
     }
 }
 
-pub(crate) type HostedRef = Arc<tokio::sync::Mutex<Hosted>>;
+/// Requests hold the lock shared (a process serves many at once) or exclusively (a wasm
+/// guest serves one at a time); a checkpoint or stop holds it exclusively, so it waits for
+/// the requests in flight.
+pub(crate) type HostedRef = Arc<tokio::sync::RwLock<Hosted>>;
 
 /// When an actor last worked and how much is under way, for idle suspension.
 #[derive(Debug)]
@@ -144,6 +125,7 @@ impl Drop for InFlight {
 #[derive(Debug, Clone)]
 pub(crate) struct Tenant {
     pub actor: ActorRef,
+    pub class: Class,
     pub hosted: HostedRef,
     pub activity: Arc<Activity>,
     pub idle_timeout: Duration,
@@ -204,14 +186,15 @@ impl Slots {
                 actor: t.actor.to_string(),
             });
         }
-        if hosted.image.is_some() {
-            slot.warm = hosted.image.clone();
+        if let Some(warm) = hosted.warm() {
+            slot.warm = Some(warm);
         }
         let activity = Arc::new(Activity::new());
         activity.touch();
         slot.tenant = Some(Tenant {
             actor: actor.clone(),
-            hosted: Arc::new(tokio::sync::Mutex::new(hosted)),
+            class: hosted.class(),
+            hosted: Arc::new(tokio::sync::RwLock::new(hosted)),
             activity,
             idle_timeout,
             sealed: false,
@@ -227,9 +210,13 @@ impl Slots {
     }
 
     /// The actor on `worker`, sealed or not (checkpoint and stop still reach it).
-    pub fn hosted(&self, worker: &WorkerId, actor: &ActorRef) -> Result<HostedRef, SeamError> {
+    pub fn hosted(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+    ) -> Result<(Class, HostedRef), SeamError> {
         match self.lock().get(worker).and_then(|s| s.tenant.as_ref()) {
-            Some(t) if &t.actor == actor => Ok(t.hosted.clone()),
+            Some(t) if &t.actor == actor => Ok((t.class, t.hosted.clone())),
             _ => Err(Self::not_hosted(worker, actor)),
         }
     }

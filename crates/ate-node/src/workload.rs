@@ -1,5 +1,6 @@
 //! Getting a template's module onto the node: read from a path or downloaded from a URL
-//! (checked against the template's sha256 and kept on disk), then compiled once.
+//! (checked against the template's sha256 and kept on disk), then compiled once (wasm) or
+//! placed in the sandbox read-only (process).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -75,4 +76,50 @@ pub(crate) async fn compile(
         .await
         .map_err(|e| SeamError::Internal(e.to_string()))?
         .map_err(wasm_error)
+}
+
+/// The program file of a `process` workload on this node's disk: a path as it is (checked
+/// against moduleSha256 when given), a URL downloaded once into `modules_dir`.
+pub(crate) async fn module_file(
+    workload: &Workload,
+    modules_dir: &Path,
+) -> Result<std::path::PathBuf, SeamError> {
+    let spec = &workload.spec;
+    let m = spec.module.as_str();
+    let is_url = m.starts_with("http://") || m.starts_with("https://");
+    if !is_url && spec.module_sha256.is_empty() {
+        let path = std::path::PathBuf::from(m.strip_prefix("file://").unwrap_or(m));
+        return match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(path),
+            Ok(_) => Err(invalid(
+                "spec.module",
+                format!("{} is not a file", path.display()),
+            )),
+            Err(e) => Err(invalid(
+                "spec.module",
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        };
+    }
+    let bytes = module_bytes(workload, modules_dir).await?;
+    let sha = ate_wasm::sha256_hex(&bytes);
+    if !spec.module_sha256.is_empty() && sha != spec.module_sha256 {
+        return Err(invalid(
+            "spec.moduleSha256",
+            format!("the module's sha256 is {sha}, not {}", spec.module_sha256),
+        ));
+    }
+    let path = modules_dir.join(format!("{sha}.program"));
+    if tokio::fs::metadata(&path).await.is_err() {
+        let tmp = modules_dir.join(format!("{sha}.program.tmp"));
+        let write = async {
+            tokio::fs::create_dir_all(modules_dir).await?;
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        write
+            .await
+            .map_err(|e| SeamError::Internal(format!("{}: {e}", path.display())))?;
+    }
+    Ok(path)
 }

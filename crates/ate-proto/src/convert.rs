@@ -158,6 +158,7 @@ pub fn worker_to_pb(w: &m::Worker) -> pb::Worker {
         cached_snapshots: w.cached_snapshots.clone(),
         labels: pb_labels(&w.labels),
         node_incarnation: w.node_incarnation.clone(),
+        capabilities: w.capabilities.clone(),
     }
 }
 
@@ -178,6 +179,7 @@ pub fn worker_from_pb(w: &pb::Worker) -> m::Worker {
         labels: labels(&w.labels),
         assignment,
         cached_snapshots: w.cached_snapshots.clone(),
+        capabilities: w.capabilities.clone(),
     }
 }
 
@@ -217,6 +219,8 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
             readiness: s.readiness.as_ref().map(|r| pb::ReadinessProbe {
                 path: r.path.clone(),
                 port: r.port.into(),
+                tcp: r.tcp,
+                timeout_ms: r.timeout.0.as_millis() as u64,
             }),
             durable_dirs: s.durable_dirs.clone(),
             snapshots: Some(pb::SnapshotsConfig {
@@ -233,7 +237,13 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
             limits: Some(pb::Limits {
                 memory_pages: s.limits.memory_pages,
                 request_budget_ms: Some(s.limits.request_budget.0.as_millis() as u64),
+                memory_mib: s.limits.memory_mib,
             }),
+            args: s.args.clone(),
+            env_file: s.env_file.clone(),
+            working_dir: s.working_dir.clone(),
+            port: s.port.into(),
+            rootfs: s.rootfs.clone(),
         }),
         status: Some(pb::ActorTemplateStatus {
             phase: t.status.phase.clone(),
@@ -244,27 +254,39 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
     }
 }
 
+/// A wire port as the model's, naming the field if it does not fit.
+fn port_from_pb(field: &str, port: u32) -> Result<u16, m::ModelError> {
+    u16::try_from(port)
+        .map_err(|_| m::ModelError::invalid(field, port.to_string(), "must be at most 65535"))
+}
+
+fn millis(ms: u64) -> m::Duration {
+    m::Duration(std::time::Duration::from_millis(ms))
+}
+
 /// Converts a wire template. Fails only on values the model cannot hold (a port above
-/// 65535), naming the field.
+/// 65535), naming the field. Zeros the wire uses for "unset" become the model's defaults.
 pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::ModelError> {
     let s = t.spec.clone().unwrap_or_default();
     let readiness = s
         .readiness
         .as_ref()
         .map(|r| {
-            let port = u16::try_from(r.port).map_err(|_| {
-                m::ModelError::invalid(
-                    "spec.readiness.port",
-                    r.port.to_string(),
-                    "must be at most 65535",
-                )
-            })?;
             Ok::<_, m::ModelError>(m::ReadinessProbe {
                 path: r.path.clone(),
-                port,
+                port: port_from_pb("spec.readiness.port", r.port)?,
+                tcp: r.tcp,
+                timeout: match r.timeout_ms {
+                    0 => m::ReadinessProbe::default_timeout(),
+                    ms => millis(ms),
+                },
             })
         })
         .transpose()?;
+    let port = match port_from_pb("spec.port", s.port)? {
+        0 => m::TemplateSpec::default_port(),
+        p => p,
+    };
     let snapshots = s.snapshots.clone().unwrap_or_default();
     let limits = s.limits.unwrap_or_default();
     let status = t.status.clone().unwrap_or_default();
@@ -276,6 +298,11 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
             sandbox_class: s.sandbox_class,
             module: s.module,
             command: s.command,
+            args: s.args,
+            env_file: s.env_file,
+            working_dir: s.working_dir,
+            port,
+            rootfs: s.rootfs,
             env: s
                 .env
                 .into_iter()
@@ -309,8 +336,12 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
                 },
                 request_budget: limits
                     .request_budget_ms
-                    .map(|ms| m::Duration(std::time::Duration::from_millis(ms)))
+                    .map(millis)
                     .unwrap_or_else(m::Limits::default_request_budget),
+                memory_mib: match limits.memory_mib {
+                    0 => m::Limits::default_memory_mib(),
+                    n => n,
+                },
             },
         },
         status: m::TemplateStatus {
@@ -368,6 +399,7 @@ pub fn node_to_pb(n: &m::Node) -> pb::Node {
         status: n.status.clone(),
         incarnation: n.incarnation.clone(),
         cordoned: n.cordoned,
+        capabilities: n.capabilities.clone(),
     }
 }
 
@@ -382,6 +414,7 @@ pub fn node_from_pb(n: &pb::Node) -> m::Node {
         status: n.status.clone(),
         incarnation: n.incarnation.clone(),
         cordoned: n.cordoned,
+        capabilities: n.capabilities.clone(),
     }
 }
 
@@ -405,6 +438,8 @@ mod tests {
                 readiness: Some(m::ReadinessProbe {
                     path: "/readyz".into(),
                     port: 8080,
+                    tcp: true,
+                    timeout: m::Duration::from_secs(45),
                 }),
                 durable_dirs: vec!["/data".into()],
                 snapshots: m::SnapshotsConfig {
@@ -421,7 +456,13 @@ mod tests {
                 limits: m::Limits {
                     memory_pages: 17,
                     request_budget: m::Duration::from_secs(3),
+                    memory_mib: 1024,
                 },
+                args: vec!["--port".into(), "3000".into()],
+                env_file: "/etc/ate/app.env".into(),
+                working_dir: "/srv".into(),
+                port: 3000,
+                rootfs: "/var/lib/images/app.tgz".into(),
                 ..Default::default()
             },
             status: m::TemplateStatus {
@@ -430,6 +471,35 @@ mod tests {
             },
         };
         assert_eq!(template_from_pb(&template_to_pb(&t)).unwrap(), t);
+    }
+
+    #[test]
+    fn template_zeros_on_the_wire_read_as_defaults() {
+        let wire = pb::ActorTemplate {
+            namespace: "demo".into(),
+            name: "p".into(),
+            spec: Some(pb::ActorTemplateSpec {
+                sandbox_class: "process".into(),
+                command: vec!["/bin/app".into()],
+                readiness: Some(pb::ReadinessProbe {
+                    path: "/".into(),
+                    ..Default::default()
+                }),
+                limits: Some(pb::Limits::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = template_from_pb(&wire).unwrap();
+        assert_eq!(t.spec.port, 8080);
+        assert_eq!(t.spec.limits.memory_mib, 512);
+        assert_eq!(
+            t.spec.readiness.as_ref().map(|r| r.timeout),
+            Some(m::ReadinessProbe::default_timeout())
+        );
+        let mut bad = wire.clone();
+        bad.spec.as_mut().unwrap().port = 70_000;
+        assert_eq!(template_from_pb(&bad).unwrap_err().field(), "spec.port");
     }
 
     #[test]
@@ -474,6 +544,7 @@ mod tests {
             }),
             cached_snapshots: vec!["s1".into()],
             node_incarnation: "i1".into(),
+            capabilities: vec!["criu".into()],
             ..Default::default()
         };
         assert_eq!(worker_from_pb(&worker_to_pb(&w)), w);
@@ -490,6 +561,7 @@ mod tests {
             status: "Ready".into(),
             incarnation: "i1".into(),
             cordoned: true,
+            capabilities: vec!["criu".into()],
             ..Default::default()
         };
         assert_eq!(node_from_pb(&node_to_pb(&n)), n);

@@ -10,15 +10,16 @@ use ate_dataspace::{Assertion, Dataspace, DataspaceError, Event, Filter, Id, Own
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{IdleActor, NodeCacheAdvert, NodeRegistration, Route, WorkerAdvert};
+use crate::{ActorExited, IdleActor, NodeCacheAdvert, NodeRegistration, Route, WorkerAdvert};
 
 /// The assertion types a node carries to the control plane.
-pub const NODE_TYPES: [&str; 5] = [
+pub const NODE_TYPES: [&str; 6] = [
     NodeRegistration::TYPE,
     WorkerAdvert::TYPE,
     NodeCacheAdvert::TYPE,
     Route::TYPE,
     IdleActor::TYPE,
+    ActorExited::TYPE,
 ];
 
 /// The assertion types a router follows.
@@ -86,6 +87,10 @@ macro_rules! with_type {
             }
             IdleActor::TYPE => {
                 type $t = IdleActor;
+                $body
+            }
+            ActorExited::TYPE => {
+                type $t = ActorExited;
                 $body
             }
             other => Err(CarryError::UnknownType(other.to_string())),
@@ -263,4 +268,51 @@ fn spawn_follow<T: Assertion>(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use ate_model::ActorRef;
+
+    use super::*;
+    use crate::{ActorExited, WorkerId, actor_key};
+
+    #[test]
+    fn exits_are_carried_and_old_registrations_still_decode() {
+        let ds = Dataspace::new();
+        let owner = ds.owner("node/n1");
+        let exit = ActorExited {
+            actor: ActorRef::new("team-a", "x"),
+            node: "n1".into(),
+            worker: WorkerId::new("default", "process", "w-0"),
+            message: "exited with status 1".into(),
+            time_ms: 7,
+        };
+        let raw = RawAssertion {
+            type_tag: ActorExited::TYPE.into(),
+            id: actor_key(&exit.actor).to_string(),
+            value_json: serde_json::to_string(&exit).unwrap(),
+        };
+        assert!(is_carried(&raw.type_tag));
+        validate(&raw).unwrap();
+        assert_raw(&owner, &raw).unwrap();
+        assert_eq!(ds.get::<ActorExited>(&actor_key(&exit.actor)), Some(exit));
+        retract_raw(&owner, ActorExited::TYPE, &raw.id).unwrap();
+        assert!(
+            ds.get::<ActorExited>(&actor_key(&ActorRef::new("team-a", "x")))
+                .is_none()
+        );
+
+        // A node from before capabilities registers with none.
+        let old = RawAssertion {
+            type_tag: NodeRegistration::TYPE.into(),
+            id: "n1".into(),
+            value_json: r#"{"name":"n1","address":"","labels":{},"sandbox_classes":["wasm"],
+                "capacity":4,"incarnation":"i","snapshot_location":"file:///s"}"#
+                .into(),
+        };
+        assert_raw(&owner, &old).unwrap();
+        let reg = ds.get::<NodeRegistration>(&"n1".into()).unwrap();
+        assert!(reg.capabilities.is_empty());
+    }
 }

@@ -1,8 +1,9 @@
 //! The seam between ate's control plane and its nodes (`control -> seam <- node`). Neither
 //! plane imports the other: the control plane drives sandboxes through [`NodeExecutor`] and
 //! learns which nodes are alive, and what they hold, from dataspace assertions
-//! ([`NodeRegistration`], [`WorkerAdvert`], [`NodeCacheAdvert`]); routers learn where
-//! running actors are served ([`Route`]) the same way. In the all-in-one binary
+//! ([`NodeRegistration`], [`WorkerAdvert`], [`NodeCacheAdvert`]) and what happened to
+//! their actors ([`IdleActor`], [`ActorExited`]); routers learn where running actors are
+//! served ([`Route`]) the same way. In the all-in-one binary
 //! [`LocalSeam`] wires both planes in one process with no network hop; the split deployment
 //! puts a network executor behind the same trait: a node daemon serves its executor with
 //! [`node_service`] and the control plane reaches it through [`RemoteExecutor`].
@@ -12,6 +13,7 @@ pub mod carry;
 mod channel;
 mod error;
 mod executor;
+mod exits;
 mod follow;
 mod local;
 mod register;
@@ -26,6 +28,7 @@ pub use executor::{
     Checkpoint, CheckpointRequest, Durability, LogLine, LogStream, NodeExecutor, RestoreRequest,
     RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
 };
+pub use exits::ActorExited;
 pub use follow::{ControlFollower, RemoteNodes, follow_control};
 pub use local::{LocalSeam, NodeMembership};
 pub use register::{Registration, RegistrationConfig};

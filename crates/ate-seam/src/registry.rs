@@ -26,6 +26,12 @@ pub struct NodeRegistration {
     /// The snapshot store the node writes to for templates that name none, so the control
     /// plane can name a snapshot before the node writes it and check it afterwards.
     pub snapshot_location: String,
+    /// What the node can do beyond running its sandbox classes, e.g.
+    /// [`ate_model::CAPABILITY_CRIU`] (Full snapshots of `process` actors). The fleet copies
+    /// them onto the node's workers, where the scheduler selects on them; absent (a node
+    /// from before capabilities) means none.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 impl Assertion for NodeRegistration {

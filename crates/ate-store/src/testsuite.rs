@@ -26,7 +26,8 @@ macro_rules! conformance_tests {
             atespace_crud, actor_crud, actor_needs_atespace, atespace_delete_only_when_empty,
             atespace_delete_races_actor_create, concurrent_creates_one_wins,
             conflicting_updates_one_wins, concurrent_claims_never_double_bind,
-            claim_is_idempotent_per_actor, claim_respects_selectors, pagination_is_exact,
+            claim_is_idempotent_per_actor, claim_respects_selectors, claim_by_capability,
+            pagination_is_exact,
             field_selectors_match_reference, label_selectors, unknown_fields_rejected,
             leases, every_kind_round_trips, watch_reports_changes_in_order);
     };
@@ -384,6 +385,77 @@ pub async fn claim_respects_selectors(store: Shared) {
     let bad = FieldSelector::eq([("colour", "red")]);
     let err = store.claim(&bad, &assignment("t", "c")).await;
     assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
+}
+
+/// Two multi-valued fields in one selector (a hot snapshot and a node capability), and a
+/// capability withdrawn by an update leaving the index.
+pub async fn claim_by_capability(store: Shared) {
+    let mut plain = worker("proc", "plain", "n1");
+    plain.cached_snapshots = vec!["snap-1".into()];
+    let mut hot = worker("proc", "criu-hot", "n2");
+    hot.cached_snapshots = vec!["snap-1".into()];
+    hot.capabilities = vec!["criu".into()];
+    let mut cold = worker("proc", "criu-cold", "n3");
+    cold.capabilities = vec!["criu".into(), "gpu".into()];
+    for w in [plain, hot, cold] {
+        store.create(w).await.expect("worker");
+    }
+    let list = |sel: FieldSelector| {
+        let store = store.clone();
+        async move {
+            let mut names: Vec<String> = store
+                .list_all::<Worker>(&ListOptions::with_fields(sel))
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|w| w.name)
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        list(FieldSelector::eq([("capability", "criu")])).await,
+        ["criu-cold", "criu-hot"]
+    );
+    assert_eq!(
+        list(FieldSelector::eq([("capability", "")])).await,
+        ["plain"]
+    );
+    let hot_criu = FieldSelector::eq([
+        ("pool", "proc"),
+        ("actor_id", ""),
+        ("cached_snapshot", "snap-1"),
+        ("capability", "criu"),
+    ]);
+    let w = store
+        .claim(&hot_criu, &assignment("t", "a"))
+        .await
+        .expect("claim");
+    assert_eq!(w.map(|w| w.name), Some("criu-hot".into()));
+    let any_criu = FieldSelector::eq([("pool", "proc"), ("actor_id", ""), ("capability", "criu")]);
+    let w = store
+        .claim(&any_criu, &assignment("t", "b"))
+        .await
+        .expect("claim");
+    assert_eq!(w.map(|w| w.name), Some("criu-cold".into()));
+    // The plain worker is free but lacks the capability.
+    let none = store
+        .claim(&any_criu, &assignment("t", "c"))
+        .await
+        .expect("claim");
+    assert!(none.is_none());
+    let mut cold: Worker = store.get("default/proc/criu-cold").await.expect("get");
+    cold.capabilities.clear();
+    store.update(cold).await.expect("update");
+    assert_eq!(
+        list(FieldSelector::eq([("capability", "criu")])).await,
+        ["criu-hot"]
+    );
+    assert_eq!(
+        list(FieldSelector::eq([("capability", "")])).await,
+        ["criu-cold", "plain"]
+    );
 }
 
 pub async fn pagination_is_exact(store: Shared) {

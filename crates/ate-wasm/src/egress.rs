@@ -33,54 +33,7 @@ impl EgressError {
     }
 }
 
-/// The hosts a template allows: `host`, `host:port`, `*.domain` (subdomains only), or an
-/// IPv4 address. A rule without a port allows every port. Empty denies everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EgressPolicy {
-    rules: Vec<(String, Option<u16>)>,
-    any: bool,
-}
-
-impl EgressPolicy {
-    /// Builds the policy from rules already validated with the template.
-    pub fn new(rules: &[String]) -> Self {
-        let rules = rules
-            .iter()
-            .map(|r| match r.rsplit_once(':') {
-                Some((h, p)) => match p.parse::<u16>() {
-                    Ok(port) => (h.to_ascii_lowercase(), Some(port)),
-                    Err(_) => (r.to_ascii_lowercase(), None),
-                },
-                None => (r.to_ascii_lowercase(), None),
-            })
-            .collect();
-        Self { rules, any: false }
-    }
-
-    /// Allows every destination: for the node's own downloads, never for guests.
-    fn any() -> Self {
-        Self {
-            rules: Vec::new(),
-            any: true,
-        }
-    }
-
-    pub fn allows(&self, host: &str, port: u16) -> bool {
-        if self.any {
-            return true;
-        }
-        let host = host.to_ascii_lowercase();
-        self.rules.iter().any(|(rule, rule_port)| {
-            let host_ok = match rule.strip_prefix("*.") {
-                Some(domain) => host
-                    .strip_suffix(domain)
-                    .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
-                None => *rule == host,
-            };
-            host_ok && rule_port.is_none_or(|p| p == port)
-        })
-    }
-}
+pub use ate_model::EgressPolicy;
 
 /// A parsed outbound request: an HTTP/1.1 message whose target is an absolute
 /// `http://host[:port]/path` URL.
@@ -183,7 +136,7 @@ pub fn send(policy: &EgressPolicy, raw: &[u8], timeout: Duration) -> Result<Vec<
 /// Downloads `url` (plain `http://`) and returns the body of a 200 response.
 pub fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, EgressError> {
     let raw = send(
-        &EgressPolicy::any(),
+        &EgressPolicy::allow_all(),
         format!("GET {url} HTTP/1.1\r\n\r\n").as_bytes(),
         timeout,
     )?;
@@ -279,24 +232,6 @@ fn read_response(mut r: impl BufRead) -> Result<Vec<u8>, EgressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policy_matches_hosts_ports_and_subdomains() {
-        let p = EgressPolicy::new(&[
-            "api.example.com".into(),
-            "127.0.0.1:8080".into(),
-            "*.models.dev".into(),
-        ]);
-        assert!(p.allows("api.example.com", 443));
-        assert!(p.allows("API.example.com", 80));
-        assert!(p.allows("127.0.0.1", 8080));
-        assert!(!p.allows("127.0.0.1", 8081));
-        assert!(p.allows("eu.models.dev", 80));
-        assert!(!p.allows("models.dev", 80));
-        assert!(!p.allows("evilmodels.dev", 80));
-        assert!(!p.allows("example.com", 443));
-        assert!(!EgressPolicy::default().allows("api.example.com", 443));
-    }
 
     #[test]
     fn chunked_responses_are_reassembled() {

@@ -27,7 +27,7 @@ pub enum Command {
     /// Run everything on this machine with the embedded defaults.
     Up(up::UpArgs),
     /// Run chosen roles with explicit settings.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Measure ate on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             init_tracing("info");
-            serve::serve(args).await
+            serve::serve(*args).await
         }
         Command::Bench(cmd) => {
             init_tracing("warn");

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod demos;
 mod edge;
 mod local;
 mod node_daemon;

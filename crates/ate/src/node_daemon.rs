@@ -37,6 +37,14 @@ pub struct NodeArgs {
     /// must share it for actors to move between nodes. Default: <data-dir>/snapshots.
     #[arg(long)]
     pub snapshots: Option<String>,
+    /// The runc binary that runs `process` actors, or `off` to run `wasm` actors only.
+    /// Default: runc in PATH (the class needs root; without it the node runs wasm only).
+    #[arg(long)]
+    pub runc: Option<String>,
+    /// The CRIU binary for Full snapshots of `process` actors, or `off`. Default: $ATE_CRIU,
+    /// criu in PATH, or ~/.cache/ate/criu-4.2.1/criu (where scripts/criu.sh builds it).
+    #[arg(long)]
+    pub criu: Option<String>,
 }
 
 impl NodeArgs {
@@ -62,6 +70,16 @@ impl NodeArgs {
                 anyhow::bail!("--node-label: {label:?} is not key=value");
             };
             config.labels.insert(k.to_string(), v.to_string());
+        }
+        match self.runc.as_deref() {
+            Some("off") => config.process.enabled = false,
+            Some(path) => config.process.runc = Some(path.into()),
+            None => {}
+        }
+        match self.criu.as_deref() {
+            Some("off") => config.process.criu = None,
+            Some(path) => config.process.criu = Some(path.into()),
+            None => {}
         }
         Ok(config)
     }

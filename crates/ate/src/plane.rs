@@ -1,14 +1,15 @@
 //! The control plane's background work over a set of nodes, the same whether the nodes
 //! live in this process (`ate up`) or on other machines (`ate serve --roles api`): the
 //! lifecycle that the API and the router resume through, the fleet that gives nodes their
-//! workers, the recovery sweep, golden snapshots and idle suspension.
+//! workers, the recovery sweep, golden snapshots, idle suspension and the reaction to
+//! programs that exited by themselves.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use ate_control::{
-    Fleet, FleetHandle, Golden, GoldenHandle, IdleHandle, Lifecycle, LifecycleConfig,
+    ExitHandle, Fleet, FleetHandle, Golden, GoldenHandle, IdleHandle, Lifecycle, LifecycleConfig,
     RecoveryHandle,
 };
 use ate_seam::NodeDirectory;
@@ -22,6 +23,7 @@ pub struct ControlPlane {
     _golden: GoldenHandle,
     _recovery: RecoveryHandle,
     _idle: IdleHandle,
+    _exits: ExitHandle,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -53,6 +55,9 @@ impl ControlPlane {
             _idle: lifecycle
                 .start_idle_suspension()
                 .context("cannot start idle suspension")?,
+            _exits: lifecycle
+                .start_exit_reaction()
+                .context("cannot start the reaction to exited programs")?,
             _recovery: lifecycle.start_recovery(sweep_every),
             _golden: Golden::new(store.clone(), lifecycle.clone()).start(),
             _fleet: fleet.start(),

@@ -29,6 +29,13 @@ pub enum LifecycleError {
     NoEligiblePool { class: String },
     #[error("no free worker in pool(s) {pools}")]
     NoFreeWorker { pools: String },
+    /// Pools of the class exist, but no worker in them, free or busy, is on a node with a
+    /// capability the template needs: waiting will not help until such a node joins.
+    #[error(
+        "no node can {} of {class} actors: none has {capability}",
+        capability_use(.capability)
+    )]
+    MissingCapability { class: String, capability: String },
     #[error("the snapshot of actor {actor} is still being uploaded by node {node}; retry")]
     UploadPending { actor: String, node: String },
     #[error("this control plane has no data plane to run actors on")]
@@ -45,6 +52,7 @@ impl LifecycleError {
                 "no_capacity"
             }
             LifecycleError::WrongState { .. } => "wrong_state",
+            LifecycleError::MissingCapability { .. } => "missing_capability",
             _ => "error",
         }
     }
@@ -58,9 +66,18 @@ impl LifecycleError {
             LifecycleError::WrongState { .. }
             | LifecycleError::TemplateMissing { .. }
             | LifecycleError::NoEligiblePool { .. }
-            | LifecycleError::NoFreeWorker { .. } => ErrorKind::FailedPrecondition,
+            | LifecycleError::NoFreeWorker { .. }
+            | LifecycleError::MissingCapability { .. } => ErrorKind::FailedPrecondition,
             LifecycleError::UploadPending { .. } => ErrorKind::Unavailable,
             LifecycleError::NoDataPlane => ErrorKind::Unimplemented,
         }
+    }
+}
+
+/// What a node capability lets a node do, for messages about its absence.
+fn capability_use(capability: &str) -> &'static str {
+    match capability {
+        ate_model::CAPABILITY_CRIU => "take full snapshots",
+        _ => "run the template",
     }
 }

@@ -11,6 +11,7 @@
 //! otherwise the actor goes back to its last durable snapshot with the loss recorded.
 
 mod error;
+mod exits;
 mod idle;
 mod lease;
 mod park;
@@ -31,6 +32,7 @@ use ate_seam::{NodeDirectory, NodeExecutor, NodeRegistration, WorkerId, Workload
 use ate_store::{Store, StoreError};
 
 pub use error::LifecycleError;
+pub use exits::{ExitHandle, PROCESS_EXITED};
 pub use idle::IdleHandle;
 use lease::ActorLease;
 pub use recovery::{RecoveryHandle, RecoveryReport};

@@ -4,7 +4,11 @@
 //! holds the snapshot in its cache, any free worker. Each try is one atomic
 //! `claim_worker` with a field selector, answered from the store's indexes. A worker on a
 //! cordoned node (`ate drain node`) is never kept: the fleet removes them, and a claim that
-//! gets one before it does gives it back.
+//! gets one before it does gives it back. A template that needs node capabilities
+//! ([`ate_model::TemplateSpec::required_capabilities`]: CRIU for Full snapshots of a
+//! `process` actor) adds `capability=<each>` to every claim; if no worker of the eligible
+//! pools has one at all, the resume fails with `MissingCapability` rather than "no free
+//! worker", since no amount of waiting frees one.
 
 use ate_dataspace::Filter;
 use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Node, Worker, WorkerPool};
@@ -80,6 +84,42 @@ impl Lifecycle {
         }
     }
 
+    /// After no worker could be claimed: fails with `MissingCapability` if no worker of
+    /// `pools`, free or busy, has one of the `needs`.
+    async fn check_capabilities(
+        &self,
+        template: &ActorTemplate,
+        pools: &[WorkerPool],
+        needs: &[&str],
+    ) -> Result<(), LifecycleError> {
+        for c in needs {
+            let mut found = false;
+            for pool in pools {
+                let sel = FieldSelector::eq([
+                    ("namespace", pool.namespace.as_str()),
+                    ("pool", pool.name.as_str()),
+                    ("capability", c),
+                ]);
+                let opts = ListOptions {
+                    limit: 1,
+                    ..ListOptions::with_fields(sel)
+                };
+                let page = self.store().list::<Worker>(&opts).await?;
+                if !page.items.is_empty() {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Err(LifecycleError::MissingCapability {
+                    class: template.spec.sandbox_class.clone(),
+                    capability: c.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Binds the actor to a worker, preferring snapshot locality. A worker already bound
     /// to the actor (an earlier attempt that died) is returned as it is.
     pub(crate) async fn claim(
@@ -89,6 +129,7 @@ impl Lifecycle {
         locality: &Locality,
     ) -> Result<Worker, LifecycleError> {
         let pools = self.eligible_pools(actor, template).await?;
+        let needs = template.spec.required_capabilities();
         let assignment = Assignment {
             actor: actor.actor_ref(),
             template: actor.template.clone(),
@@ -110,6 +151,11 @@ impl Lifecycle {
                 ]);
                 if !field.is_empty() {
                     sel = sel.and_eq(field, value);
+                }
+                // After the locality field, so a SQL store drives the claim from the more
+                // selective index (a hot snapshot is on few workers, a capability on many).
+                for c in &needs {
+                    sel = sel.and_eq("capability", c);
                 }
                 while let Some(w) = self.store().claim(&sel, &assignment).await? {
                     let stale = !self.current(&w);
@@ -144,6 +190,7 @@ impl Lifecycle {
                 }
             }
         }
+        self.check_capabilities(template, &pools, &needs).await?;
         Err(LifecycleError::NoFreeWorker {
             pools: pools
                 .iter()

@@ -1,0 +1,228 @@
+//! A running container: connections into its network namespace, checkpoint, exits
+//! (published by `watch`) and teardown.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::ProcessError;
+use crate::netns::{self, Netns};
+use crate::runc::{self, Runc};
+
+/// The last lines a program printed, kept for error messages.
+pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// A running actor container. Dropping it kills the container (best effort, without
+/// waiting); `stop` does the same and waits for the cleanup.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) runc: Runc,
+    pub(crate) netns: Netns,
+    pub(crate) bundle: PathBuf,
+    pub(crate) cgroup: String,
+    pub(crate) memory_limit: u64,
+    pub(crate) tail: Tail,
+    /// Set while we stop or checkpoint the container: its exit is then ours, not news.
+    pub(crate) quiet: AtomicBool,
+    /// The exit message of the init process, whether or not it was published.
+    pub(crate) last_exit: Mutex<Option<String>>,
+    /// Published exits: `Some(message)` once the program exited by itself.
+    pub(crate) exit_tx: watch::Sender<Option<String>>,
+    /// Number of output streams that reached end of file.
+    pub(crate) logs_done: watch::Sender<u8>,
+    pub(crate) proxy_stop: watch::Sender<bool>,
+    pub(crate) init: Mutex<Option<Arc<OwnedFd>>>,
+    /// Teardown finished (or `Drop` did the synchronous part and handed off the rest).
+    pub(crate) cleaned: AtomicBool,
+    pub(crate) teardown_lock: tokio::sync::Mutex<()>,
+}
+
+impl Sandbox {
+    /// A fresh TCP connection to the program's port inside its network namespace. The
+    /// node sends one HTTP request per connection and closes it, so no connection is
+    /// open when the container is checkpointed.
+    pub async fn connect(&self) -> std::io::Result<TcpStream> {
+        netns::connect_in(&self.inner.netns, self.inner.port).await
+    }
+
+    /// The container id (also the name of its network namespace).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The last lines the program printed (stdout and stderr interleaved).
+    pub fn recent_output(&self) -> Vec<String> {
+        tail_lines(&self.inner.tail)
+    }
+
+    /// CRIU dump of the whole container (memory, fds, listening sockets, tmpfs) into the
+    /// directory `images`. With `leave_running = false` the container is gone afterwards
+    /// (and this sandbox is stopped); otherwise it continues unaffected. The container
+    /// must be idle: an open TCP connection inside it makes the dump fail.
+    pub async fn checkpoint(&self, images: &Path, leave_running: bool) -> Result<(), ProcessError> {
+        let inner = &self.inner;
+        if inner.runc.criu.is_none() {
+            return Err(ProcessError::Unsupported(
+                "checkpoint needs a working CRIU (criu check failed or no criu given)".into(),
+            ));
+        }
+        if inner.cleaned.load(Ordering::SeqCst) {
+            return Err(ProcessError::Criu {
+                op: "checkpoint",
+                reason: format!("container {} is not running", inner.name),
+            });
+        }
+        std::fs::create_dir_all(images)
+            .map_err(|e| ProcessError::io("creating image dir", images, e))?;
+        let work = inner.bundle.join("criu-dump");
+        std::fs::create_dir_all(&work).map_err(|e| ProcessError::io("creating", &work, e))?;
+        let started = Instant::now();
+        inner.quiet.store(true, Ordering::SeqCst);
+        let images_s = images.to_string_lossy();
+        let work_s = work.to_string_lossy();
+        let mut args = vec![
+            "checkpoint",
+            "--image-path",
+            &images_s,
+            "--work-path",
+            &work_s,
+        ];
+        if leave_running {
+            args.push("--leave-running");
+        }
+        args.push(&inner.name);
+        let result = inner.runc.run("checkpoint", &args).await;
+        match result {
+            Ok(_) => {
+                tracing::info!(container = %inner.name, ms = started.elapsed().as_millis() as u64,
+                    leave_running, "checkpointed");
+                if leave_running {
+                    self.unquiet();
+                } else {
+                    self.teardown().await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("{e}; criu log: {}", runc::criu_log_tail(&work, "dump.log"));
+                self.unquiet();
+                Err(ProcessError::Criu {
+                    op: "checkpoint",
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Kills and deletes the container, its network namespace and bundle. Idempotent.
+    pub async fn stop(&self) {
+        self.teardown().await;
+    }
+
+    /// Resolves when the program exits by itself (crash, out-of-memory kill, exit) with
+    /// a short message such as "exited with status 3" or "killed by signal 9". Never
+    /// resolves for our own stop or checkpoint. Any number of callers may wait.
+    pub async fn exited(&self) -> String {
+        let mut rx = self.inner.exit_tx.subscribe();
+        // The watch guard must be gone before the pending branch awaits (the future is Send).
+        let seen = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.clone().unwrap_or_default());
+        match seen {
+            Ok(message) => message,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Publishes an exit that happened while we were quiet but turned out not to be ours
+    /// (a failed checkpoint).
+    fn unquiet(&self) {
+        self.inner.quiet.store(false, Ordering::SeqCst);
+        let last = self.inner.last_exit.lock().ok().and_then(|g| g.clone());
+        if let Some(msg) = last {
+            self.inner.exit_tx.send_replace(Some(msg));
+        }
+    }
+
+    pub(crate) async fn teardown(&self) {
+        teardown(&self.inner).await;
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let inner = &self.inner;
+        if inner.cleaned.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Synchronous part first: killing the init kills the whole pid namespace, even
+        // if the process exits right after this.
+        inner.quiet.store(true, Ordering::SeqCst);
+        let _ = inner.proxy_stop.send(true);
+        kill_init(inner);
+        netns::remove(&inner.netns.path);
+        let (runc, name, bundle) = (inner.runc.clone(), inner.name.clone(), inner.bundle.clone());
+        let _ = std::thread::Builder::new()
+            .name("ate-runc-delete".into())
+            .spawn(move || {
+                let mut cmd = std::process::Command::new(&runc.bin);
+                cmd.arg("--root")
+                    .arg(&runc.root)
+                    .args(["delete", "--force", &name]);
+                let _ = cmd
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let _ = std::fs::remove_dir_all(&bundle);
+            });
+    }
+}
+
+/// SIGKILLs the container's init (and so its whole pid namespace) through its pidfd.
+fn kill_init(inner: &Inner) {
+    if let Some(pidfd) = inner.init.lock().ok().and_then(|g| g.clone()) {
+        let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kills and removes everything of the container once; concurrent callers wait for the
+/// first to finish. The processes die before the first await, so a teardown cancelled
+/// midway (runtime shutdown) leaves at most state that `Drop` or a sweep removes.
+pub(crate) async fn teardown(inner: &Inner) {
+    let _guard = inner.teardown_lock.lock().await;
+    if inner.cleaned.load(Ordering::SeqCst) {
+        return;
+    }
+    inner.quiet.store(true, Ordering::SeqCst);
+    let _ = inner.proxy_stop.send(true);
+    kill_init(inner);
+    inner.runc.destroy(&inner.name).await;
+    netns::remove(&inner.netns.path);
+    if let Err(e) = std::fs::remove_dir_all(&inner.bundle)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(container = %inner.name, error = %e, "removing bundle failed");
+    }
+    inner.cleaned.store(true, Ordering::SeqCst);
+    tracing::debug!(container = %inner.name, "container removed");
+}
+
+pub(crate) fn tail_lines(tail: &Tail) -> Vec<String> {
+    tail.lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default()
+}

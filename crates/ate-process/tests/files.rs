@@ -1,0 +1,232 @@
+//! Snapshot files of durable dirs and template rootfs images: round trips, tampering and
+//! archives that try to escape their directory.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ate_process::{ProcessError, pack_dirs, prepare_rootfs, unpack_dirs};
+use common::*;
+
+fn write_all(dir: &Path, files: &[(String, bytes::Bytes)]) -> Vec<(String, PathBuf)> {
+    files
+        .iter()
+        .map(|(name, bytes)| {
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "{name}"
+            );
+            std::fs::write(dir.join(name), bytes).unwrap();
+            (name.clone(), dir.join(name))
+        })
+        .collect()
+}
+
+#[test]
+fn pack_unpack_round_trip_and_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, snap) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("snap"),
+    );
+    for d in [&src, &dst, &snap] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("sub/deeper/b.bin"), vec![7u8; 100_000]).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    std::fs::write(dst.join("stale"), "old").unwrap();
+
+    let packed = pack_dirs(&[("/data".into(), src.clone())]).unwrap();
+    let names: Vec<&str> = packed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["data.tar", "data-index.json"]);
+    let files = write_all(&snap, &packed);
+    unpack_dirs(&files, &[("/data".into(), dst.clone())]).unwrap();
+    assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), "alpha");
+    assert_eq!(
+        std::fs::read(dst.join("sub/deeper/b.bin")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    assert_eq!(
+        std::fs::read_link(dst.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert!(!dst.join("stale").exists(), "the dir was emptied first");
+
+    // Flip one byte of a file's content inside the tar: digest mismatch.
+    let mut tar = std::fs::read(snap.join("data.tar")).unwrap();
+    let at = tar.windows(5).position(|w| w == b"alpha").unwrap();
+    tar[at] = b'A';
+    std::fs::write(snap.join("data.tar"), &tar).unwrap();
+    let err = unpack_dirs(&files, &[("/data".into(), dst.clone())]).unwrap_err();
+    assert!(matches!(err, ProcessError::Snapshot { .. }), "{err}");
+    assert!(
+        err.to_string().contains("a.txt does not match its digest"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dst).unwrap().count(),
+        0,
+        "left empty after a refusal"
+    );
+}
+
+/// A raw ustar header for `name` (no validation, so it can say anything).
+fn header(name: &str, kind: u8, size: usize, link: &str) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    h
+}
+
+fn malicious(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, data, link) in entries {
+        out.extend_from_slice(&header(name, *kind, data.len(), link));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[test]
+fn unpack_refuses_entries_that_escape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("parent", malicious(&[("../outside/evil", b'0', b"x", "")])),
+        (
+            "absolute",
+            malicious(&[(&format!("{}/evil", outside.display()), b'0', b"x", "")]),
+        ),
+        (
+            "through a symlink",
+            malicious(&[
+                ("esc", b'2', b"", outside.to_str().unwrap()),
+                ("esc/evil", b'0', b"x", ""),
+            ]),
+        ),
+        ("hard link", malicious(&[("hl", b'1', b"", "/etc/passwd")])),
+        ("device", malicious(&[("dev", b'3', b"", "")])),
+    ];
+    for (what, tar) in cases {
+        let dst = tmp.path().join(format!("dst-{}", what.replace(' ', "-")));
+        let snap = tmp.path().join(format!("snap-{}", what.replace(' ', "-")));
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("data.tar"), &tar).unwrap();
+        std::fs::write(
+            snap.join("data-index.json"),
+            br#"{"dir":"/data","files":[]}"#,
+        )
+        .unwrap();
+        let files = vec![
+            ("data.tar".to_string(), snap.join("data.tar")),
+            ("data-index.json".to_string(), snap.join("data-index.json")),
+        ];
+        let err = unpack_dirs(&files, &[("/data".into(), dst.clone())]).unwrap_err();
+        assert!(
+            matches!(err, ProcessError::Snapshot { .. }),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{what}: wrote outside"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dst).unwrap().count(),
+            0,
+            "{what}: dst not emptied"
+        );
+    }
+    // The same traversal in a rootfs image is refused too.
+    let img = tmp.path().join("bad.tar");
+    std::fs::write(&img, malicious(&[("../outside/evil", b'0', b"x", "")])).unwrap();
+    let err = prepare_rootfs(&img, &tmp.path().join("cache")).unwrap_err();
+    assert!(matches!(err, ProcessError::InvalidRootfs { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+/// A tiny rootfs: dash and the two libraries it needs, as a .tar.gz.
+fn dash_rootfs(path: &Path) -> bool {
+    let files = [
+        "/usr/bin/dash",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ];
+    if files.iter().any(|f| !Path::new(f).exists()) {
+        return false;
+    }
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    for f in files {
+        b.append_path_with_name(std::fs::canonicalize(f).unwrap(), &f[1..])
+            .unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bin", "usr/bin").unwrap();
+    b.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_runs_in_a_prepared_rootfs() {
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("root.tar.gz");
+    if !dash_rootfs(&img) {
+        eprintln!("skipped: dash or its libraries are missing");
+        return;
+    }
+    let cache = tmp.path().join("cache");
+    let root = prepare_rootfs(&img, &cache).unwrap();
+    assert_eq!(
+        prepare_rootfs(&img, &cache).unwrap(),
+        root,
+        "extracted once"
+    );
+    assert!(root.join("usr/bin/dash").is_file());
+
+    let state = tmp.path().join("state");
+    let Some(host) = host(&state, false) else {
+        return;
+    };
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let logs = Logs::default();
+    let mut l = launch("files-rootfs", "serve", &data, &agent_path(), &logs);
+    l.rootfs = Some(root);
+    l.command = vec![
+        "/bin/dash".into(),
+        "-c".into(),
+        "echo in rootfs $PORT; exit 4".into(),
+    ];
+    let err = host.start(l).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("exited with status 4"), "{text}");
+    assert!(text.contains("in rootfs 8080"), "{text}");
+}

@@ -1,0 +1,501 @@
+//! The `process` sandbox class end to end, with real `ate serve` processes, real runc
+//! containers and real CRIU: Python agents as actors, their durable dirs in Data
+//! snapshots, their memory in Full ones, a program that never gets ready, one that
+//! crashes, and Full-scope templates placed only on nodes with CRIU. The class needs root
+//! and runc, Full scope a working CRIU (`scripts/criu.sh` builds it; the test script
+//! exports `ATE_CRIU`); without them each test says so and passes vacuously.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ate_testkit::http;
+use common::Up;
+
+fn demo_agent() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../demo/py-agent/agent.py")
+        .display()
+        .to_string()
+}
+
+/// Whether this machine runs process actors, and takes Full snapshots of them.
+fn support() -> (bool, bool) {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let runc = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let criu = std::env::var_os("ATE_CRIU").is_some_and(|p| Path::new(&p).is_file())
+        || Path::new(&std::env::var("HOME").unwrap_or_default())
+            .join(".cache/ate/criu-4.2.1/criu")
+            .is_file();
+    (root && runc, root && runc && criu)
+}
+
+/// Kills what the nodes under a test's dir left running when the test ends however it
+/// ends: a node the harness kills leaves its containers to its next start's sweep, and
+/// there is none.
+struct Leftovers(PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let state_dir = e.path().join("node/process-state");
+            if state_dir.is_dir() {
+                // Dropping the host sweeps its state dir.
+                drop(ate_process::ProcessHost::detect(ate_process::HostConfig {
+                    state_dir,
+                    runc: None,
+                    criu: None,
+                }));
+            }
+        }
+    }
+}
+
+/// Containers runc knows in a node's state dir.
+fn containers(node_dir: &Path) -> Vec<String> {
+    let root = node_dir.join("node/process-state/runc");
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+macro_rules! require {
+    ($full:expr) => {
+        let (process, full) = support();
+        if !process || ($full && !full) {
+            eprintln!(
+                "skipped: needs root and runc{}",
+                if $full {
+                    ", and CRIU (scripts/criu.sh)"
+                } else {
+                    ""
+                }
+            );
+            return;
+        }
+    };
+}
+
+/// A process template `name` running `script` with the given snapshot scope.
+fn template(name: &str, script: &str, scope: &str, extra: &str) -> String {
+    format!(
+        "---
+apiVersion: ate.dev/v1alpha1
+kind: ActorTemplate
+metadata:
+  namespace: demo
+  name: {name}
+spec:
+  sandboxClass: process
+  module: {script}
+  command: [python3, /ate/module]
+  env:
+  - name: NOTES_DIR
+    value: /data
+  durableDirs: [/data]
+  readiness:
+    path: /readyz
+  snapshots:
+    onPause: {scope}
+    onCommit: {scope}
+{extra}"
+    )
+}
+
+fn apply(api: &Up, dir: &Path, replicas: u32, templates: &str) {
+    let text = format!(
+        "apiVersion: ate.dev/v1alpha1
+kind: Atespace
+metadata:
+  name: team-a
+---
+apiVersion: ate.dev/v1alpha1
+kind: WorkerPool
+metadata:
+  namespace: default
+  name: process
+spec:
+  replicas: {replicas}
+  sandboxClass: process
+{templates}"
+    );
+    let path = dir.join("manifest.yaml");
+    std::fs::write(&path, text).unwrap();
+    api.ok(&["apply", "-f", &path.display().to_string()]);
+}
+
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Workers as `ate get workers -A` lists them: (node, actor or FREE).
+fn workers(api: &Up) -> Vec<(String, String)> {
+    api.ok(&["get", "workers", "-A"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            Some((c.get(3)?.to_string(), c.get(4)?.to_string()))
+        })
+        .collect()
+}
+
+fn free(api: &Up) -> usize {
+    workers(api).iter().filter(|(_, a)| a == "FREE").count()
+}
+
+/// Workers bound to actor `id` of team-a.
+fn bound(api: &Up, id: &str) -> usize {
+    let actor = format!("team-a/{id}");
+    api.ok(&["get", "workers", "-A"])
+        .lines()
+        .filter(|l| l.split_whitespace().nth(5) == Some(actor.as_str()))
+        .count()
+}
+
+/// The node hosting actor `id`.
+fn node_of(api: &Up, id: &str) -> String {
+    let out = api.ok(&["get", "actors", "-a", "team-a", "-o", "wide"]);
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some(id))
+        .unwrap_or_else(|| panic!("no actor {id} in\n{out}"));
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    // "TEMPLATE NS" is one column of two words.
+    let col = header.iter().position(|h| *h == "NODE").unwrap() - 1;
+    let node = row.split_whitespace().nth(col).unwrap().to_string();
+    assert_ne!(node, "<none>", "actor {id} runs nowhere:\n{out}");
+    node
+}
+
+async fn send(router: &Up, method: &str, path: &str, body: &str) -> http::Answer {
+    let req = http::request(method, &format!("{}{path}", router.router), None, body).unwrap();
+    http::send(&http::client(), req, Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+async fn ok(router: &Up, method: &str, path: &str, body: &str) -> String {
+    let a = send(router, method, path, body).await;
+    assert_eq!(a.status, 200, "{method} {path}: {}", a.body);
+    a.body
+}
+
+/// One process with every role, on SQLite.
+async fn solo(dir: &Path, replicas: u32, templates: &str) -> Up {
+    let db = format!("sqlite://{}", dir.join("ate.db").display());
+    let up = Up::serve(
+        &dir.join("solo"),
+        &[
+            "--roles",
+            "api,node,router",
+            "--store",
+            &db,
+            "--node-name",
+            "solo",
+        ],
+    );
+    apply(&up, dir, replicas, templates);
+    wait_until("free workers", Duration::from_secs(30), || {
+        free(&up) >= replicas as usize
+    })
+    .await;
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_scope_keeps_the_durable_dirs_and_starts_the_program_afresh() {
+    require!(false);
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let up = solo(dir.path(), 2, &template("notes", &demo_agent(), "Data", "")).await;
+    up.ok(&["create", "actor", "a1", "-t", "demo/notes", "-a", "team-a"]);
+    ok(&up, "POST", "/a/team-a/a1/chat", "hello").await;
+    ok(&up, "POST", "/a/team-a/a1/notes", "buy milk").await;
+    ok(&up, "POST", "/a/team-a/a1/notes", "call bob").await;
+    let who = ok(&up, "GET", "/a/team-a/a1/", "").await;
+    assert!(who.contains("\"actor\": \"a1\""), "{who}");
+    up.ok(&["suspend", "actor", "a1", "-a", "team-a"]);
+    assert_eq!(up.status_of("a1"), "SUSPENDED");
+    assert_eq!(free(&up), 2, "the suspended actor's worker is free");
+    // The files came back; the conversation, which lived in memory, did not.
+    assert_eq!(
+        ok(&up, "GET", "/a/team-a/a1/notes", "").await,
+        "buy milk\ncall bob\n"
+    );
+    assert_eq!(ok(&up, "GET", "/a/team-a/a1/history", "").await, "");
+    assert_eq!(up.status_of("a1"), "RUNNING");
+    // A second actor of the template starts with empty dirs of its own.
+    up.ok(&["create", "actor", "a2", "-t", "demo/notes", "-a", "team-a"]);
+    assert_eq!(ok(&up, "GET", "/a/team-a/a2/notes", "").await, "");
+    assert!(!containers(&dir.path().join("solo")).is_empty());
+    // A node that stops takes its programs with it.
+    up.stop();
+    assert_eq!(containers(&dir.path().join("solo")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_scope_restores_memory_on_the_same_node_and_on_another() {
+    require!(true);
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let db = format!("sqlite://{}", dir.path().join("ate.db").display());
+    let api = Up::serve(&dir.path().join("api"), &["--roles", "api", "--store", &db]);
+    let control = api.endpoint.trim_start_matches("http://").to_string();
+    let snapshots = format!("file://{}", dir.path().join("snapshots").display());
+    let node = |name: &str| {
+        Up::serve(
+            &dir.path().join(name),
+            &[
+                "--roles",
+                "node",
+                "--node-name",
+                name,
+                "--control",
+                &control,
+                "--snapshots",
+                &snapshots,
+            ],
+        )
+    };
+    let (n1, n2) = (node("n1"), node("n2"));
+    let router = Up::serve(
+        &dir.path().join("router"),
+        &["--roles", "router", "--control", &control],
+    );
+    apply(
+        &api,
+        dir.path(),
+        4,
+        &template("chat", &demo_agent(), "Full", ""),
+    );
+    wait_until("workers on both nodes", Duration::from_secs(30), || {
+        let w = workers(&api);
+        ["n1", "n2"]
+            .iter()
+            .all(|n| w.iter().any(|(node, a)| node == n && a == "FREE"))
+    })
+    .await;
+    api.ok(&["create", "actor", "c1", "-t", "demo/chat", "-a", "team-a"]);
+    ok(&router, "POST", "/a/team-a/c1/chat", "hello").await;
+    ok(&router, "POST", "/a/team-a/c1/notes", "kept on disk").await;
+    let before = ok(&router, "GET", "/a/team-a/c1/history", "").await;
+    let first = node_of(&api, "c1");
+    api.ok(&["suspend", "actor", "c1", "-a", "team-a"]);
+    // Back from its checkpoint: the conversation in memory is intact.
+    assert_eq!(ok(&router, "GET", "/a/team-a/c1/history", "").await, before);
+    assert_eq!(
+        ok(&router, "POST", "/a/team-a/c1/chat", "again").await,
+        "turn 2: you said 1 word: again\n"
+    );
+    let history = ok(&router, "GET", "/a/team-a/c1/history", "").await;
+    // Draining its node suspends it; the next request restores it on the other node.
+    let here = node_of(&api, "c1");
+    api.ok(&["drain", "node", &here]);
+    assert_eq!(api.status_of("c1"), "SUSPENDED");
+    assert_eq!(
+        ok(&router, "GET", "/a/team-a/c1/history", "").await,
+        history
+    );
+    assert_ne!(node_of(&api, "c1"), here, "restored on the other node");
+    assert_eq!(
+        ok(&router, "GET", "/a/team-a/c1/notes", "").await,
+        "kept on disk\n"
+    );
+    assert_eq!(
+        ok(&router, "POST", "/a/team-a/c1/chat", "third").await,
+        "turn 3: you said 1 word: third\n"
+    );
+    let log = api.ok(&["logs", "actor", "c1", "-a", "team-a"]);
+    assert!(log.contains("py-agent listening"), "{log}");
+    let now = node_of(&api, "c1");
+    eprintln!("first on {first}, then {here}, now {now}");
+    // A node killed outright leaves its program running; its next start sweeps it away.
+    let (victim, other) = if now == "n1" { (n1, n2) } else { (n2, n1) };
+    victim.crash();
+    let left = containers(&dir.path().join(&now));
+    assert_eq!(left.len(), 1, "{left:?}");
+    let again = node(&now);
+    wait_until(
+        "the restarted node to sweep what it left",
+        Duration::from_secs(10),
+        || containers(&dir.path().join(&now)).is_empty(),
+    )
+    .await;
+    drop((again, other, router));
+}
+
+/// A program that answers /readyz and exits with status 3 on /crash.
+const CRASHER: &str = r#"
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/crash":
+            print("crashing on purpose", flush=True)
+            os._exit(3)
+        self.send_response(200); self.send_header("content-length", "6"); self.end_headers()
+        self.wfile.write(b"alive\n")
+HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_never_gets_ready_fails_the_resume_and_frees_the_worker() {
+    require!(false);
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let sleeper = dir.path().join("sleeper.py");
+    std::fs::write(
+        &sleeper,
+        "import time\nprint('thinking', flush=True)\ntime.sleep(600)\n",
+    )
+    .unwrap();
+    let extra = "  idleTimeout: 0s\n";
+    let mut t = template("sleepy", &sleeper.display().to_string(), "Data", extra);
+    t = t.replace(
+        "    path: /readyz\n",
+        "    path: /readyz\n    timeout: 2s\n",
+    );
+    let up = solo(dir.path(), 2, &t).await;
+    up.ok(&["create", "actor", "s1", "-t", "demo/sleepy", "-a", "team-a"]);
+    let err = up.fails(&["resume", "actor", "s1", "-a", "team-a"]);
+    assert!(err.contains("not ready after 2s"), "{err}");
+    assert_eq!(up.status_of("s1"), "SUSPENDED");
+    assert_eq!(bound(&up, "s1"), 0, "the worker was freed");
+    // Through the router the failure is an error answer, not a hang.
+    let a = send(&up, "GET", "/a/team-a/s1/", "").await;
+    assert!(a.status >= 500, "{} {}", a.status, a.body);
+    assert_eq!(bound(&up, "s1"), 0);
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_program_is_reported_and_its_worker_recovered() {
+    require!(false);
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let crasher = dir.path().join("crasher.py");
+    std::fs::write(&crasher, CRASHER).unwrap();
+    let t = template("crashy", &crasher.display().to_string(), "Data", "")
+        .replace("    path: /readyz\n", "    path: /\n");
+    let up = solo(dir.path(), 2, &t).await;
+    up.ok(&["create", "actor", "x1", "-t", "demo/crashy", "-a", "team-a"]);
+    assert_eq!(ok(&up, "GET", "/a/team-a/x1/", "").await, "alive\n");
+    let a = send(&up, "GET", "/a/team-a/x1/crash", "").await;
+    assert!(a.status >= 500, "{} {}", a.status, a.body);
+    wait_until(
+        "the crashed actor to be suspended",
+        Duration::from_secs(10),
+        || up.status_of("x1") == "SUSPENDED",
+    )
+    .await;
+    let described = up.ok(&["get", "actors", "-a", "team-a", "-o", "yaml"]);
+    assert!(described.contains("ProcessExited"), "{described}");
+    assert!(described.contains("exited with status 3"), "{described}");
+    assert_eq!(bound(&up, "x1"), 0, "the worker was recovered");
+    let log = up.ok(&["logs", "actor", "x1", "-a", "team-a"]);
+    assert!(log.contains("crashing on purpose"), "{log}");
+    assert!(log.contains("exited with status 3"), "{log}");
+    // The next request starts it again.
+    assert_eq!(ok(&up, "GET", "/a/team-a/x1/", "").await, "alive\n");
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_scope_templates_go_only_to_nodes_with_criu() {
+    require!(true);
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let db = format!("sqlite://{}", dir.path().join("ate.db").display());
+    let api = Up::serve(&dir.path().join("api"), &["--roles", "api", "--store", &db]);
+    let control = api.endpoint.trim_start_matches("http://").to_string();
+    let snapshots = format!("file://{}", dir.path().join("snapshots").display());
+    let node = |name: &str, criu: &str| {
+        let mut args = vec![
+            "--roles",
+            "node,router",
+            "--node-name",
+            name,
+            "--control",
+            &control,
+            "--snapshots",
+            &snapshots,
+        ];
+        if !criu.is_empty() {
+            args.extend(["--criu", criu]);
+        }
+        Up::serve(&dir.path().join(name), &args)
+    };
+    let (with, without) = (node("with-criu", ""), node("no-criu", "off"));
+    let templates =
+        template("full", &demo_agent(), "Full", "") + &template("data", &demo_agent(), "Data", "");
+    apply(&api, dir.path(), 4, &templates);
+    wait_until("workers on both nodes", Duration::from_secs(30), || {
+        let w = workers(&api);
+        ["with-criu", "no-criu"]
+            .iter()
+            .all(|n| w.iter().any(|(node, a)| node == n && a == "FREE"))
+    })
+    .await;
+    let nodes = api.ok(&["get", "nodes", "-o", "wide"]);
+    let header: Vec<&str> = nodes.lines().next().unwrap().split_whitespace().collect();
+    let col = header.iter().position(|h| *h == "CAPABILITIES").unwrap();
+    let capabilities = |n: &str| {
+        let row = nodes
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap();
+        row.split_whitespace().nth(col).unwrap().to_string()
+    };
+    assert_eq!(capabilities("with-criu"), "criu", "{nodes}");
+    assert_eq!(capabilities("no-criu"), "<none>", "{nodes}");
+    let capable = workers(&api)
+        .iter()
+        .filter(|(n, _)| n == "with-criu")
+        .count();
+    for i in 0..capable {
+        let id = format!("f{i}");
+        api.ok(&["create", "actor", &id, "-t", "demo/full", "-a", "team-a"]);
+        ok(&without, "POST", &format!("/a/team-a/{id}/chat"), "hi").await;
+        assert_eq!(node_of(&api, &id), "with-criu");
+    }
+    // Every worker with CRIU is busy: one more Full actor waits, it never goes elsewhere.
+    api.ok(&[
+        "create",
+        "actor",
+        "f-extra",
+        "-t",
+        "demo/full",
+        "-a",
+        "team-a",
+    ]);
+    let a = send(&with, "GET", "/a/team-a/f-extra/", "").await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    // A Data-scope actor runs on the node without CRIU.
+    api.ok(&["create", "actor", "d1", "-t", "demo/data", "-a", "team-a"]);
+    ok(&with, "POST", "/a/team-a/d1/notes", "fine here").await;
+    assert_eq!(node_of(&api, "d1"), "no-criu");
+    drop((with, without));
+}
