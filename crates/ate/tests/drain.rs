@@ -42,7 +42,7 @@ async fn a_drained_node_takes_no_actor_until_uncordoned() {
     up.ok(&["create", "atespace", "team-a"]);
     up.create_counter("c1");
     eventually("the demo templates' golden snapshots", || {
-        up.ok(&["get", "templates"]).matches("Ready").count() == common::DEMO_TEMPLATES
+        up.ok(&["get", "templates"]).matches("Ready").count() == up.demo_templates()
     });
     for want in ["1", "2"] {
         let a = up.curl("/a/team-a/c1/").await;

@@ -350,13 +350,24 @@ fn an_unreachable_store_at_start_up_is_retried_then_reported() {
 fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Up::start(dir.path());
+    let nodes = up.ok(&["get", "nodes"]);
+    let classes = if up.runs_process() {
+        "wasm,process"
+    } else {
+        "wasm"
+    };
+    let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     assert_eq!(
-        up.ok(&["get", "nodes"]),
-        "NAME    STATUS   ADDRESS     CLASSES   CAPACITY\nlocal   Ready    127.0.0.1   wasm      64\n"
+        nodes.lines().map(cells).collect::<Vec<_>>(),
+        [
+            cells("NAME STATUS ADDRESS CLASSES CAPACITY"),
+            cells(&format!("local Ready 127.0.0.1 {classes} 64")),
+        ],
+        "{nodes}"
     );
     // The demo templates' golden snapshots are baked on a worker each, then let go.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while up.ok(&["get", "templates"]).matches("Ready").count() < common::DEMO_TEMPLATES {
+    while up.ok(&["get", "templates"]).matches("Ready").count() < up.demo_templates() {
         assert!(
             std::time::Instant::now() < deadline,
             "golden snapshots not baked"
@@ -366,22 +377,34 @@ fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
     let workers = up.ok(&["get", "workers"]);
     let mut lines = workers.lines();
     assert_eq!(
-        lines.next(),
-        Some("NAMESPACE   POOL   WORKER         NODE    STATUS   ACTOR")
+        lines.next().map(cells),
+        Some(cells("NAMESPACE POOL WORKER NODE STATUS ACTOR"))
     );
     assert_eq!(
         lines
-            .filter(|l| l.starts_with("default     wasm   wasm-local-")
-                && l.ends_with("local   FREE     <none>"))
+            .map(cells)
+            .filter(|c| c[..2] == ["default", "wasm"]
+                && c[2].starts_with("wasm-local-")
+                && c[3..] == ["local", "FREE", "<none>"])
             .count(),
         4,
         "{workers}"
     );
     let templates = up.ok(&["get", "templates"]);
     assert!(
-        templates.contains("demo        counter   wasm"),
+        templates
+            .lines()
+            .any(|l| cells(l) == ["demo", "counter", "wasm", "Ready"]),
         "{templates}"
     );
+    if up.runs_process() {
+        assert!(
+            templates
+                .lines()
+                .any(|l| cells(l) == ["demo", "py-agent", "process", "Ready"]),
+            "{templates}"
+        );
+    }
 
     // A created actor that never ran has no log lines; an unknown one is an error.
     up.ok(&["create", "atespace", "team-a"]);

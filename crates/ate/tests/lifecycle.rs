@@ -61,7 +61,7 @@ fn consistent(up: &Up) -> bool {
 /// Waits until every demo template has its golden snapshot (baking runs workflows too).
 fn golden_ready(up: &Up) {
     eventually("the demo templates' golden snapshots", || {
-        up.ok(&["get", "templates"]).matches("Ready").count() == common::DEMO_TEMPLATES
+        up.ok(&["get", "templates"]).matches("Ready").count() == up.demo_templates()
     });
 }
 

@@ -225,6 +225,31 @@ async fn solo(dir: &Path, replicas: u32, templates: &str) -> Up {
     up
 }
 
+/// A control plane alone, on SQLite under `dir`.
+fn control_plane(dir: &Path) -> Up {
+    let db = format!("sqlite://{}", dir.join("ate.db").display());
+    Up::serve(&dir.join("api"), &["--roles", "api", "--store", &db])
+}
+
+/// A node daemon `name` registered with `api`, sharing the snapshot store under `dir`;
+/// `extra` flags come last (another `--roles` adds roles).
+fn node_daemon(dir: &Path, api: &Up, name: &str, extra: &[&str]) -> Up {
+    let control = api.endpoint.trim_start_matches("http://");
+    let snapshots = format!("file://{}", dir.join("snapshots").display());
+    let mut args = vec![
+        "--roles",
+        "node",
+        "--node-name",
+        name,
+        "--control",
+        control,
+        "--snapshots",
+        &snapshots,
+    ];
+    args.extend_from_slice(extra);
+    Up::serve(&dir.join(name), &args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_scope_keeps_the_durable_dirs_and_starts_the_program_afresh() {
     require!(false);
@@ -261,29 +286,13 @@ async fn full_scope_restores_memory_on_the_same_node_and_on_another() {
     require!(true);
     let dir = tempfile::tempdir().unwrap();
     let _leftovers = Leftovers(dir.path().to_path_buf());
-    let db = format!("sqlite://{}", dir.path().join("ate.db").display());
-    let api = Up::serve(&dir.path().join("api"), &["--roles", "api", "--store", &db]);
-    let control = api.endpoint.trim_start_matches("http://").to_string();
-    let snapshots = format!("file://{}", dir.path().join("snapshots").display());
-    let node = |name: &str| {
-        Up::serve(
-            &dir.path().join(name),
-            &[
-                "--roles",
-                "node",
-                "--node-name",
-                name,
-                "--control",
-                &control,
-                "--snapshots",
-                &snapshots,
-            ],
-        )
-    };
+    let api = control_plane(dir.path());
+    let node = |name: &str| node_daemon(dir.path(), &api, name, &[]);
     let (n1, n2) = (node("n1"), node("n2"));
+    let control = api.endpoint.trim_start_matches("http://");
     let router = Up::serve(
         &dir.path().join("router"),
-        &["--roles", "router", "--control", &control],
+        &["--roles", "router", "--control", control],
     );
     apply(
         &api,
@@ -428,27 +437,16 @@ async fn full_scope_templates_go_only_to_nodes_with_criu() {
     require!(true);
     let dir = tempfile::tempdir().unwrap();
     let _leftovers = Leftovers(dir.path().to_path_buf());
-    let db = format!("sqlite://{}", dir.path().join("ate.db").display());
-    let api = Up::serve(&dir.path().join("api"), &["--roles", "api", "--store", &db]);
-    let control = api.endpoint.trim_start_matches("http://").to_string();
-    let snapshots = format!("file://{}", dir.path().join("snapshots").display());
-    let node = |name: &str, criu: &str| {
-        let mut args = vec![
-            "--roles",
-            "node,router",
-            "--node-name",
+    let api = control_plane(dir.path());
+    let node = |name: &str, criu: &[&str]| {
+        node_daemon(
+            dir.path(),
+            &api,
             name,
-            "--control",
-            &control,
-            "--snapshots",
-            &snapshots,
-        ];
-        if !criu.is_empty() {
-            args.extend(["--criu", criu]);
-        }
-        Up::serve(&dir.path().join(name), &args)
+            &[&["--roles", "node,router"], criu].concat(),
+        )
     };
-    let (with, without) = (node("with-criu", ""), node("no-criu", "off"));
+    let (with, without) = (node("with-criu", &[]), node("no-criu", &["--criu", "off"]));
     let templates =
         template("full", &demo_agent(), "Full", "") + &template("data", &demo_agent(), "Data", "");
     apply(&api, dir.path(), 4, &templates);

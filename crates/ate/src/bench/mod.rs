@@ -5,6 +5,7 @@ mod claims;
 mod dataspace;
 mod list;
 mod machine;
+mod process;
 mod router;
 mod split;
 mod store_ops;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// Activation latency through the HTTP router, and its overhead on running actors
     /// next to nginx `proxy_pass`.
     Router(router::RouterBenchArgs),
+    /// The process sandbox class: activation of the Python demo agent through the router
+    /// with Full (CRIU) and Data snapshots, suspend time and snapshot size.
+    Process(process::ProcessBenchArgs),
     /// The split deployment in separate processes: activation across the gRPC hop, and the
     /// time from a node's death to its actors answering from another node.
     Split(split::SplitBenchArgs),
@@ -43,5 +47,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Wasm(a) => wasm::run(a).await,
         BenchCommand::Router(a) => router::run(a).await,
         BenchCommand::Split(a) => split::run(a).await,
+        BenchCommand::Process(a) => process::run(a).await,
     }
 }

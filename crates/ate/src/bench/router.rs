@@ -105,8 +105,14 @@ pub(super) struct Conn {
 pub(super) struct Reply {
     pub(super) first_byte: Duration,
     total: Duration,
-    status: u16,
+    pub(super) status: u16,
     body: Vec<u8>,
+}
+
+impl Reply {
+    pub(super) fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 impl Conn {

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const ATE: &str = env!("CARGO_BIN_EXE_ate");
 
-/// The demo templates `ate up` registers (counter, ticker, agent).
-pub const DEMO_TEMPLATES: usize = 3;
+/// The wasm demo templates `ate up` registers (counter, ticker, agent).
+pub const WASM_DEMO_TEMPLATES: usize = 3;
 
 /// A running `ate up`.
 pub struct Up {
@@ -158,6 +158,21 @@ impl Up {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Whether the node of `ate up` runs the process class (root and runc on this machine).
+    pub fn runs_process(&self) -> bool {
+        self.ok(&["get", "nodes"]).lines().skip(1).any(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|c| c.contains("process"))
+        })
+    }
+
+    /// The demo templates `ate up` registers here: the wasm ones, and the Python agent
+    /// where the node runs the process class.
+    pub fn demo_templates(&self) -> usize {
+        WASM_DEMO_TEMPLATES + usize::from(self.runs_process())
     }
 
     /// Creates actor `id` of the demo counter in atespace team-a.
