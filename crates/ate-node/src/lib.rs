@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// How long a guest's outbound call may take.
     pub egress_timeout: Duration,
     pub process: ProcessConfig,
+    /// Directories of this machine no process actor may see (the data dir, holding other
+    /// actors' snapshots, and a store file next to it).
+    pub private_dirs: Vec<PathBuf>,
 }
 
 impl NodeConfig {
@@ -98,6 +101,7 @@ impl NodeConfig {
             labels: Labels::new(),
             capacity: 64,
             snapshot_location: format!("file://{}", data_dir.join("snapshots").display()),
+            private_dirs: vec![data_dir.clone()],
             data_dir,
             cache_bytes: 1 << 30,
             egress_timeout: Duration::from_secs(120),

@@ -222,6 +222,7 @@ impl NodeService {
             files,
             memory_limit_bytes: u64::from(spec.limits.memory_mib) << 20,
             rootfs,
+            hidden: self.config.private_dirs.clone(),
             egress: spec.egress.clone(),
             log: self.process_log(actor),
         };

@@ -85,11 +85,7 @@ pub(crate) fn write(
                 {"type": "uts"},
                 {"type": "mount"},
             ],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi",
-            ],
+            "maskedPaths": masked(launch),
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
@@ -203,4 +199,33 @@ fn host_view(root: &Path, mounts: &mut Vec<Value>) -> Result<(), ProcessError> {
         }
     }
     Ok(())
+}
+
+/// The paths runc masks: the usual kernel files, and with the host view the host
+/// directories the launch hides (a path the view does not show is skipped by runc).
+fn masked(launch: &Launch) -> Vec<String> {
+    let mut paths: Vec<String> = [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/sys/firmware",
+        "/proc/scsi",
+    ]
+    .map(String::from)
+    .to_vec();
+    if launch.rootfs.is_none() {
+        paths.extend(
+            launch
+                .hidden
+                .iter()
+                .filter(|p| p.is_absolute())
+                .map(|p| p.display().to_string()),
+        );
+    }
+    paths
 }

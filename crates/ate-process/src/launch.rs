@@ -53,6 +53,9 @@ pub struct Launch {
     pub memory_limit_bytes: u64,
     /// A prepared root directory (see `prepare_rootfs`); `None` gives the host view.
     pub rootfs: Option<PathBuf>,
+    /// Host directories the host view hides behind an empty read-only tmpfs: the node's
+    /// own data (other actors' snapshots and dirs, the store file of `ate up`).
+    pub hidden: Vec<PathBuf>,
     /// Egress allowlist rules (see `ate_model::EgressPolicy`); empty denies all.
     pub egress: Vec<String>,
     pub log: LogSink,

@@ -37,6 +37,9 @@ pub async fn start(
 ) -> anyhow::Result<LocalDataPlane> {
     let seam = LocalSeam::new(Dataspace::new());
     let mut node_config = NodeConfig::local(LOCAL_NODE, data_dir.join("node"));
+    // The whole data dir (the store file of `ate up` too) is hidden from process actors.
+    node_config.private_dirs =
+        vec![std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf())];
     // The node lives in this process, on this machine.
     node_config.address = "127.0.0.1".into();
     let node = Node::start(node_config, &seam).context("cannot start the local node")?;

@@ -60,6 +60,9 @@ impl NodeArgs {
         };
         ate_model::names::validate_label("--node-name", &name)?;
         let mut config = NodeConfig::local(&name, data_dir.join("node"));
+        // The whole data dir (the store file of `ate up` too) is hidden from process actors.
+        config.private_dirs =
+            vec![std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf())];
         config.address = advertise.to_string();
         config.capacity = self.capacity;
         if let Some(s) = &self.snapshots {

@@ -365,8 +365,14 @@ class H(BaseHTTPRequestHandler):
         if self.path == "/crash":
             print("crashing on purpose", flush=True)
             os._exit(3)
-        self.send_response(200); self.send_header("content-length", "6"); self.end_headers()
-        self.wfile.write(b"alive\n")
+        body = b"alive\n"
+        if self.path.startswith("/ls?"):
+            try:
+                body = ",".join(sorted(os.listdir(self.path[4:]))).encode()
+            except OSError as e:
+                body = str(e).encode()
+        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
 HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
@@ -403,7 +409,9 @@ async fn a_program_that_never_gets_ready_fails_the_resume_and_frees_the_worker()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_program_is_reported_and_its_worker_recovered() {
     require!(false);
-    let dir = tempfile::tempdir().unwrap();
+    // Not under /tmp, which the container replaces with its own: the data dir must be
+    // hidden for its own sake.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let _leftovers = Leftovers(dir.path().to_path_buf());
     let crasher = dir.path().join("crasher.py");
     std::fs::write(&crasher, CRASHER).unwrap();
@@ -412,6 +420,17 @@ async fn a_crashing_program_is_reported_and_its_worker_recovered() {
     let up = solo(dir.path(), 2, &t).await;
     up.ok(&["create", "actor", "x1", "-t", "demo/crashy", "-a", "team-a"]);
     assert_eq!(ok(&up, "GET", "/a/team-a/x1/", "").await, "alive\n");
+    // The host is visible read-only, but not the node's data dir (other actors' snapshots).
+    let data = dir.path().join("solo");
+    assert!(std::fs::read_dir(&data).unwrap().count() > 0);
+    let seen = ok(
+        &up,
+        "GET",
+        &format!("/a/team-a/x1/ls?{}", data.display()),
+        "",
+    )
+    .await;
+    assert_eq!(seen, "", "the data dir is hidden");
     let a = send(&up, "GET", "/a/team-a/x1/crash", "").await;
     assert!(a.status >= 500, "{} {}", a.status, a.body);
     wait_until(

@@ -94,6 +94,7 @@ pub fn launch(name: &str, mode: &str, data: &Path, agent: &Path, logs: &Logs) ->
         files: vec![("/ate/agent.py".into(), agent.to_path_buf())],
         memory_limit_bytes: 0,
         rootfs: None,
+        hidden: Vec::new(),
         egress: Vec::new(),
         log: Arc::new(move |stream, line| sink.lock().unwrap().push((stream, line))),
     }
