@@ -170,6 +170,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let edge = Edge::start(&edge_args, router).await?;
 
+    let shutdown = shutdown_signal();
     println!("ate is serving {}", roles_text(&args.roles));
     if let Some((_, addr)) = &listener {
         if has(Role::Api) {
@@ -192,7 +193,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let registry = api.as_ref().map(|(r, _, _)| r.clone());
     let stop = async move {
-        shutdown_signal().await;
+        shutdown.await;
         // Node streams end without retracting anything: the nodes move to another replica.
         if let Some(r) = registry {
             r.stop();

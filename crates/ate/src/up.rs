@@ -50,27 +50,38 @@ pub struct UpArgs {
     pub edge: EdgeArgs,
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed by the call, not on the first
+/// poll: a signal that arrives between the call and the wait (a supervisor stopping ate
+/// right after it printed its addresses) is kept, not fatal. Needs a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            async fn on(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = on(&mut term) => {},
+                _ = on(&mut int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 /// Binds a TCP listener, naming the address when it cannot.
@@ -146,6 +157,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         )),
     )
     .await?;
+    let shutdown = shutdown_signal();
     print_summary(
         &plan,
         &stores::redact(&plan.store_url),
@@ -154,7 +166,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         &edge,
     );
     let control = ControlService::new(store).with_lifecycle(lifecycle);
-    ate_control::serve(listener, control, shutdown_signal()).await?;
+    ate_control::serve(listener, control, shutdown).await?;
     edge.shutdown().await;
     match data_plane.drain().await {
         Ok(0) => {}
