@@ -17,7 +17,7 @@ use ate_snapshots::CachedSnapshot;
 use http_body_util::BodyExt;
 
 use crate::executor::{NodeService, blocking_failed};
-use crate::slots::{HostedRef, InFlight, Sandbox};
+use crate::slots::{HostedRef, InFlight, Sandbox, Slots};
 use crate::workload;
 
 /// Prefix of the snapshot files that hold CRIU images (the rest are durable dirs).
@@ -350,10 +350,7 @@ impl NodeService {
         };
         if guard.parked {
             return Err(InvokeError::refused(
-                SeamError::NotHosted {
-                    worker: worker.to_string(),
-                    actor: actor.to_string(),
-                },
+                Slots::not_hosted(worker, actor),
                 request,
             ));
         }

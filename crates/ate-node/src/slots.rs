@@ -202,7 +202,8 @@ impl Slots {
         Ok(())
     }
 
-    fn not_hosted(worker: &WorkerId, actor: &ActorRef) -> SeamError {
+    /// The refusal of a call for an actor the worker does not (or no longer) serve.
+    pub fn not_hosted(worker: &WorkerId, actor: &ActorRef) -> SeamError {
         SeamError::NotHosted {
             worker: worker.to_string(),
             actor: actor.to_string(),

@@ -17,7 +17,7 @@ use ate_wasm::{
 use http_body_util::BodyExt;
 
 use crate::executor::{NodeService, blocking_failed};
-use crate::slots::{Hosted, HostedRef, InFlight, Sandbox};
+use crate::slots::{Hosted, HostedRef, InFlight, Sandbox, Slots};
 use crate::workload;
 
 /// Largest request body a guest is handed.
@@ -254,10 +254,7 @@ impl NodeService {
             // Admitted before the actor started to leave, but its state is saved already.
             let request = http::Request::from_parts(parts, full_body(body));
             return Err(InvokeError::refused(
-                SeamError::NotHosted {
-                    worker: worker.to_string(),
-                    actor: actor.to_string(),
-                },
+                Slots::not_hosted(worker, actor),
                 request,
             ));
         }

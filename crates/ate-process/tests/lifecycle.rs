@@ -13,15 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_never_listens_is_not_ready_and_leaves_nothing() {
-    let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let Some(host) = host(&state, false) else {
+    let f = fixture().await;
+    let Some(host) = host(&f.state, false) else {
         return;
     };
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let logs = Logs::default();
+    let (state, data, logs) = (f.state.clone(), f.data.clone(), f.logs.clone());
     let mut l = launch("t3-quiet", "never-listen", &data, &agent_path(), &logs);
     l.readiness.timeout = Duration::from_secs(2);
     let t = Instant::now();
@@ -46,15 +42,11 @@ async fn a_program_that_never_listens_is_not_ready_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exits_are_reported_with_their_status() {
-    let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let Some(host) = host(&state, false) else {
+    let f = fixture().await;
+    let Some(host) = host(&f.state, false) else {
         return;
     };
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let logs = Logs::default();
+    let (state, data, logs) = (f.state.clone(), f.data.clone(), f.logs.clone());
 
     let t = Instant::now();
     let err = host
@@ -105,15 +97,11 @@ async fn exits_are_reported_with_their_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_kills_the_program() {
-    let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let Some(host) = host(&state, false) else {
+    let f = fixture().await;
+    let Some(host) = host(&f.state, false) else {
         return;
     };
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let logs = Logs::default();
+    let (data, logs) = (f.data.clone(), f.logs.clone());
     let mut l = launch("t6-oom", "serve", &data, &agent_path(), &logs);
     l.memory_limit_bytes = 64 << 20;
     let s = host.start(l).await.unwrap();
@@ -141,15 +129,11 @@ async fn memory_limit_kills_the_program() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_removes_containers_of_a_forgotten_host() {
-    let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let Some(first) = host(&state, false) else {
+    let f = fixture().await;
+    let Some(first) = host(&f.state, false) else {
         return;
     };
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let logs = Logs::default();
+    let (state, data, logs) = (f.state.clone(), f.data.clone(), f.logs.clone());
     let s = first
         .start(launch("t7-left", "serve", &data, &agent_path(), &logs))
         .await
@@ -165,38 +149,30 @@ async fn sweep_removes_containers_of_a_forgotten_host() {
     assert!(runc_list(&state).is_empty());
     assert!(leftovers(&state, "netns").is_empty());
     assert!(leftovers(&state, "bundles").is_empty());
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !live_pids_with("/ate/agent.py").is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        live_pids_with("/ate/agent.py").is_empty(),
+        settles(Duration::from_secs(2), || live_pids_with("/ate/agent.py")
+            .is_empty())
+        .await,
         "the program was killed"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_sandbox_or_its_host_kills_the_container() {
-    let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let Some(host) = host(&state, false) else {
+    let f = fixture().await;
+    let Some(host) = host(&f.state, false) else {
         return;
     };
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let logs = Logs::default();
+    let (state, data, logs) = (f.state.clone(), f.data.clone(), f.logs.clone());
     let s = host
         .start(launch("t8-drop", "serve", &data, &agent_path(), &logs))
         .await
         .unwrap();
     drop(s);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !(runc_list(&state).is_empty() && live_pids_with("/ate/agent.py").is_empty())
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    settles(Duration::from_secs(3), || {
+        runc_list(&state).is_empty() && live_pids_with("/ate/agent.py").is_empty()
+    })
+    .await;
     assert!(runc_list(&state).is_empty());
     assert!(live_pids_with("/ate/agent.py").is_empty());
     assert!(leftovers(&state, "netns").is_empty());
@@ -211,9 +187,9 @@ async fn dropping_a_sandbox_or_its_host_kills_the_container() {
     assert!(runc_list(&state).is_empty());
     assert!(leftovers(&state, "netns").is_empty());
     assert!(leftovers(&state, "bundles").is_empty());
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !live_pids_with("/ate/agent.py").is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(live_pids_with("/ate/agent.py").is_empty());
+    assert!(
+        settles(Duration::from_secs(2), || live_pids_with("/ate/agent.py")
+            .is_empty())
+        .await
+    );
 }

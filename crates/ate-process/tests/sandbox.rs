@@ -162,17 +162,13 @@ async fn checkpoint_and_restore_under_another_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_goes_only_through_the_proxy_to_allowed_hosts() {
-    let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let Some(host) = host(&state, false) else {
+    let f = fixture().await;
+    let Some(host) = host(&f.state, false) else {
         return;
     };
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     let allowed = serve_text("hello from the host").await;
     let denied = serve_text("secret").await;
-    let logs = Logs::default();
+    let (data, logs) = (f.data.clone(), f.logs.clone());
     let mut l = launch("t5-egress", "serve", &data, &agent_path(), &logs);
     // 127.0.0.2, not 127.0.0.1: the driver sets NO_PROXY=localhost,127.0.0.1 so the
     // program's own local connections bypass the proxy.

@@ -12,6 +12,39 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Tests share the machine's CPUs and print timings: run them one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// What every sandbox test starts from: its turn (tests run one at a time), a temporary
+/// dir with a state dir for the host and an empty data dir, and a log sink.
+pub struct Fixture {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    _tmp: tempfile::TempDir,
+    pub state: PathBuf,
+    pub data: PathBuf,
+    pub logs: Logs,
+}
+
+pub async fn fixture() -> Fixture {
+    let serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    Fixture {
+        _serial: serial,
+        state: tmp.path().join("state"),
+        data,
+        logs: Logs::default(),
+        _tmp: tmp,
+    }
+}
+
+/// Waits up to `within` for `done`; whether it came true.
+pub async fn settles(within: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while !done() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    done()
+}
+
 pub const PYTHON: &str = "/usr/bin/python3";
 
 /// The CRIU binary for Full-scope tests, if present.
