@@ -2,12 +2,12 @@
 
 use ate_model::{LabelSelector, NamespacedName};
 use ate_proto::ateapi as pb;
+use ate_proto::ateapi::admin_client::AdminClient;
 use ate_proto::ateapi::control_client::ControlClient;
 use ate_proto::convert::{
     actor_from_pb, actor_ref, node_from_pb, pool_from_pb, pool_to_pb, template_from_pb,
     template_to_pb, worker_from_pb,
 };
-use tonic::transport::Channel;
 
 use crate::manifest::{self, Manifest};
 use crate::output::{Format, Printable, render, render_one};
@@ -16,7 +16,7 @@ use crate::{
     NodeArgs, Resource, UpdateCommand, connect,
 };
 
-type Client = ControlClient<Channel>;
+type Client = ControlClient<crate::client::Authed>;
 
 fn usage(msg: &str) -> CliError {
     CliError::Usage(msg.to_string())
@@ -97,7 +97,8 @@ pub async fn run(global: &Global, cmd: ClientCommand) -> Result<String, CliError
     {
         list_scope(atespace, name.as_deref())?;
     }
-    let mut c = connect(&global.endpoint).await?;
+    let clients = connect(global).await?;
+    let mut c = clients.control;
     match cmd {
         ClientCommand::Get {
             resource,
@@ -108,6 +109,7 @@ pub async fn run(global: &Global, cmd: ClientCommand) -> Result<String, CliError
         } => {
             get(
                 &mut c,
+                &mut clients.admin.clone(),
                 resource,
                 name,
                 &atespace,
@@ -219,6 +221,7 @@ fn hide_system_actors(scope: &str, field_selector: String) -> String {
 
 async fn get(
     c: &mut Client,
+    admin: &mut AdminClient<crate::client::Authed>,
     resource: Resource,
     name: Option<String>,
     atespace: &AtespaceArgs,
@@ -350,6 +353,7 @@ async fn get(
             let items: Vec<_> = resp.get_ref().nodes.iter().map(node_from_pb).collect();
             pick(items, name, "node", |n| n.name.clone(), format)
         }
+        Resource::Auditevents => crate::admin::list_audit(admin, field_selector, format).await,
     }
 }
 
@@ -459,26 +463,15 @@ async fn delete(
         Resource::Workers | Resource::Nodes => Err(usage(
             "workers and nodes are managed by the system and cannot be deleted directly",
         )),
+        Resource::Auditevents => Err(usage("the audit trail cannot be deleted")),
     }
-}
-
-fn read_source(path: &str) -> Result<String, CliError> {
-    let read = if path == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    };
-    read.map_err(|e| CliError::Read {
-        path: path.to_string(),
-        reason: e.to_string(),
-    })
 }
 
 async fn apply(c: &mut Client, files: &[String]) -> Result<String, CliError> {
     // Parse and validate everything first: a bad document anywhere applies nothing.
     let mut all = Vec::new();
     for f in files {
-        let mut docs = manifest::parse(f, &read_source(f)?)?;
+        let mut docs = manifest::parse(f, &manifest::read_source(f)?)?;
         if f != "-" {
             let base = std::path::Path::new(f)
                 .parent()

@@ -3,15 +3,18 @@
 //! go to stderr as `Error: failed to <verb> <kind>: rpc error: code = <Code> desc =
 //! <message>` with a non-zero exit.
 
+mod admin;
 mod client;
 mod commands;
+pub mod config;
 pub mod manifest;
 pub mod output;
 pub mod table;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-pub use client::{DEFAULT_ENDPOINT, connect};
+pub use admin::{AdminCommand, run_admin};
+pub use client::{Clients, DEFAULT_ENDPOINT, Target, connect};
 pub use output::Format;
 
 /// What the client commands can fail with.
@@ -63,12 +66,20 @@ impl CliError {
     }
 }
 
-/// Options every client command shares.
-#[derive(Debug, Clone, Args)]
+/// Options every client command shares. Unset ones come from the config file
+/// (`$ATE_CONFIG`, else `~/.config/ate/config.json`), which `ate up` writes.
+#[derive(Debug, Clone, Default, Args)]
 pub struct Global {
-    /// Control API address.
-    #[arg(long, global = true, env = "ATE_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
-    pub endpoint: String,
+    /// Control API address [default: the config file's, else http://127.0.0.1:7420].
+    #[arg(long, global = true, env = "ATE_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Bearer token to present [default: the config file's].
+    #[arg(long, global = true, env = "ATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA bundle that signed a TLS control API's certificate (`ca.crt` of `ate admin
+    /// issue-cert`); the connection is TLS when given [default: the config file's].
+    #[arg(long, global = true, env = "ATE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The kinds `get` and `delete` take, with kubectl-style singular and plural names.
@@ -86,6 +97,9 @@ pub enum Resource {
     Workers,
     #[value(alias = "node")]
     Nodes,
+    /// The audit trail of mutating calls (admins only), newest first.
+    #[value(alias = "audit", alias = "auditevent")]
+    Auditevents,
 }
 
 /// Selecting actors by atespace.

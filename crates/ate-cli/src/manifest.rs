@@ -10,6 +10,9 @@ use serde::Deserialize;
 pub const API_VERSION: &str = "ate.dev/v1alpha1";
 /// Namespace of templates and pools whose manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Largest manifest `ate apply -f` reads (4 MiB, thousands of documents): a bigger file
+/// is refused before it is read whole or parsed.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// One parsed, validated manifest document.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +62,49 @@ pub struct ManifestError {
     pub source_name: String,
     pub index: usize,
     pub message: String,
+}
+
+/// Reads the manifest at `path` (`-`: standard input) as text, refusing one over
+/// [`MAX_MANIFEST_BYTES`]; errors name the file.
+pub fn read_source(path: &str) -> Result<String, crate::CliError> {
+    let read = if path == "-" {
+        read_limited(std::io::stdin().lock())
+    } else {
+        std::fs::File::open(path).and_then(|f| {
+            // A file says its size: refuse it before reading anything.
+            let size = f.metadata()?.len();
+            if size > MAX_MANIFEST_BYTES {
+                return Err(too_big(Some(size)));
+            }
+            read_limited(f)
+        })
+    };
+    read.map_err(|e| crate::CliError::Read {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads at most [`MAX_MANIFEST_BYTES`] (and one byte more, to tell that there is more).
+fn read_limited(reader: impl std::io::Read) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_big(None));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid utf-8 text"))
+}
+
+fn too_big(size: Option<u64>) -> std::io::Error {
+    let size = size.map_or(String::new(), |s| format!("{s} bytes, "));
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{size}larger than the limit of {MAX_MANIFEST_BYTES} bytes for a manifest"),
+    )
 }
 
 /// Parses every document of `text`; `source_name` (a path or `-`) is used in errors.
@@ -179,6 +225,7 @@ fn typed_spec<T: serde::de::DeserializeOwned>(spec: serde_yaml_ng::Value) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     const GOOD: &str = r#"
 apiVersion: ate.dev/v1alpha1
@@ -266,5 +313,33 @@ spec:
         );
         let err = parse("f.yaml", &two).unwrap_err();
         assert_eq!(err.index, 4, "{err}");
+    }
+
+    #[test]
+    fn files_over_the_size_limit_are_refused_naming_the_file() {
+        let path = std::env::temp_dir().join(format!("ate-manifest-{}.yaml", std::process::id()));
+        // Valid YAML all the same: a document padded with a comment.
+        let mut text = format!("{GOOD}#").into_bytes();
+        text.resize(MAX_MANIFEST_BYTES as usize + 1, b'x');
+        std::fs::write(&path, &text).unwrap();
+        let shown = path.display().to_string();
+        let err = read_source(&shown).unwrap_err().to_string();
+        text.truncate(MAX_MANIFEST_BYTES as usize);
+        std::fs::write(&path, &text).unwrap();
+        let at_limit = read_source(&shown);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read {shown}: 4194305 bytes, larger than the limit of 4194304 bytes for a manifest"
+            )
+        );
+        assert_eq!(parse(&shown, &at_limit.unwrap()).unwrap().len(), 3);
+        // A stream has no size to check first: it is cut one byte past the limit.
+        let err = read_limited(std::io::repeat(b' ').take(MAX_MANIFEST_BYTES * 2)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("larger than the limit"),
+            "{err}"
+        );
     }
 }

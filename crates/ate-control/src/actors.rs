@@ -178,9 +178,12 @@ impl ControlService {
             .map_err(errors::lifecycle)
     }
 
+    /// One page of actors; with `visible`, only those in the named atespaces (a scoped
+    /// token listing across atespaces), pushed down to the store when it is one atespace.
     pub(crate) async fn list_actors_impl(
         &self,
         r: &pb::ListActorsRequest,
+        visible: Option<&[String]>,
     ) -> Result<pb::ListActorsResponse, Status> {
         if !(0..=MAX_PAGE as i32).contains(&r.page_size) {
             return Err(Status::invalid_argument(format!(
@@ -192,6 +195,8 @@ impl ControlService {
         if !r.atespace.is_empty() {
             validate_label("atespace", &r.atespace).map_err(invalid)?;
             selector = selector.and_eq("atespace", &r.atespace);
+        } else if let Some([only]) = visible {
+            selector = selector.and_eq("atespace", only);
         }
         let opts = ListOptions {
             field_selector: selector,
@@ -205,7 +210,12 @@ impl ControlService {
             .await
             .map_err(errors::store)?;
         Ok(pb::ListActorsResponse {
-            actors: page.items.iter().map(actor_to_pb).collect(),
+            actors: page
+                .items
+                .iter()
+                .filter(|a| visible.is_none_or(|v| v.contains(&a.atespace)))
+                .map(actor_to_pb)
+                .collect(),
             next_page_token: page.continue_token.unwrap_or_default(),
         })
     }

@@ -4,11 +4,14 @@
 //! contract.
 
 mod actors;
+mod admin;
+pub mod auth;
 mod catalog;
 mod drain;
 mod errors;
 mod fleet;
 mod golden;
+mod guard;
 mod lifecycle;
 mod logs;
 pub mod metrics;
@@ -22,6 +25,8 @@ use std::sync::Arc;
 use ate_model::{Atespace, names::GOLDEN_ATESPACE};
 use ate_store::{Store, StoreError};
 
+pub use admin::{AdminService, DEFAULT_TOKEN_TTL, mint as mint_token};
+pub use auth::{Authenticator, Caller};
 pub use errors::REASON_KEY;
 pub use fleet::{Fleet, FleetHandle, FleetReport, NODE_LOST, NODE_READY};
 pub use golden::{Golden, GoldenHandle, PHASE_PENDING, PHASE_READY, golden_actor};

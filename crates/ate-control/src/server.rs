@@ -8,10 +8,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use tonic::service::Routes;
 
-use crate::{ControlService, Registry};
+use crate::{AdminService, ControlService, Registry};
 
-/// Largest request or response message, in bytes (a full worker listing can be large).
+/// Largest response message, in bytes (a full worker listing can be large).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest request message, in bytes: requests carry names, selectors and template specs,
+/// never bulk data, so anything larger is refused (`OutOfRange`) before it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -33,7 +37,8 @@ fn incoming(
     })
 }
 
-/// The gRPC services of a control-plane replica: `ateapi.Control`, `grpc.health.v1.Health`,
+/// The gRPC services of a control-plane replica: `ateapi.Control`, `ateapi.Admin`,
+/// `grpc.health.v1.Health`,
 /// server reflection and, in the split deployment, the node registry. Other roles in the
 /// same process add theirs before serving.
 pub async fn control_routes(
@@ -46,12 +51,17 @@ pub async fn control_routes(
         .register_encoded_file_descriptor_set(ate_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let admin = AdminService::new(control.clone())
+        .server()
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let control = ControlServer::new(control)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let routes = Routes::new(health_service)
         .add_service(reflection)
-        .add_service(control);
+        .add_service(control)
+        .add_service(admin);
     Ok(match registry {
         Some(r) => routes.add_service(r.service()),
         None => routes,

@@ -7,7 +7,10 @@ use ate_proto::ateapi as pb;
 use ate_proto::ateapi::control_server::Control;
 use ate_seam::NodeDirectory;
 
+use crate::auth::Authenticator;
+use crate::auth::audit::Call;
 use crate::lifecycle::{Lifecycle, LifecycleConfig};
+use ate_auth::{Access, Scope};
 use ate_store::Store;
 use tonic::{Request, Response, Status};
 
@@ -20,6 +23,8 @@ pub struct ControlService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) nodes: Option<Arc<dyn NodeDirectory>>,
     pub(crate) lifecycle: Lifecycle,
+    /// `None` only where no authentication is wanted (the service alone, in tests).
+    pub(crate) auth: Option<Authenticator>,
 }
 
 impl std::fmt::Debug for ControlService {
@@ -35,6 +40,7 @@ impl ControlService {
             store,
             nodes: None,
             lifecycle,
+            auth: None,
         }
     }
 
@@ -71,65 +77,135 @@ fn ok<T>(r: Result<T, Status>) -> Reply<T> {
     r.map(Response::new)
 }
 
+/// The `atespace/name` an actor call names, for scoping and the audit trail.
+fn actor_of(r: Option<&pb::ActorRef>) -> (String, String) {
+    let (ns, name) = r
+        .map(|a| (a.atespace.as_str(), a.name.as_str()))
+        .unwrap_or_default();
+    (ns.to_string(), format!("{ns}/{name}"))
+}
+
+fn named(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Cluster-wide changes (templates, pools, nodes) need an administrator of every atespace.
+const CLUSTER_ADMIN: (Scope<'static>, Access) = (Scope::Cluster, Access::Admin);
+
+impl ControlService {
+    /// Runs an actor-changing call: admitted for `access` in the actor's atespace, audited.
+    async fn actor_change<Q, T>(
+        &self,
+        r: &Request<Q>,
+        method: &'static str,
+        actor: Option<&pb::ActorRef>,
+        run: impl AsyncFnOnce(&Self) -> Result<T, Status>,
+    ) -> Reply<T> {
+        let (ns, target) = actor_of(actor);
+        let call = Call::new(method, &ns, target);
+        let caller = self
+            .admit_change(r, &call, Scope::Atespace(&ns), Access::Write)
+            .await?;
+        let result = run(self).await;
+        self.audited(&caller, &call, result).await
+    }
+
+    /// Runs a cluster-wide change: admitted for cluster administrators, audited.
+    async fn cluster_change<Q, T>(
+        &self,
+        r: &Request<Q>,
+        call: Call,
+        run: impl AsyncFnOnce(&Self) -> Result<T, Status>,
+    ) -> Reply<T> {
+        let (scope, access) = CLUSTER_ADMIN;
+        let caller = self.admit_change(r, &call, scope, access).await?;
+        let result = run(self).await;
+        self.audited(&caller, &call, result).await
+    }
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn get_actor(&self, r: Request<pb::GetActorRequest>) -> Reply<pb::Actor> {
+        let (ns, _) = actor_of(r.get_ref().actor_ref.as_ref());
+        self.admit(&r, Scope::Atespace(&ns), Access::Read).await?;
         ok(self.get_actor_impl(r.get_ref()).await)
     }
 
     async fn create_actor(&self, r: Request<pb::CreateActorRequest>) -> Reply<pb::Actor> {
-        ok(self.create_actor_impl(r.get_ref()).await)
+        let q = r.get_ref();
+        self.actor_change(&r, "CreateActor", q.actor_ref.as_ref(), async |s| {
+            s.create_actor_impl(q).await
+        })
+        .await
     }
 
     async fn update_actor(
         &self,
         r: Request<pb::UpdateActorRequest>,
     ) -> Reply<pb::UpdateActorResponse> {
-        ok(self.update_actor_impl(r.get_ref()).await)
+        let q = r.get_ref();
+        self.actor_change(&r, "UpdateActor", q.actor_ref.as_ref(), async |s| {
+            s.update_actor_impl(q).await
+        })
+        .await
     }
 
     async fn suspend_actor(
         &self,
         r: Request<pb::SuspendActorRequest>,
     ) -> Reply<pb::SuspendActorResponse> {
-        ok(self
-            .suspend_impl(r.get_ref().actor_ref.as_ref())
-            .await
-            .map(|a| pb::SuspendActorResponse { actor: Some(a) }))
+        let a = r.get_ref().actor_ref.as_ref();
+        self.actor_change(&r, "SuspendActor", a, async |s| {
+            s.suspend_impl(a)
+                .await
+                .map(|a| pb::SuspendActorResponse { actor: Some(a) })
+        })
+        .await
     }
 
     async fn pause_actor(
         &self,
         r: Request<pb::PauseActorRequest>,
     ) -> Reply<pb::PauseActorResponse> {
-        ok(self
-            .pause_impl(r.get_ref().actor_ref.as_ref())
-            .await
-            .map(|a| pb::PauseActorResponse { actor: Some(a) }))
+        let a = r.get_ref().actor_ref.as_ref();
+        self.actor_change(&r, "PauseActor", a, async |s| {
+            s.pause_impl(a)
+                .await
+                .map(|a| pb::PauseActorResponse { actor: Some(a) })
+        })
+        .await
     }
 
     async fn resume_actor(
         &self,
         r: Request<pb::ResumeActorRequest>,
     ) -> Reply<pb::ResumeActorResponse> {
-        let r = r.get_ref();
-        ok(self
-            .resume_impl(r.actor_ref.as_ref(), r.boot)
-            .await
-            .map(|a| pb::ResumeActorResponse { actor: Some(a) }))
+        let q = r.get_ref();
+        self.actor_change(&r, "ResumeActor", q.actor_ref.as_ref(), async |s| {
+            s.resume_impl(q.actor_ref.as_ref(), q.boot)
+                .await
+                .map(|a| pb::ResumeActorResponse { actor: Some(a) })
+        })
+        .await
     }
 
     async fn delete_actor(
         &self,
         r: Request<pb::DeleteActorRequest>,
     ) -> Reply<pb::DeleteActorResponse> {
-        ok(self.delete_actor_impl(r.get_ref()).await)
+        let q = r.get_ref();
+        self.actor_change(&r, "DeleteActor", q.actor_ref.as_ref(), async |s| {
+            s.delete_actor_impl(q).await
+        })
+        .await
     }
 
     async fn list_workers(
         &self,
         r: Request<pb::ListWorkersRequest>,
     ) -> Reply<pb::ListWorkersResponse> {
+        self.admit(&r, Scope::Cluster, Access::Admin).await?;
         ok(self.list_workers_impl(r.get_ref()).await)
     }
 
@@ -137,42 +213,77 @@ impl Control for ControlService {
         &self,
         r: Request<pb::ListActorsRequest>,
     ) -> Reply<pb::ListActorsResponse> {
-        ok(self.list_actors_impl(r.get_ref()).await)
+        let q = r.get_ref();
+        let caller = if q.atespace.is_empty() {
+            self.admit(&r, Scope::Cluster, Access::Read).await?
+        } else {
+            self.admit(&r, Scope::Atespace(&q.atespace), Access::Read)
+                .await?
+        };
+        ok(self
+            .list_actors_impl(q, caller.visible_atespaces().as_deref())
+            .await)
     }
 
     async fn create_atespace(&self, r: Request<pb::CreateAtespaceRequest>) -> Reply<pb::Atespace> {
-        ok(self.create_atespace_impl(&r.get_ref().name).await)
+        let name = &r.get_ref().name;
+        let call = Call::new("CreateAtespace", name, name.clone());
+        let caller = self
+            .admit_change(&r, &call, Scope::Atespace(name), Access::Admin)
+            .await?;
+        let result = self.create_atespace_impl(name).await;
+        self.audited(&caller, &call, result).await
     }
 
     async fn get_atespace(&self, r: Request<pb::GetAtespaceRequest>) -> Reply<pb::Atespace> {
-        ok(self.get_atespace_impl(&r.get_ref().name).await)
+        let name = &r.get_ref().name;
+        self.admit(&r, Scope::Atespace(name), Access::Read).await?;
+        ok(self.get_atespace_impl(name).await)
     }
 
     async fn list_atespaces(
         &self,
-        _r: Request<pb::ListAtespacesRequest>,
+        r: Request<pb::ListAtespacesRequest>,
     ) -> Reply<pb::ListAtespacesResponse> {
-        ok(self.list_atespaces_impl().await)
+        let caller = self.admit(&r, Scope::Cluster, Access::Read).await?;
+        let mut all = self.list_atespaces_impl().await?;
+        if let Some(visible) = caller.visible_atespaces() {
+            all.atespaces.retain(|a| visible.contains(&a.name));
+        }
+        ok(Ok(all))
     }
 
     async fn delete_atespace(
         &self,
         r: Request<pb::DeleteAtespaceRequest>,
     ) -> Reply<pb::DeleteAtespaceResponse> {
-        ok(self.delete_atespace_impl(&r.get_ref().name).await)
+        let name = &r.get_ref().name;
+        let call = Call::new("DeleteAtespace", name, name.clone());
+        let caller = self
+            .admit_change(&r, &call, Scope::Atespace(name), Access::Admin)
+            .await?;
+        let result = self.delete_atespace_impl(name).await;
+        self.audited(&caller, &call, result).await
     }
 
     async fn apply_actor_template(
         &self,
         r: Request<pb::ApplyActorTemplateRequest>,
     ) -> Reply<pb::ApplyActorTemplateResponse> {
-        ok(self.apply_template_impl(r.get_ref()).await)
+        let q = r.get_ref();
+        let t = q.template.as_ref();
+        let target = t.map(|t| named(&t.namespace, &t.name)).unwrap_or_default();
+        self.cluster_change(&r, Call::cluster("ApplyActorTemplate", target), async |s| {
+            s.apply_template_impl(q).await
+        })
+        .await
     }
 
     async fn get_actor_template(
         &self,
         r: Request<pb::GetActorTemplateRequest>,
     ) -> Reply<pb::ActorTemplate> {
+        self.admit(&r, Scope::Cluster, Access::Read).await?;
         let r = r.get_ref();
         ok(self.get_template_impl(&r.namespace, &r.name).await)
     }
@@ -181,6 +292,7 @@ impl Control for ControlService {
         &self,
         r: Request<pb::ListActorTemplatesRequest>,
     ) -> Reply<pb::ListActorTemplatesResponse> {
+        self.admit(&r, Scope::Cluster, Access::Read).await?;
         ok(self.list_templates_impl(&r.get_ref().namespace).await)
     }
 
@@ -188,18 +300,29 @@ impl Control for ControlService {
         &self,
         r: Request<pb::DeleteActorTemplateRequest>,
     ) -> Reply<pb::DeleteActorTemplateResponse> {
-        let r = r.get_ref();
-        ok(self.delete_template_impl(&r.namespace, &r.name).await)
+        let q = r.get_ref();
+        let call = Call::cluster("DeleteActorTemplate", named(&q.namespace, &q.name));
+        self.cluster_change(&r, call, async |s| {
+            s.delete_template_impl(&q.namespace, &q.name).await
+        })
+        .await
     }
 
     async fn apply_worker_pool(
         &self,
         r: Request<pb::ApplyWorkerPoolRequest>,
     ) -> Reply<pb::ApplyWorkerPoolResponse> {
-        ok(self.apply_pool_impl(r.get_ref()).await)
+        let q = r.get_ref();
+        let p = q.pool.as_ref();
+        let target = p.map(|p| named(&p.namespace, &p.name)).unwrap_or_default();
+        self.cluster_change(&r, Call::cluster("ApplyWorkerPool", target), async |s| {
+            s.apply_pool_impl(q).await
+        })
+        .await
     }
 
     async fn get_worker_pool(&self, r: Request<pb::GetWorkerPoolRequest>) -> Reply<pb::WorkerPool> {
+        self.admit(&r, Scope::Cluster, Access::Read).await?;
         let r = r.get_ref();
         ok(self.get_pool_impl(&r.namespace, &r.name).await)
     }
@@ -208,6 +331,7 @@ impl Control for ControlService {
         &self,
         r: Request<pb::ListWorkerPoolsRequest>,
     ) -> Reply<pb::ListWorkerPoolsResponse> {
+        self.admit(&r, Scope::Cluster, Access::Read).await?;
         ok(self.list_pools_impl(&r.get_ref().namespace).await)
     }
 
@@ -215,23 +339,36 @@ impl Control for ControlService {
         &self,
         r: Request<pb::DeleteWorkerPoolRequest>,
     ) -> Reply<pb::DeleteWorkerPoolResponse> {
-        let r = r.get_ref();
-        ok(self.delete_pool_impl(&r.namespace, &r.name).await)
+        let q = r.get_ref();
+        let call = Call::cluster("DeleteWorkerPool", named(&q.namespace, &q.name));
+        self.cluster_change(&r, call, async |s| {
+            s.delete_pool_impl(&q.namespace, &q.name).await
+        })
+        .await
     }
 
-    async fn list_nodes(&self, _r: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
+    async fn list_nodes(&self, r: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
+        self.admit(&r, Scope::Cluster, Access::Admin).await?;
         ok(self.list_nodes_impl().await)
     }
 
     async fn drain_node(&self, r: Request<pb::DrainNodeRequest>) -> Reply<pb::DrainNodeResponse> {
-        ok(self.drain_node_impl(&r.get_ref().name).await)
+        let name = &r.get_ref().name;
+        self.cluster_change(&r, Call::cluster("DrainNode", name.clone()), async |s| {
+            s.drain_node_impl(name).await
+        })
+        .await
     }
 
     async fn uncordon_node(
         &self,
         r: Request<pb::UncordonNodeRequest>,
     ) -> Reply<pb::UncordonNodeResponse> {
-        ok(self.uncordon_node_impl(&r.get_ref().name).await)
+        let name = &r.get_ref().name;
+        self.cluster_change(&r, Call::cluster("UncordonNode", name.clone()), async |s| {
+            s.uncordon_node_impl(name).await
+        })
+        .await
     }
 
     type GetActorLogsStream = crate::logs::LogEntries;
@@ -240,6 +377,8 @@ impl Control for ControlService {
         &self,
         r: Request<pb::GetActorLogsRequest>,
     ) -> Reply<Self::GetActorLogsStream> {
+        let (ns, _) = actor_of(r.get_ref().actor_ref.as_ref());
+        self.admit(&r, Scope::Atespace(&ns), Access::Read).await?;
         ok(self.actor_logs_impl(r.get_ref()).await)
     }
 }

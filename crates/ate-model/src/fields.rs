@@ -19,10 +19,12 @@ pub enum Kind {
     Node,
     Worker,
     NodeAssertion,
+    SigningKey,
+    AuditEvent,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Atespace,
         Kind::Actor,
         Kind::ActorTemplate,
@@ -30,6 +32,8 @@ impl Kind {
         Kind::Node,
         Kind::Worker,
         Kind::NodeAssertion,
+        Kind::SigningKey,
+        Kind::AuditEvent,
     ];
 
     /// Plural lower-case name, used for tables, keys and messages.
@@ -42,6 +46,8 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::Worker => "workers",
             Kind::NodeAssertion => "nodeassertions",
+            Kind::SigningKey => "signingkeys",
+            Kind::AuditEvent => "auditevents",
         }
     }
 
@@ -49,6 +55,7 @@ impl Kind {
     pub fn fields(self) -> Vec<FieldSpec> {
         use crate::actor::Actor;
         use crate::resources::*;
+        use crate::security::*;
         use crate::template::ActorTemplate;
         match self {
             Kind::Atespace => specs::<Atespace>(),
@@ -58,6 +65,8 @@ impl Kind {
             Kind::Node => specs::<Node>(),
             Kind::Worker => specs::<Worker>(),
             Kind::NodeAssertion => specs::<NodeAssertion>(),
+            Kind::SigningKey => specs::<SigningKeyRecord>(),
+            Kind::AuditEvent => specs::<AuditEvent>(),
         }
     }
 
@@ -104,6 +113,7 @@ impl Kind {
     pub fn index_values_from_json(self, body: &[u8]) -> Result<IndexValues, serde_json::Error> {
         use crate::actor::Actor;
         use crate::resources::*;
+        use crate::security::*;
         use crate::template::ActorTemplate;
         Ok(match self {
             Kind::Atespace => serde_json::from_slice::<Atespace>(body)?.index_values(),
@@ -113,6 +123,8 @@ impl Kind {
             Kind::Node => serde_json::from_slice::<Node>(body)?.index_values(),
             Kind::Worker => serde_json::from_slice::<Worker>(body)?.index_values(),
             Kind::NodeAssertion => serde_json::from_slice::<NodeAssertion>(body)?.index_values(),
+            Kind::SigningKey => serde_json::from_slice::<SigningKeyRecord>(body)?.index_values(),
+            Kind::AuditEvent => serde_json::from_slice::<AuditEvent>(body)?.index_values(),
         })
     }
 }

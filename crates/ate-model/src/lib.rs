@@ -10,6 +10,7 @@ pub mod fields;
 pub mod labels;
 pub mod names;
 pub mod resources;
+pub mod security;
 pub mod template;
 
 pub use actor::*;
@@ -19,4 +20,5 @@ pub use error::{ErrorKind, ModelError};
 pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};
 pub use labels::{LabelSelector, Labels};
 pub use resources::*;
+pub use security::{AuditEvent, SigningKeyRecord};
 pub use template::*;

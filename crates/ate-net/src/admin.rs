@@ -1,5 +1,6 @@
 //! The admin port: Prometheus metrics at `/metrics` and a liveness answer at `/healthz`,
-//! apart from the router's port so scrapes never queue behind actor traffic.
+//! apart from the router's port so scrapes never queue behind actor traffic. It takes the
+//! router's header limits and never reads a request body.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::limits::{bound_heads, oversized_head};
 use crate::proxy::answer;
 
 /// Renders the metrics text on each scrape.
@@ -21,6 +23,9 @@ pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn respond<B>(req: &Request<B>, render: &RenderMetrics) -> Response<Body> {
+    if let Some(refused) = oversized_head(req) {
+        return refused;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return answer(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
@@ -47,7 +52,8 @@ pub async fn serve_admin(
     render: RenderMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    bound_heads(&mut builder);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {

@@ -32,6 +32,14 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 const TCP_RESPONSE_BUFFER: usize = 32;
 /// Attempts to find a port free for both UDP and TCP when the port is chosen by the system.
 const BIND_ATTEMPTS: usize = 8;
+/// Largest UDP response (1232 bytes, the DNS Flag Day 2020 size, which avoids IP
+/// fragmentation): the EDNS payload size the responder advertises and answers within,
+/// whatever a client offers. A bigger answer is truncated (TC set), so the client asks
+/// again over TCP.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Largest query message answered (1 KiB): one question, of at most 255 bytes, and its
+/// EDNS options (cookies, padding) fit well within it. A bigger message gets FORMERR.
+pub const MAX_QUERY_BYTES: usize = 1024;
 
 /// Where to listen and what to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,14 +289,16 @@ impl RequestHandler for Responder {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let mut edns = request.edns.as_ref().map(|req| {
             let mut edns = Edns::new();
-            edns.set_max_payload(req.max_payload().max(512));
+            edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             edns.set_version(0);
             edns
         });
         let queries = request.queries.queries();
         let mut answers = Vec::new();
         let mut authorities = Vec::new();
-        let code = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        let code = if request.as_slice().len() > MAX_QUERY_BYTES {
+            ResponseCode::FormErr
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             ResponseCode::BADVERS
         } else if request.metadata.op_code != OpCode::Query {
             ResponseCode::NotImp

@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode, Uri};
 
 use crate::activate::{ActivateError, Activations, Wait};
 use crate::headers::{set_forwarded, strip_hop_by_hop};
+use crate::limits::{limit_body, oversized, too_large};
 use crate::names::{ActorNames, NameError, parse_path};
 use crate::routes::RouteTable;
 
@@ -57,6 +58,10 @@ pub(crate) struct Proxy {
     pub activations: Activations,
     /// Longest a request waits for its actor to start.
     pub wait: Duration,
+    /// Largest request body forwarded.
+    pub max_body: u64,
+    /// Token checks for actor traffic, if any atespace wants them.
+    pub gate: Option<crate::gate::TokenGate>,
 }
 
 /// The host a request was sent to: `Host`, else the HTTP/2 authority.
@@ -70,7 +75,19 @@ fn host_of<B>(req: &Request<B>) -> Option<String> {
 
 impl Proxy {
     pub async fn handle(&self, req: Request<Body>, client: IpAddr) -> Response<Body> {
-        let resp = self.route(req, client).await;
+        let resp = match oversized(&req, self.max_body) {
+            Some(refused) => refused,
+            None => {
+                let (req, cut) = limit_body(req, self.max_body);
+                let resp = self.route(req, client).await;
+                // Whatever the actor made of a body cut short, the client sent too much.
+                if cut.is_cut() {
+                    too_large(self.max_body)
+                } else {
+                    resp
+                }
+            }
+        };
         metrics::counter!(crate::metrics::REQUESTS, "status" => resp.status().as_str().to_string())
             .increment(1);
         resp
@@ -110,6 +127,11 @@ impl Proxy {
             Ok(t) => t,
             Err(resp) => return resp,
         };
+        if let Some(gate) = &self.gate
+            && let Err(refused) = gate.admit(&actor, req.headers_mut())
+        {
+            return refused;
+        }
         if let Some(path) = path {
             match path.parse::<Uri>() {
                 Ok(uri) => *req.uri_mut() = uri,

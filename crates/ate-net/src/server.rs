@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::activate::{Activations, Activator, Limits};
+use crate::gate::TokenGate;
+use crate::limits::{MAX_REQUEST_BODY_BYTES, bound_heads};
 use crate::names::{ActorNames, DEFAULT_DOMAIN};
 use crate::proxy::Proxy;
 use crate::routes::RouteTable;
@@ -30,6 +32,10 @@ pub struct RouterConfig {
     pub queue_wait: Duration,
     /// How long open connections may finish their requests at shutdown.
     pub drain_timeout: Duration,
+    /// Largest request body forwarded to an actor (see [`MAX_REQUEST_BODY_BYTES`]).
+    pub max_request_body: u64,
+    /// Atespaces whose actor traffic needs a bearer token; `None` lets every request in.
+    pub token_gate: Option<TokenGate>,
 }
 
 impl Default for RouterConfig {
@@ -39,6 +45,8 @@ impl Default for RouterConfig {
             queue_len: 1024,
             queue_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            max_request_body: MAX_REQUEST_BODY_BYTES,
+            token_gate: None,
         }
     }
 }
@@ -89,6 +97,8 @@ impl Router {
             routes,
             nodes,
             wait: config.queue_wait,
+            max_body: config.max_request_body,
+            gate: config.token_gate,
         };
         Ok(Self {
             proxy: Arc::new(proxy),
@@ -114,7 +124,8 @@ impl Router {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RouterError> {
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        bound_heads(&mut builder);
         let graceful = GracefulShutdown::new();
         // Connections still open after the drain timeout are cut: a stream that never
         // ends must not hold the process (its guest stops when its client is gone).

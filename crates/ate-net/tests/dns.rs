@@ -5,10 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use ate_net::DEFAULT_DOMAIN;
-use ate_net::dns::{DnsConfig, DnsError, DnsServer};
+use ate_net::dns::{DnsConfig, DnsError, DnsServer, MAX_QUERY_BYTES, MAX_UDP_PAYLOAD};
 use hickory_net::client::{Client, ClientHandle};
-use hickory_net::proto::op::{Message, ResponseCode};
-use hickory_net::proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_net::proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_net::proto::rr::rdata::A;
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
@@ -323,4 +324,85 @@ async fn rebind(addr: SocketAddr) {
         assert!(tokio::time::Instant::now() < deadline, "{addr} still bound");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends `query` in one UDP datagram and returns the raw response.
+async fn udp_raw(addr: SocketAddr, query: &Message) -> Vec<u8> {
+    let socket = tokio::net::UdpSocket::bind(local()).await.unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), addr)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(TIMEOUT, socket.recv_from(&mut buf))
+        .await
+        .expect("dns response")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn a_query(name: &str, payload: Option<u16>) -> Message {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    if let Some(payload) = payload {
+        let mut edns = Edns::new();
+        edns.set_max_payload(payload);
+        m.set_edns(edns);
+    }
+    m
+}
+
+#[tokio::test]
+async fn queries_over_the_size_limit_are_formerr() {
+    let server = serve(DEFAULT_DOMAIN, vec![V4.into()], Duration::from_secs(60)).await;
+    let name = actor_name(DEFAULT_DOMAIN);
+    // A well-formed query made big with records in its additional section.
+    let mut big = a_query(&name, None);
+    let filler = Record::from_rdata(Name::from_ascii("x.").unwrap(), 0, RData::A(A(V4)));
+    while big.to_vec().unwrap().len() <= MAX_QUERY_BYTES {
+        big.additionals.push(filler.clone());
+    }
+    let m = Message::from_vec(&udp_raw(server.local_addr(), &big).await).unwrap();
+    assert_eq!(m.response_code, ResponseCode::FormErr);
+    assert!(m.answers.is_empty());
+    // One record fewer, at most the limit: answered.
+    big.additionals.pop();
+    assert!(big.to_vec().unwrap().len() <= MAX_QUERY_BYTES);
+    let m = Message::from_vec(&udp_raw(server.local_addr(), &big).await).unwrap();
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&m), vec![IpAddr::V4(V4)]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn udp_answers_stay_within_the_payload_limit() {
+    // More addresses than fit in one datagram.
+    let answers: Vec<IpAddr> = (0..200u8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 9, 0, i)))
+        .collect();
+    let server = serve(DEFAULT_DOMAIN, answers.clone(), Duration::from_secs(60)).await;
+    let name = actor_name(DEFAULT_DOMAIN);
+    // The client offers far more than the limit: the responder keeps to its own.
+    let raw = udp_raw(server.local_addr(), &a_query(&name, Some(4096))).await;
+    assert!(
+        raw.len() <= usize::from(MAX_UDP_PAYLOAD),
+        "{} bytes",
+        raw.len()
+    );
+    let m = Message::from_vec(&raw).unwrap();
+    assert!(
+        m.metadata.truncation,
+        "truncated, to be asked again over tcp"
+    );
+    assert_eq!(
+        m.edns.as_ref().map(Edns::max_payload),
+        Some(MAX_UDP_PAYLOAD)
+    );
+    // Over TCP the whole answer comes back.
+    let mut client = tcp_client(server.local_addr()).await;
+    let m = ask(&mut client, &name, RecordType::A).await;
+    assert_eq!(ips(&m), answers);
+    server.shutdown().await;
 }

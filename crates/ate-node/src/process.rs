@@ -405,6 +405,14 @@ fn unpack(
     for f in &cached.manifest.files {
         let path = cached.file(&f.name).map_err(snapshot_error)?;
         match f.name.strip_prefix(IMAGE_PREFIX) {
+            // `criu.`, `criu..` and `criu...` are valid snapshot file names, but would
+            // name the image dir itself or its parent.
+            Some(image @ ("" | "." | "..")) => {
+                return Err(SeamError::Snapshot(format!(
+                    "snapshot file {}: {image:?} is not an image name",
+                    f.name
+                )));
+            }
             Some(image) => {
                 let to = images.join(image);
                 std::fs::hard_link(&path, &to)
@@ -431,4 +439,37 @@ fn read_images(dir: &Path) -> Result<Vec<(String, bytes::Bytes)>, SeamError> {
         files.push((format!("{IMAGE_PREFIX}{name}"), bytes::Bytes::from(bytes)));
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ate_snapshots::{Manifest, describe_files};
+
+    #[test]
+    fn image_names_that_name_a_dir_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("snapshot");
+        std::fs::create_dir_all(&dir).expect("snapshot dir");
+        let images = tmp.path().join("work/images");
+        for name in ["criu.", "criu..", "criu..."] {
+            std::fs::write(dir.join(name), "image").expect("file");
+            let files = vec![(name.to_string(), bytes::Bytes::from_static(b"image"))];
+            let actor = ActorRef::new("team-a", "c1");
+            let manifest = Manifest::new(
+                &actor,
+                "0001-a",
+                "process",
+                SnapshotScope::Full,
+                "t",
+                describe_files(&files).expect("valid names"),
+            );
+            let cached = CachedSnapshot {
+                manifest,
+                dir: dir.clone(),
+            };
+            let err = unpack(&cached, &[], &images).expect_err(name);
+            assert!(err.to_string().contains("is not an image name"), "{err}");
+        }
+    }
 }

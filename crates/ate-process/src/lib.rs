@@ -30,4 +30,4 @@ pub use host::{HostConfig, ProcessHost};
 pub use launch::{Launch, LogSink, LogStream, Probe};
 pub use rootfs::prepare_rootfs;
 pub use sandbox::Sandbox;
-pub use snapshot::{pack_dirs, unpack_dirs};
+pub use snapshot::{MAX_INDEX_BYTES, pack_dirs, unpack_dirs};

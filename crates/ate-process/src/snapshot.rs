@@ -16,6 +16,10 @@ use sha2::{Digest, Sha256};
 use crate::ProcessError;
 use crate::tarsafe::{self, Rules, hex};
 
+/// Largest index of a durable dir read at a restore (64 MiB, some 300 000 files): it is
+/// parsed whole in memory, so a bigger one is refused before it is read.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
 /// Packs each durable dir into a tar and an index. Returns (file name, content); names
 /// use only `[A-Za-z0-9._-]`. Symlinks are stored as links; sockets, fifos and devices
 /// are skipped. Call it while the program is stopped or frozen (after a checkpoint).
@@ -115,6 +119,15 @@ fn verify(
 }
 
 fn read_index(name: &str, path: &Path) -> Result<BTreeMap<String, (u64, String)>, ProcessError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| ProcessError::io("reading", path, e))?
+        .len();
+    if size > MAX_INDEX_BYTES {
+        return Err(snap(
+            name,
+            format!("{size} bytes, over the limit of {MAX_INDEX_BYTES}"),
+        ));
+    }
     let text = std::fs::read(path).map_err(|e| ProcessError::io("reading", path, e))?;
     let v: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| snap(name, format!("not JSON: {e}")))?;

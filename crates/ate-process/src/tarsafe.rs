@@ -155,7 +155,8 @@ fn clean(p: &Path) -> Option<PathBuf> {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+            Component::ParentDir => out.push(".."),
+            Component::RootDir | Component::Prefix(_) => return None,
         }
     }
     Some(out)

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ate_process::{ProcessError, pack_dirs, prepare_rootfs, unpack_dirs};
+use ate_process::{MAX_INDEX_BYTES, ProcessError, pack_dirs, prepare_rootfs, unpack_dirs};
 use common::*;
 
 fn write_all(dir: &Path, files: &[(String, bytes::Bytes)]) -> Vec<(String, PathBuf)> {
@@ -163,6 +163,184 @@ fn unpack_refuses_entries_that_escape() {
     let err = prepare_rootfs(&img, &tmp.path().join("cache")).unwrap_err();
     assert!(matches!(err, ProcessError::InvalidRootfs { .. }), "{err}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+/// Every entry under `dir`, recursively, without following symlinks.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            out.extend(tree(&path));
+        }
+        out.push(path);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn unpack_refuses_every_hard_link_block_device_and_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "hard link inside",
+            malicious(&[("a", b'0', b"x", ""), ("hl", b'1', b"", "a")]),
+        ),
+        ("block device", malicious(&[("blk", b'4', b"", "")])),
+        ("fifo", malicious(&[("fifo", b'6', b"", "")])),
+    ];
+    for (what, tar) in cases {
+        let slug = what.replace(' ', "-");
+        let (dst, snap) = (
+            tmp.path().join(format!("dst-{slug}")),
+            tmp.path().join(format!("snap-{slug}")),
+        );
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("data.tar"), &tar).unwrap();
+        std::fs::write(
+            snap.join("data-index.json"),
+            br#"{"dir":"/data","files":[]}"#,
+        )
+        .unwrap();
+        let files = vec![
+            ("data.tar".to_string(), snap.join("data.tar")),
+            ("data-index.json".to_string(), snap.join("data-index.json")),
+        ];
+        let err = unpack_dirs(&files, &[("/data".into(), dst.clone())]).unwrap_err();
+        assert!(err.to_string().contains("is not allowed"), "{what}: {err}");
+        assert!(tree(&dst).is_empty(), "{what}: dst not emptied");
+    }
+}
+
+#[test]
+fn an_index_over_the_size_limit_is_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("dst");
+    let index = tmp.path().join("data-index.json");
+    // Sparse: the refusal must come from the size, before any reading.
+    std::fs::File::create(&index)
+        .unwrap()
+        .set_len(MAX_INDEX_BYTES + 1)
+        .unwrap();
+    std::fs::write(tmp.path().join("data.tar"), malicious(&[])).unwrap();
+    let files = vec![
+        ("data.tar".to_string(), tmp.path().join("data.tar")),
+        ("data-index.json".to_string(), index),
+    ];
+    let err = unpack_dirs(&files, &[("/data".into(), dst)]).unwrap_err();
+    assert!(matches!(err, ProcessError::Snapshot { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("over the limit of {MAX_INDEX_BYTES}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn rootfs_images_cannot_escape_through_paths_or_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("canary"), "untouched").unwrap();
+    let out = outside.to_str().unwrap().to_string();
+    let canary = format!("{out}/canary");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "parent",
+            malicious(&[("../../outside/evil", b'0', b"x", "")]),
+        ),
+        (
+            "dot dot inside",
+            malicious(&[("a/../../../outside/evil", b'0', b"x", "")]),
+        ),
+        (
+            "absolute",
+            malicious(&[(&format!("{out}/evil"), b'0', b"x", "")]),
+        ),
+        (
+            "file through a symlink",
+            malicious(&[("esc", b'2', b"", &out), ("esc/evil", b'0', b"x", "")]),
+        ),
+        (
+            "directory through a symlink",
+            malicious(&[("esc", b'2', b"", &out), ("esc/sub/", b'5', b"", "")]),
+        ),
+        (
+            "directory over a symlink",
+            malicious(&[("esc", b'2', b"", &out), ("esc", b'5', b"", "")]),
+        ),
+        (
+            "hard link to a parent path",
+            malicious(&[("hl", b'1', b"", "../../outside/canary")]),
+        ),
+        (
+            "hard link to an absolute path",
+            malicious(&[("hl", b'1', b"", &canary)]),
+        ),
+        (
+            "hard link through a symlinked dir",
+            malicious(&[("esc", b'2', b"", &out), ("hl", b'1', b"", "esc/canary")]),
+        ),
+        (
+            "hard link to a symlink pointing outside",
+            malicious(&[("ln", b'2', b"", &canary), ("hl", b'1', b"", "ln")]),
+        ),
+    ];
+    for (i, (what, tar)) in cases.into_iter().enumerate() {
+        let img = tmp.path().join(format!("bad-{i}.tar"));
+        std::fs::write(&img, &tar).unwrap();
+        let cache = tmp.path().join(format!("cache-{i}"));
+        let err = prepare_rootfs(&img, &cache).unwrap_err();
+        assert!(
+            matches!(err, ProcessError::InvalidRootfs { .. }),
+            "{what}: {err}"
+        );
+        assert_eq!(tree(&outside), [outside.join("canary")], "{what}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("canary")).unwrap(),
+            "untouched",
+            "{what}"
+        );
+        assert!(
+            tree(&cache).is_empty(),
+            "{what}: partial extraction left behind"
+        );
+    }
+}
+
+#[test]
+fn rootfs_images_skip_devices_and_fifos_and_keep_inner_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("root.tar");
+    std::fs::write(
+        &img,
+        malicious(&[
+            ("etc/hostname", b'0', b"box", ""),
+            ("dev/null", b'3', b"", ""),
+            ("dev/sda", b'4', b"", ""),
+            ("run/fifo", b'6', b"", ""),
+            ("etc/name", b'1', b"", "etc/hostname"),
+            ("etc/abs", b'2', b"", "/etc/hostname"),
+        ]),
+    )
+    .unwrap();
+    let root = prepare_rootfs(&img, &tmp.path().join("cache")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/name")).unwrap(),
+        "box"
+    );
+    // Symlinks are kept as they are (they resolve inside the container's root).
+    assert_eq!(
+        std::fs::read_link(root.join("etc/abs")).unwrap(),
+        Path::new("/etc/hostname")
+    );
+    for special in ["dev/null", "dev/sda", "run/fifo"] {
+        assert!(
+            std::fs::symlink_metadata(root.join(special)).is_err(),
+            "{special} was created"
+        );
+    }
 }
 
 /// A tiny rootfs: dash and the two libraries it needs, as a .tar.gz.

@@ -418,6 +418,37 @@ pub fn node_from_pb(n: &pb::Node) -> m::Node {
     }
 }
 
+pub fn audit_event_to_pb(e: &m::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id.clone(),
+        time_unix_ms: e.time_ms as i64,
+        subject: e.subject.clone(),
+        role: e.role.clone(),
+        method: e.method.clone(),
+        atespace: e.atespace.clone(),
+        target: e.target.clone(),
+        result: e.result.clone(),
+        code: e.code.clone(),
+        message: e.message.clone(),
+    }
+}
+
+pub fn audit_event_from_pb(e: &pb::AuditEvent) -> m::AuditEvent {
+    m::AuditEvent {
+        id: e.id.clone(),
+        time_ms: e.time_unix_ms.max(0) as u64,
+        subject: e.subject.clone(),
+        role: e.role.clone(),
+        method: e.method.clone(),
+        atespace: e.atespace.clone(),
+        target: e.target.clone(),
+        result: e.result.clone(),
+        code: e.code.clone(),
+        message: e.message.clone(),
+        version: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! (`ateapi.Control`) and the node seam (`atenode`); plus conversions between wire messages
 //! and model types and the one mapping from error kinds to gRPC codes.
 
+pub mod bearer;
 pub mod convert;
 pub mod status;
 

@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use ate_dataspace::{Dataspace, Id, Owner};
 use ate_proto::atenode::{self as pb, registry_client::RegistryClient, watch_event::Event};
+use ate_tls::PeerIdentity;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::carry::{self, RawAssertion};
-use crate::{NodeDirectory, NodeExecutor, NodeRegistration, RemoteExecutor, SeamError};
+use crate::{
+    Dialer, MAX_MESSAGE_BYTES, NodeDirectory, NodeExecutor, NodeRegistration, RemoteExecutor,
+    SeamError,
+};
 
 /// Nodes reached over the network, found by their registrations in a dataspace (mirrored
 /// from the registry, or followed from a control plane). One channel per node address,
@@ -20,6 +24,7 @@ use crate::{NodeDirectory, NodeExecutor, NodeRegistration, RemoteExecutor, SeamE
 #[derive(Debug, Clone)]
 pub struct RemoteNodes {
     dataspace: Dataspace,
+    dialer: Dialer,
     executors: Arc<Mutex<Executors>>,
 }
 
@@ -27,11 +32,20 @@ pub struct RemoteNodes {
 type Executors = HashMap<String, (String, Arc<dyn NodeExecutor>)>;
 
 impl RemoteNodes {
+    /// Nodes reached over plaintext.
     pub fn new(dataspace: Dataspace) -> Self {
         Self {
             dataspace,
+            dialer: Dialer::plaintext(),
             executors: Arc::default(),
         }
+    }
+
+    /// The same nodes, reached through `dialer` (with TLS, each must present its own
+    /// node certificate).
+    pub fn with_dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     fn executors(&self) -> MutexGuard<'_, Executors> {
@@ -60,8 +74,11 @@ impl NodeDirectory for RemoteNodes {
         {
             return Ok(executor.clone());
         }
-        let executor: Arc<dyn NodeExecutor> =
-            Arc::new(RemoteExecutor::connect_lazy(&registration.address)?.named(node));
+        let executor: Arc<dyn NodeExecutor> = Arc::new(RemoteExecutor::dial_lazy(
+            &self.dialer,
+            &registration.address,
+            node,
+        )?);
         executors.insert(
             node.to_string(),
             (registration.address.clone(), executor.clone()),
@@ -72,13 +89,25 @@ impl NodeDirectory for RemoteNodes {
 
 /// Follows assertions of `types` from the control plane into a fresh dataspace, failing
 /// over between `controls` in turn. What is known stays while no replica answers; a
-/// reconnect replaces it with the replica's view, changing only what differs.
+/// reconnect replaces it with the replica's view, changing only what differs. Plaintext;
+/// see [`follow_control_with`].
 pub fn follow_control(controls: Vec<String>, types: &[&str]) -> (Dataspace, ControlFollower) {
+    follow_control_with(controls, types, Dialer::plaintext())
+}
+
+/// [`follow_control`], reaching the replicas through `dialer` (with TLS, they must present
+/// the control plane's certificate, and this process's own must be a router's or a
+/// control plane's to be let in).
+pub fn follow_control_with(
+    controls: Vec<String>,
+    types: &[&str],
+    dialer: Dialer,
+) -> (Dataspace, ControlFollower) {
     let dataspace = Dataspace::new();
     let owner = dataspace.owner("control-plane");
     let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
     let (synced_tx, synced) = watch::channel(false);
-    let task = tokio::spawn(run(controls, types, owner, synced_tx));
+    let task = tokio::spawn(run(controls, types, dialer, owner, synced_tx));
     (dataspace, ControlFollower { task, synced })
 }
 
@@ -104,7 +133,13 @@ impl Drop for ControlFollower {
 
 type Key = (String, String);
 
-async fn run(controls: Vec<String>, types: Vec<String>, owner: Owner, synced: watch::Sender<bool>) {
+async fn run(
+    controls: Vec<String>,
+    types: Vec<String>,
+    dialer: Dialer,
+    owner: Owner,
+    synced: watch::Sender<bool>,
+) {
     let mut held: BTreeMap<Key, String> = BTreeMap::new();
     let mut next = 0usize;
     let mut backoff = Duration::from_millis(100);
@@ -114,7 +149,7 @@ async fn run(controls: Vec<String>, types: Vec<String>, owner: Owner, synced: wa
         }
         let endpoint = &controls[next % controls.len()];
         next += 1;
-        match watch_once(endpoint, &types, &owner, &mut held, &synced).await {
+        match watch_once(&dialer, endpoint, &types, &owner, &mut held, &synced).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(reason) => {
                 tracing::warn!(control = %endpoint, %reason, "cannot follow the control plane; trying the next");
@@ -126,23 +161,25 @@ async fn run(controls: Vec<String>, types: Vec<String>, owner: Owner, synced: wa
 }
 
 async fn watch_once(
+    dialer: &Dialer,
     endpoint: &str,
     types: &[String],
     owner: &Owner,
     held: &mut BTreeMap<Key, String>,
     synced: &watch::Sender<bool>,
 ) -> Result<(), String> {
-    let channel = crate::endpoint(endpoint)
-        .map_err(|e| e.to_string())?
-        .connect()
+    let channel = dialer
+        .connect(endpoint, &PeerIdentity::Control)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let mut stream = RegistryClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .watch(pb::WatchRequest {
             types: types.to_vec(),
         })
         .await
-        .map_err(|s| s.to_string())?
+        .map_err(|s| ate_tls::error_chain(&s))?
         .into_inner();
     // The replica's view until it says it is complete; then only differences are applied.
     let mut fresh: Option<BTreeMap<Key, String>> = Some(BTreeMap::new());
@@ -151,7 +188,7 @@ async fn watch_once(
             Ok(Some(pb::WatchEvent { event: Some(e) })) => e,
             Ok(Some(_)) => continue,
             Ok(None) => return Err("the control plane closed the watch".into()),
-            Err(status) => return Err(status.to_string()),
+            Err(status) => return Err(ate_tls::error_chain(&status)),
         };
         match event {
             Event::Asserted(a) => {

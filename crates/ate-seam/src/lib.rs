@@ -22,16 +22,18 @@ mod remote;
 mod routes;
 
 pub use body::{Body, BodyError, BodySender, channel_body, empty_body, full_body};
-pub use channel::endpoint;
+pub use channel::{DialError, Dialer, endpoint};
 pub use error::{InvokeError, SeamError};
 pub use executor::{
     Checkpoint, CheckpointRequest, Durability, LogLine, LogStream, NodeExecutor, RestoreRequest,
     RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
 };
 pub use exits::ActorExited;
-pub use follow::{ControlFollower, RemoteNodes, follow_control};
+pub use follow::{ControlFollower, RemoteNodes, follow_control, follow_control_with};
 pub use local::{LocalSeam, NodeMembership};
 pub use register::{Registration, RegistrationConfig};
 pub use registry::{NodeCacheAdvert, NodeDirectory, NodeRegistration, WorkerAdvert};
-pub use remote::{LogLines, MAX_MESSAGE_BYTES, NodeGrpc, RemoteExecutor, node_service};
+pub use remote::{
+    LogLines, MAX_MESSAGE_BYTES, NodeGrpc, RemoteExecutor, node_service, node_service_with,
+};
 pub use routes::{IdleActor, Route, actor_key};

@@ -14,12 +14,13 @@ use ate_proto::atenode::{
     self as pb, node_message::Message as Out, registry_client::RegistryClient,
     registry_message::Message as In,
 };
+use ate_tls::PeerIdentity;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::NodeRegistration;
 use crate::carry::{self, NODE_TYPES, RawEvent};
+use crate::{Dialer, MAX_MESSAGE_BYTES, NodeRegistration};
 
 /// How a node registers.
 #[derive(Debug, Clone)]
@@ -28,6 +29,10 @@ pub struct RegistrationConfig {
     pub controls: Vec<String>,
     /// How long the control plane waits for a heartbeat before it declares the node lost.
     pub liveness_timeout: Duration,
+    /// How the node reaches the control plane: with TLS, the replica must present the
+    /// control plane's certificate and the node presents its own, whose name must be the
+    /// node's.
+    pub dialer: Dialer,
 }
 
 /// A node's registration, kept alive in the background until dropped.
@@ -175,21 +180,24 @@ async fn stream_once(
     confirmed: &mut Instant,
 ) -> Ended {
     let deadline = config.liveness_timeout;
-    let channel = match crate::endpoint(endpoint) {
-        Ok(e) => match e.connect().await {
-            Ok(c) => c,
-            Err(e) => return Ended::Broken(format!("cannot connect: {e}")),
-        },
+    let channel = match config
+        .dialer
+        .connect(endpoint, &PeerIdentity::Control)
+        .await
+    {
+        Ok(c) => c,
         Err(e) => return Ended::Broken(e.to_string()),
     };
     let (tx, rx) = mpsc::channel::<pb::NodeMessage>(256);
     if tx.send(hello(me, *generation, deadline)).await.is_err() {
         return Ended::Broken("stream closed".into());
     }
-    let mut client = RegistryClient::new(channel);
+    let mut client = RegistryClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut inbound = match client.register(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return Ended::Broken(format!("registration refused: {status}")),
+        Err(status) => return Ended::Broken(refused(&status)),
     };
     // The answer to hello.
     match tokio::time::timeout(deadline, inbound.message()).await {
@@ -209,7 +217,7 @@ async fn stream_once(
             message: Some(In::Fenced(f)),
         }))) => return Ended::Fenced(f.reason),
         Ok(Ok(_)) => return Ended::Broken("the control plane closed the stream".into()),
-        Ok(Err(status)) => return Ended::Broken(format!("registration refused: {status}")),
+        Ok(Err(status)) => return Ended::Broken(refused(&status)),
         Err(_) => return Ended::Broken("no answer to hello".into()),
     }
     tracing::info!(node = %me.name, control = %endpoint, generation = *generation, "node registered");
@@ -257,8 +265,22 @@ async fn stream_once(
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Ended::Broken("the control plane closed the stream".into()),
-                Err(status) => return Ended::Broken(status.to_string()),
+                Err(status) => return Ended::Broken(ate_tls::error_chain(&status)),
             },
         }
+    }
+}
+
+/// Why the control plane would not take the registration: its own words when it refused
+/// (a certificate for another node, none at all), the transport's when the TLS handshake
+/// failed on the first call (TLS 1.3 reports a refused client certificate only then).
+fn refused(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => format!(
+            "registration refused ({:?}): {}",
+            status.code(),
+            status.message()
+        ),
+        _ => format!("registration refused: {}", ate_tls::error_chain(status)),
     }
 }

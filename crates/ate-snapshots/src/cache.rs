@@ -124,6 +124,14 @@ impl SnapshotCache {
         manifest: Manifest,
         files: &[(String, bytes::Bytes)],
     ) -> Result<CachedSnapshot, SnapshotError> {
+        // The actor names two directories below the cache's: it must be checked here as
+        // the store checks it, or `..` would leave the cache.
+        actor
+            .validate("actor")
+            .map_err(|e| SnapshotError::InvalidName {
+                what: "actor",
+                name: e.to_string(),
+            })?;
         validate_id(&manifest.id)?;
         let k = key(actor, &manifest.id);
         let dir = self

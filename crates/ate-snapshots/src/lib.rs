@@ -11,7 +11,10 @@ mod manifest;
 mod store;
 
 pub use cache::{CachedSnapshot, SnapshotCache, key as cache_key};
-pub use manifest::{FORMAT, FileEntry, Manifest, describe_files, validate_file_name, validate_id};
+pub use manifest::{
+    FORMAT, FileEntry, MAX_MANIFEST_BYTES, Manifest, describe_files, validate_file_name,
+    validate_id,
+};
 pub use store::{SnapshotStore, new_snapshot_id};
 
 /// Everything snapshot storage can fail with.

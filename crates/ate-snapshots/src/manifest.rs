@@ -9,6 +9,11 @@ use crate::SnapshotError;
 /// Version of the manifest layout this code writes and reads.
 pub const FORMAT: u32 = 1;
 
+/// Largest `manifest.json` read from storage (1 MiB). A manifest lists a few files, about
+/// 200 bytes each, so anything bigger is damaged or hostile and is refused before it is
+/// read whole or parsed.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// One file of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +72,41 @@ impl Manifest {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+
+    /// Parses `manifest.json` of `actor`'s snapshot `id` as read from storage, and checks
+    /// it: at most [`MAX_MANIFEST_BYTES`], layout [`FORMAT`], naming this very snapshot,
+    /// and every file name safe (see [`validate_file_name`]). Anything else is
+    /// [`SnapshotError::Corrupt`].
+    pub fn from_json(bytes: &[u8], actor: &ActorRef, id: &str) -> Result<Self, SnapshotError> {
+        let corrupt = |reason: String| SnapshotError::Corrupt {
+            actor: actor.to_string(),
+            id: id.into(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(corrupt(too_big(bytes.len() as u64)));
+        }
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("manifest: {e}")))?;
+        if m.format != FORMAT {
+            return Err(corrupt(format!(
+                "manifest format {} is not {FORMAT}",
+                m.format
+            )));
+        }
+        if m.id != id || m.atespace != actor.atespace || m.actor != actor.id {
+            return Err(corrupt("manifest names another snapshot".into()));
+        }
+        for f in &m.files {
+            validate_file_name(&f.name).map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(m)
+    }
+}
+
+/// Why a manifest of `size` bytes is refused.
+pub(crate) fn too_big(size: u64) -> String {
+    format!("manifest.json is {size} bytes, over the limit of {MAX_MANIFEST_BYTES}")
 }
 
 /// Entries for files in hand that are not compressed yet (a node-local checkpoint):
@@ -149,5 +189,50 @@ mod tests {
         assert!(validate_id("0001763900000000-1a2b").is_ok());
         assert!(validate_id("../x").is_err());
         assert!(validate_id("A").is_err());
+    }
+
+    fn manifest_json(actor: &ActorRef, id: &str, files: &[&str]) -> Vec<u8> {
+        let files = files
+            .iter()
+            .map(|n| FileEntry {
+                name: n.to_string(),
+                size: 1,
+                compressed_size: 1,
+                sha256: "00".into(),
+            })
+            .collect();
+        let m = Manifest::new(actor, id, "wasm", SnapshotScope::Full, "test", files);
+        serde_json::to_vec(&m).unwrap()
+    }
+
+    #[test]
+    fn from_json_checks_what_it_reads() {
+        let actor = ActorRef::new("team-a", "c1");
+        let good = manifest_json(&actor, "s1", &["memory.bin"]);
+        let m = Manifest::from_json(&good, &actor, "s1").unwrap();
+        assert_eq!(m.files[0].name, "memory.bin");
+        let corrupt = |bytes: &[u8], id: &str| {
+            let err = Manifest::from_json(bytes, &actor, id).unwrap_err();
+            assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+            err.to_string()
+        };
+        assert!(corrupt(&good, "s2").contains("names another snapshot"));
+        assert!(corrupt(b"{", "s1").contains("manifest:"));
+        let escaping = manifest_json(&actor, "s1", &["../memory.bin"]);
+        assert!(corrupt(&escaping, "s1").contains("file name"));
+    }
+
+    #[test]
+    fn manifests_over_the_limit_are_refused_unparsed() {
+        let actor = ActorRef::new("team-a", "c1");
+        let mut big = manifest_json(&actor, "s1", &["memory.bin"]);
+        // Valid JSON all the same: trailing whitespace up to one byte over the limit.
+        big.resize(MAX_MANIFEST_BYTES as usize + 1, b' ');
+        let err = Manifest::from_json(&big, &actor, "s1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over the limit of 1048576"), "{err}");
+        big.truncate(MAX_MANIFEST_BYTES as usize);
+        Manifest::from_json(&big, &actor, "s1").unwrap();
     }
 }

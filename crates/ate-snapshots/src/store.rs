@@ -6,7 +6,9 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::manifest::{FORMAT, FileEntry, Manifest, validate_file_name, validate_id};
+use crate::manifest::{
+    FileEntry, MAX_MANIFEST_BYTES, Manifest, too_big, validate_file_name, validate_id,
+};
 use crate::{SnapshotError, sha256};
 
 const MANIFEST: &str = "manifest.json";
@@ -23,6 +25,22 @@ pub fn new_snapshot_id() -> String {
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
     format!("{ms:016}-{}", crate::hex(&r))
+}
+
+/// Most memory reserved up front for a decompressed file; beyond it the buffer grows with
+/// the data actually decompressed, so a manifest claiming a huge size cannot make a read
+/// allocate it.
+const PREALLOC_LIMIT: u64 = 64 << 20;
+
+/// Decompresses a snapshot file the manifest says is `size` bytes, reading at most one
+/// byte more (so a larger file is caught by the size check without being inflated whole).
+fn decompress(packed: &[u8], size: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(size.min(PREALLOC_LIMIT) as usize);
+    zstd::stream::read::Decoder::with_buffer(packed)?
+        .take(size.saturating_add(1))
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 fn os_err(e: object_store::Error) -> SnapshotError {
@@ -156,7 +174,14 @@ impl SnapshotStore {
     /// Reads a snapshot's manifest.
     pub async fn manifest(&self, actor: &ActorRef, id: &str) -> Result<Manifest, SnapshotError> {
         let dir = self.snapshot_dir(actor, id)?;
+        let corrupt = |reason: String| SnapshotError::Corrupt {
+            actor: actor.to_string(),
+            id: id.into(),
+            reason,
+        };
         let bytes = match self.store.get(&dir.clone().join(MANIFEST)).await {
+            // Refused before it is read whole: the size comes with the object.
+            Ok(r) if r.meta.size > MAX_MANIFEST_BYTES => return Err(corrupt(too_big(r.meta.size))),
             Ok(r) => r.bytes().await.map_err(os_err)?,
             Err(object_store::Error::NotFound { .. }) => {
                 let any = self
@@ -179,26 +204,7 @@ impl SnapshotStore {
             }
             Err(e) => return Err(os_err(e)),
         };
-        let corrupt = |reason: String| SnapshotError::Corrupt {
-            actor: actor.to_string(),
-            id: id.into(),
-            reason,
-        };
-        let m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("manifest: {e}")))?;
-        if m.format != FORMAT {
-            return Err(corrupt(format!(
-                "manifest format {} is not {FORMAT}",
-                m.format
-            )));
-        }
-        if m.id != id || m.atespace != actor.atespace || m.actor != actor.id {
-            return Err(corrupt("manifest names another snapshot".into()));
-        }
-        for f in &m.files {
-            validate_file_name(&f.name).map_err(|e| corrupt(e.to_string()))?;
-        }
-        Ok(m)
+        Manifest::from_json(&bytes, actor, id)
     }
 
     /// Reads and verifies a whole snapshot: every file's size and SHA-256 must match the
@@ -232,12 +238,11 @@ impl SnapshotStore {
                 }
                 Err(e) => return Err(os_err(e)),
             };
-            let size = f.size as usize;
-            let data =
-                tokio::task::spawn_blocking(move || zstd::bulk::decompress(&packed, size.max(1)))
-                    .await
-                    .map_err(|e| SnapshotError::Io(e.to_string()))?
-                    .map_err(|e| fail(format!("cannot decompress: {e}")))?;
+            let size = f.size;
+            let data = tokio::task::spawn_blocking(move || decompress(&packed, size))
+                .await
+                .map_err(|e| SnapshotError::Io(e.to_string()))?
+                .map_err(|e| fail(format!("cannot decompress: {e}")))?;
             if data.len() as u64 != f.size {
                 return Err(fail(format!(
                     "{} bytes, manifest says {}",

@@ -2,7 +2,10 @@
 //! retention, and the node cache.
 
 use ate_model::{ActorRef, SnapshotScope};
-use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore, new_snapshot_id};
+use ate_snapshots::{
+    MAX_MANIFEST_BYTES, Manifest, SnapshotCache, SnapshotError, SnapshotStore, describe_files,
+    new_snapshot_id,
+};
 use bytes::Bytes;
 
 fn store(dir: &tempfile::TempDir) -> SnapshotStore {
@@ -216,4 +219,104 @@ async fn the_cache_serves_hits_and_evicts_least_recently_used() {
         "evicted files are removed"
     );
     assert!(a.file("../x").is_err());
+}
+
+#[tokio::test]
+async fn the_cache_refuses_actor_names_that_could_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = SnapshotCache::new(dir.path().join("cache"), 1 << 20).unwrap();
+    let data = files(1, 10);
+    for actor in [ActorRef::new("..", "x"), ActorRef::new("team-a", "../..")] {
+        let manifest = Manifest::new(
+            &actor,
+            "0001-a",
+            "wasm",
+            SnapshotScope::Full,
+            "t",
+            describe_files(&data).unwrap(),
+        );
+        let r = cache.insert(&actor, manifest, &data);
+        assert!(
+            matches!(r, Err(SnapshotError::InvalidName { .. })),
+            "{actor}: {r:?}"
+        );
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["cache"], "nothing written beside the cache");
+}
+
+#[tokio::test]
+async fn manifests_over_the_size_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "x");
+    write(&s, &actor, "0001-a", 1).await;
+    let mpath = dir.path().join("snapshots/team-a/x/0001-a/manifest.json");
+    // Still a valid manifest, padded with whitespace to one byte over the limit.
+    let mut text = std::fs::read(&mpath).unwrap();
+    text.resize(MAX_MANIFEST_BYTES as usize + 1, b' ');
+    std::fs::write(&mpath, &text).unwrap();
+    match s.read(&actor, "0001-a").await {
+        Err(SnapshotError::Corrupt { reason, .. }) => assert!(
+            reason.contains("manifest.json is 1048577 bytes, over the limit of 1048576"),
+            "{reason}"
+        ),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    text.truncate(MAX_MANIFEST_BYTES as usize);
+    std::fs::write(&mpath, &text).unwrap();
+    s.read(&actor, "0001-a")
+        .await
+        .expect("at the limit is fine");
+}
+
+/// A zstd frame whose header claims `claimed` bytes of content but holds `data` only.
+fn lying_frame(claimed: u64, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd];
+    // Frame header: an 8-byte content size, single segment, no checksum, no dictionary.
+    f.push(0xe0);
+    f.extend_from_slice(&claimed.to_le_bytes());
+    // One last raw block.
+    let header = 1 | ((data.len() as u32) << 3);
+    f.extend_from_slice(&header.to_le_bytes()[..3]);
+    f.extend_from_slice(data);
+    f
+}
+
+#[tokio::test]
+async fn sizes_in_the_manifest_never_drive_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let actor = ActorRef::new("team-a", "x");
+    write(&s, &actor, "0001-a", 1).await;
+    let snap = dir.path().join("snapshots/team-a/x/0001-a");
+    let mpath = snap.join("manifest.json");
+    let original = std::fs::read_to_string(&mpath).unwrap();
+    let with_size = |size: u64| {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        m["files"][0]["size"] = size.into();
+        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    };
+    // A file that inflates to more than its manifest says is refused after one byte more.
+    with_size(10);
+    match s.read(&actor, "0001-a").await {
+        Err(SnapshotError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("11 bytes, manifest says 10"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // A petabyte claimed by the manifest and by the frame header alike: refused, where
+    // reserving the claimed size up front aborted the process.
+    std::fs::write(snap.join("memory.bin.zst"), lying_frame(1 << 50, b"tiny")).unwrap();
+    for size in [1 << 50, u64::MAX] {
+        with_size(size);
+        let r = s.read(&actor, "0001-a").await;
+        assert!(
+            matches!(r, Err(SnapshotError::Corrupt { .. })),
+            "{size}: {r:?}"
+        );
+    }
 }

@@ -60,6 +60,8 @@ pub fn singular(kind: Kind) -> &'static str {
         Kind::Node => "node",
         Kind::Worker => "worker",
         Kind::NodeAssertion => "node assertion",
+        Kind::SigningKey => "signing key",
+        Kind::AuditEvent => "audit event",
     }
 }
 

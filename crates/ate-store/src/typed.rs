@@ -2,8 +2,8 @@
 //! so a backend implements raw records once and callers still work with model types.
 
 use ate_model::{
-    Actor, ActorTemplate, Assignment, Atespace, FieldSelector, Indexed, Node, NodeAssertion,
-    Worker, WorkerPool,
+    Actor, ActorTemplate, Assignment, Atespace, AuditEvent, FieldSelector, Indexed, Node,
+    NodeAssertion, SigningKeyRecord, Worker, WorkerPool,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,6 +40,8 @@ object!(WorkerPool, |self| self.id().key());
 object!(Node, |self| self.name.clone());
 object!(Worker, |self| Worker::key(self));
 object!(NodeAssertion, |self| NodeAssertion::key(self));
+object!(SigningKeyRecord, |self| self.kid.clone());
+object!(AuditEvent, |self| self.id.clone());
 
 fn encode<T: Object>(obj: &T) -> Result<RecordWrite> {
     Ok(RecordWrite {

@@ -31,8 +31,19 @@ pub enum Command {
     /// Measure ate on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Administration: tokens and signing keys (through the control API), the component CA.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     #[command(flatten)]
     Client(ate_cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    #[command(flatten)]
+    Api(ate_cli::AdminCommand),
+    #[command(flatten)]
+    Tls(crate::tls_admin::TlsAdminCommand),
 }
 
 /// Where `ate up` keeps its data unless told otherwise: `$ATE_DATA_DIR`, else
@@ -74,13 +85,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing("warn");
             bench::run(cmd).await
         }
+        Command::Admin(AdminCommand::Tls(cmd)) => {
+            init_tracing("warn");
+            print(&crate::tls_admin::run(cmd)?)
+        }
+        Command::Admin(AdminCommand::Api(cmd)) => {
+            init_tracing("warn");
+            print(&ate_cli::run_admin(&cli.global, cmd).await?)
+        }
         Command::Client(cmd) => {
             init_tracing("warn");
-            let out = ate_cli::run(&cli.global, cmd).await?;
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(out.as_bytes())?;
-            stdout.flush()?;
-            Ok(())
+            print(&ate_cli::run(&cli.global, cmd).await?)
         }
     }
+}
+
+fn print(out: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }

@@ -7,16 +7,21 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use ate_auth::{SharedVerifier, VerificationKey, Verifier};
 use ate_control::{Lifecycle, LifecycleError};
 use ate_model::{ActorRef, ErrorKind};
 use ate_net::dns::{DnsConfig, DnsServer};
-use ate_net::{ActivateError, Activator, Router, RouterConfig, RouterHandle};
-use ate_proto::ateapi::ResumeActorRequest;
+use ate_net::{ActivateError, Activator, Router, RouterConfig, RouterHandle, TokenGate};
+use ate_proto::ateapi::admin_client::AdminClient;
 use ate_proto::ateapi::control_client::ControlClient;
-use ate_seam::NodeDirectory;
+use ate_proto::ateapi::{ListVerificationKeysRequest, ResumeActorRequest};
+use ate_proto::bearer::Bearer;
+use ate_seam::{Dialer, NodeDirectory};
+use ate_tls::PeerIdentity;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 
 /// Where the router listens unless told otherwise.
 pub const DEFAULT_ROUTER_LISTEN: &str = "127.0.0.1:8080";
@@ -47,6 +52,27 @@ pub struct EdgeArgs {
     /// Longest a request waits for its actor to start before it is answered 504.
     #[arg(long, default_value = "30s")]
     pub queue_wait: ate_model::Duration,
+    /// Atespaces whose actor traffic needs a bearer token (editor or admin of the actor's
+    /// atespace), comma-separated, `*` for all. Off by default: actors are public.
+    #[arg(long, value_delimiter = ',')]
+    pub require_token: Vec<String>,
+}
+
+impl EdgeArgs {
+    /// The router's token checks, if `--require-token` names atespaces; `keys` are the
+    /// control plane's verification keys.
+    fn token_gate(&self, keys: Option<SharedVerifier>) -> anyhow::Result<Option<TokenGate>> {
+        if self.require_token.is_empty() {
+            return Ok(None);
+        }
+        for a in &self.require_token {
+            if a != ate_auth::ALL_ATESPACES {
+                ate_model::names::validate_label("--require-token", a)?;
+            }
+        }
+        let keys = keys.context("--require-token: this process has no router")?;
+        Ok(Some(TokenGate::new(self.require_token.clone(), keys)))
+    }
 }
 
 /// Resumes actors for the router through the lifecycle in this process.
@@ -64,28 +90,107 @@ impl Activator for LifecycleActivator {
     }
 }
 
+/// The largest control API message the router sends or accepts: the control plane's own
+/// limit (`ate-control`'s server), though resume calls are small.
+const CONTROL_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Resumes actors for the router through the control API of any replica, moving to the
 /// next when one is unreachable.
 #[derive(Debug)]
 pub struct ControlActivator {
-    clients: Vec<ControlClient<tonic::transport::Channel>>,
+    /// One lazy channel per replica, made by the process's [`Dialer`] (TLS to
+    /// `control.ate` with the router's certificate, when the process has one).
+    channels: Vec<tonic::transport::Channel>,
     next: std::sync::atomic::AtomicUsize,
+    /// The token resumes present (`--token-file`), when the router has no certificate that
+    /// the control plane accepts instead.
+    bearer: Bearer,
 }
 
+/// How often a router of its own rereads the control plane's token verification keys.
+const KEYS_REFRESH: Duration = Duration::from_secs(30);
+
 impl ControlActivator {
-    pub fn new(controls: &[String]) -> anyhow::Result<Self> {
-        let clients = controls
+    /// An activator over the replicas `controls`, reached through `dialer`. Nothing
+    /// connects before the first resume.
+    pub fn new(controls: &[String], dialer: &Dialer, token: Option<&str>) -> anyhow::Result<Self> {
+        let channels = controls
             .iter()
-            .map(|c| Ok(ControlClient::new(ate_seam::endpoint(c)?.connect_lazy())))
+            .map(|c| Ok(dialer.lazy(c, &PeerIdentity::Control)?))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if clients.is_empty() {
+        if channels.is_empty() {
             anyhow::bail!("--control: name at least one control-plane address");
         }
         Ok(Self {
-            clients,
+            channels,
             next: Default::default(),
+            bearer: Bearer::new(token).context("--token-file")?,
         })
     }
+
+    /// The control API client of replica `k`: every call goes through here, so what each
+    /// request carries (limits, credentials) is set in one place.
+    fn client(
+        &self,
+        k: usize,
+    ) -> ControlClient<InterceptedService<tonic::transport::Channel, Bearer>> {
+        ControlClient::with_interceptor(self.channels[k].clone(), self.bearer.clone())
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES)
+            .max_encoding_message_size(CONTROL_MESSAGE_BYTES)
+    }
+
+    /// The control plane's token verification keys, reread from any replica every
+    /// [`KEYS_REFRESH`] for as long as the process runs (a rotation reaches the router
+    /// within that time; a retired key stops verifying as soon).
+    pub async fn verification_keys(&self) -> SharedVerifier {
+        let keys = SharedVerifier::default();
+        let (shared, channels) = (keys.clone(), self.channels.clone());
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut first = Some(first_tx);
+            let mut tick = tokio::time::interval(KEYS_REFRESH);
+            loop {
+                tick.tick().await;
+                match fetch_keys(&channels).await {
+                    Ok(v) => {
+                        shared.replace(v);
+                        if let Some(tx) = first.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot fetch token verification keys"),
+                }
+            }
+        });
+        // Serve with the keys loaded if a replica answers soon; otherwise requests that
+        // need a token are refused until one does.
+        let _ = tokio::time::timeout(Duration::from_secs(5), first_rx).await;
+        keys
+    }
+}
+
+async fn fetch_keys(channels: &[tonic::transport::Channel]) -> anyhow::Result<Verifier> {
+    let mut last = None;
+    for channel in channels {
+        match AdminClient::new(channel.clone())
+            .list_verification_keys(ListVerificationKeysRequest {})
+            .await
+        {
+            Ok(reply) => {
+                return Ok(Verifier::new(reply.into_inner().keys.into_iter().map(
+                    |k| VerificationKey {
+                        kid: k.kid,
+                        public_key: k.public_key,
+                    },
+                )));
+            }
+            Err(status) => last = Some(status),
+        }
+    }
+    anyhow::bail!(
+        "no control plane answered: {}",
+        last.map(|s| s.message().to_string()).unwrap_or_default()
+    )
 }
 
 #[async_trait::async_trait]
@@ -94,13 +199,13 @@ impl Activator for ControlActivator {
         use std::sync::atomic::Ordering;
         let start = self.next.load(Ordering::Relaxed);
         let mut last = None;
-        for i in 0..self.clients.len() {
-            let k = (start + i) % self.clients.len();
+        for i in 0..self.channels.len() {
+            let k = (start + i) % self.channels.len();
             let request = ResumeActorRequest {
                 actor_ref: Some(ate_proto::convert::actor_ref(actor)),
                 boot: false,
             };
-            match self.clients[k].clone().resume_actor(request).await {
+            match self.client(k).resume_actor(request).await {
                 Ok(_) => {
                     self.next.store(k, Ordering::Relaxed);
                     return Ok(());
@@ -201,7 +306,9 @@ impl Edge {
     pub async fn start(
         args: &EdgeArgs,
         data_plane: Option<(Arc<dyn NodeDirectory>, Arc<dyn Activator>)>,
+        keys: Option<SharedVerifier>,
     ) -> anyhow::Result<Self> {
+        let token_gate = args.token_gate(keys)?;
         let metrics = metrics_handle()?;
         let admin_listener = TcpListener::bind(args.admin_listen)
             .await
@@ -219,6 +326,7 @@ impl Edge {
             domain: args.domain.clone(),
             queue_len: args.queue_len,
             queue_wait: args.queue_wait.0,
+            token_gate,
             ..Default::default()
         };
         let router = match data_plane {

@@ -9,6 +9,7 @@ mod node_daemon;
 mod plane;
 mod serve;
 mod stores;
+mod tls_admin;
 mod up;
 
 use clap::Parser;

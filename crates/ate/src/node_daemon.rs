@@ -164,9 +164,13 @@ impl NodeDaemon {
         Self { current, task }
     }
 
-    /// The gRPC node service of this daemon.
-    pub fn service(&self) -> ate_proto::atenode::node_server::NodeServer<ate_seam::NodeGrpc> {
-        ate_seam::node_service(self.current.clone())
+    /// The gRPC node service of this daemon, checking its callers as `auth` says (with
+    /// certificates: the control plane drives actors, routers deliver requests).
+    pub fn service(
+        &self,
+        auth: ate_tls::PeerAuth,
+    ) -> ate_proto::atenode::node_server::NodeServer<ate_seam::NodeGrpc> {
+        ate_seam::node_service_with(self.current.clone(), auth)
     }
 }
 

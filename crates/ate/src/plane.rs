@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ate_control::{
-    ExitHandle, Fleet, FleetHandle, Golden, GoldenHandle, IdleHandle, Lifecycle, LifecycleConfig,
-    RecoveryHandle,
+    Authenticator, ControlService, ExitHandle, Fleet, FleetHandle, Golden, GoldenHandle,
+    IdleHandle, Lifecycle, LifecycleConfig, RecoveryHandle,
 };
 use ate_seam::NodeDirectory;
 use ate_store::Store;
@@ -19,6 +19,9 @@ use ate_store::Store;
 pub struct ControlPlane {
     pub lifecycle: Lifecycle,
     pub nodes: Arc<dyn NodeDirectory>,
+    /// Checks the bearer tokens of API calls (and, in process, of router traffic).
+    pub auth: Authenticator,
+    store: Arc<dyn Store>,
     _fleet: FleetHandle,
     _golden: GoldenHandle,
     _recovery: RecoveryHandle,
@@ -43,6 +46,9 @@ impl ControlPlane {
         config: LifecycleConfig,
     ) -> anyhow::Result<Self> {
         let sweep_every = (config.lease_ttl / 2).max(Duration::from_millis(500));
+        let auth = Authenticator::start(store.clone())
+            .await
+            .context("cannot load the token signing keys")?;
         let lifecycle = Lifecycle::new(store.clone(), Some(nodes.clone()), config);
         let fleet = Fleet::new(store.clone(), nodes.clone()).with_lifecycle(lifecycle.clone());
         // Workers of nodes that are gone are replaced, and their actors recovered, before
@@ -63,6 +69,61 @@ impl ControlPlane {
             _fleet: fleet.start(),
             lifecycle,
             nodes,
+            auth,
+            store: store.clone(),
         })
     }
+
+    /// The Control (and Admin) service of this plane: its lifecycle, tokens required.
+    pub fn control_service(&self) -> ControlService {
+        ControlService::new(self.store.clone())
+            .with_lifecycle(self.lifecycle.clone())
+            .with_auth(self.auth.clone())
+    }
+
+    /// Mints an admin token over every atespace for `subject`, as `ate up` does for the local
+    /// user and `ate serve --roles api` for the first operator.
+    pub async fn admin_token(&self, subject: &str) -> anyhow::Result<String> {
+        let request = ate_proto::ateapi::CreateTokenRequest {
+            subject: subject.to_string(),
+            atespaces: vec![ate_auth::ALL_ATESPACES.to_string()],
+            role: ate_auth::Role::Admin.to_string(),
+            ttl_seconds: BOOTSTRAP_TOKEN_TTL.as_secs() as i64,
+        };
+        let (_, reply) = ate_control::mint_token(&self.store, &request)
+            .await
+            .map_err(|s| anyhow::anyhow!("cannot mint an admin token: {}", s.message()))?;
+        Ok(reply.token)
+    }
+}
+
+/// Lifetime of the admin token `ate up` and `ate serve` write at start.
+pub const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Where `ate serve --roles api` leaves an admin token for the first operator.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "admin.token";
+
+/// Writes an admin token to `DATA_DIR/admin.token` (owner-only) unless the file exists, so
+/// the first operator of a split deployment can mint the others' tokens with it.
+pub async fn write_bootstrap_token(
+    plane: &ControlPlane,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let token = plane.admin_token("bootstrap-admin").await?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "bootstrap admin token written");
+    Ok(())
 }

@@ -11,7 +11,7 @@ use ate_store::Store;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use ate_control::{ControlService, LifecycleConfig};
+use ate_control::LifecycleConfig;
 
 use crate::cli::default_data_dir;
 use crate::edge::{Edge, EdgeArgs, LifecycleActivator};
@@ -149,12 +149,14 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     };
     let data_plane = local::start(&store, &data_dir, config).await?;
     let lifecycle = data_plane.control.lifecycle.clone();
+    let config_path = login_local_user(&data_plane.control, api_addr).await?;
     let edge = Edge::start(
         &plan.edge,
         Some((
             data_plane.control.nodes.clone(),
             Arc::new(LifecycleActivator(lifecycle.clone())),
         )),
+        Some(data_plane.control.auth.verifier()),
     )
     .await?;
     let shutdown = shutdown_signal();
@@ -164,8 +166,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         &data_dir,
         api_addr,
         &edge,
+        config_path.as_deref(),
     );
-    let control = ControlService::new(store).with_lifecycle(lifecycle);
+    let control = data_plane.control.control_service();
     ate_control::serve(listener, control, shutdown).await?;
     edge.shutdown().await;
     match data_plane.drain().await {
@@ -177,12 +180,42 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mints an admin token for the local user and points the CLI's config file at this
+/// control API with it, so `ate` commands work without flags. Returns the file's path
+/// (`None` when there is no place for it: no `$ATE_CONFIG` and no home directory).
+async fn login_local_user(
+    plane: &crate::plane::ControlPlane,
+    api: SocketAddr,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(path) = ate_cli::config::path() else {
+        tracing::warn!("no home directory and no $ATE_CONFIG: the admin token is not saved");
+        return Ok(None);
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
+    let token = plane.admin_token(&format!("{user}@local")).await?;
+    let mut config = match ate_cli::config::CliConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            // Never overwrite what the user may want to repair.
+            tracing::warn!(error = %e, "the CLI config is unreadable: not saving the admin token");
+            return Ok(None);
+        }
+    };
+    config.endpoint = Some(format!("http://{api}"));
+    config.token = Some(token);
+    config
+        .save(&path)
+        .with_context(|| format!("cannot write the CLI config {}", path.display()))?;
+    Ok(Some(path))
+}
+
 fn print_summary(
     plan: &Plan,
     store: &str,
     data_dir: &std::path::Path,
     api: SocketAddr,
     edge: &Edge,
+    cli_config: Option<&std::path::Path>,
 ) {
     println!("ate is up");
     println!("  control API   http://{api} (gRPC)");
@@ -198,6 +231,9 @@ fn print_summary(
     println!("  metrics       http://{}/metrics", edge.admin_addr);
     println!("  store         {store}");
     println!("  data dir      {}", data_dir.display());
+    if let Some(path) = cli_config {
+        println!("  cli config    {} (admin token)", path.display());
+    }
     println!(
         "  node          {} (pool {}/{}, {} wasm workers)",
         local::LOCAL_NODE,

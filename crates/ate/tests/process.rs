@@ -290,10 +290,7 @@ async fn full_scope_restores_memory_on_the_same_node_and_on_another() {
     let node = |name: &str| node_daemon(dir.path(), &api, name, &[]);
     let (n1, n2) = (node("n1"), node("n2"));
     let control = api.endpoint.trim_start_matches("http://");
-    let router = Up::serve(
-        &dir.path().join("router"),
-        &["--roles", "router", "--control", control],
-    );
+    let router = Up::router(&dir.path().join("router"), control, &api);
     apply(
         &api,
         dir.path(),

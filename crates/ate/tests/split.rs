@@ -138,10 +138,7 @@ async fn small_cluster(dir: &Path) -> (Up, Up, Up, Up) {
     let control = host(&api.endpoint).to_string();
     let n1 = node(dir, "n1", &control);
     let n2 = node(dir, "n2", &control);
-    let router = Up::serve(
-        &dir.join("router"),
-        &["--roles", "router", "--control", &control],
-    );
+    let router = Up::router(&dir.join("router"), &control, &api);
     api.ok(&["apply", "-f", &manifest(dir, 4)]);
     wait_until(
         "two free workers on each node",
@@ -291,10 +288,7 @@ async fn replicated(dir: &Path, store: &str, workers: u32) -> (Up, Up, Up, Up, U
     let controls = format!("{},{}", host(&a.endpoint), host(&b.endpoint));
     let n1 = node(dir, "n1", &controls);
     let n2 = node(dir, "n2", &controls);
-    let router = Up::serve(
-        &dir.join("router"),
-        &["--roles", "router", "--control", &controls],
-    );
+    let router = Up::router(&dir.join("router"), &controls, &a);
     a.ok(&["apply", "-f", &manifest(dir, workers)]);
     wait_until(
         "free workers on both nodes",
@@ -377,10 +371,7 @@ async fn survives_a_store_restart(store: &str, restart: impl FnOnce()) {
     );
     let control = host(&api.endpoint).to_string();
     let _n1 = node(dir.path(), "n1", &control);
-    let router = Up::serve(
-        &dir.path().join("router"),
-        &["--roles", "router", "--control", &control],
-    );
+    let router = Up::router(&dir.path().join("router"), &control, &api);
     api.ok(&["apply", "-f", &manifest(dir.path(), 4)]);
     wait_until("a free worker", Duration::from_secs(30), || {
         free_on(&api, "n1") >= 2

@@ -19,8 +19,10 @@ use std::time::Duration;
 use ate_dataspace::Dataspace;
 use ate_model::{FieldSelector, NodeAssertion};
 use ate_proto::atenode::{self as pb, registry_server};
+use ate_seam::MAX_MESSAGE_BYTES;
 use ate_seam::carry::{self, RawEvent};
 use ate_store::{ListOptions, Store, StoreError};
+use ate_tls::{PeerAuth, PeerIdentity};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
@@ -54,6 +56,8 @@ struct Inner {
     stopping: watch::Sender<bool>,
     /// Whether the mirror has loaded the store's records once.
     synced: watch::Sender<bool>,
+    /// Who may register and watch: anyone (plaintext), or by certificate.
+    auth: PeerAuth,
 }
 
 impl std::fmt::Debug for Registry {
@@ -66,8 +70,21 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// A registry over `store`, mirroring every node's assertions into `dataspace`, with
-    /// the mirror and the reaper running until the handle is dropped.
+    /// the mirror and the reaper running until the handle is dropped. Open to every
+    /// caller; see [`Self::start_with`].
     pub fn start(store: Arc<dyn Store>, dataspace: Dataspace) -> (Self, RegistryHandle) {
+        Self::start_with(store, dataspace, PeerAuth::Open)
+    }
+
+    /// [`Self::start`], checking callers as `auth` says. With certificates, a node
+    /// registers only under the name its certificate carries (another node's certificate
+    /// cannot register, replace or fence it), and only control planes and routers may
+    /// watch.
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        dataspace: Dataspace,
+        auth: PeerAuth,
+    ) -> (Self, RegistryHandle) {
         let replica = format!("replica-{}", ate_snapshots::new_snapshot_id());
         let registry = Self {
             inner: Arc::new(Inner {
@@ -77,6 +94,7 @@ impl Registry {
                 local: Mutex::new(HashSet::new()),
                 stopping: watch::channel(false).0,
                 synced: watch::channel(false).0,
+                auth,
             }),
         };
         let task = tokio::spawn(mirror::run(registry.clone()));
@@ -105,6 +123,8 @@ impl Registry {
     /// The gRPC service.
     pub fn service(&self) -> registry_server::RegistryServer<Self> {
         registry_server::RegistryServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     fn local(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -138,9 +158,20 @@ impl registry_server::Registry for Registry {
         &self,
         request: Request<Streaming<pb::NodeMessage>>,
     ) -> Result<Response<Self::RegisterStream>, Status> {
+        let peer = self
+            .inner
+            .auth
+            .authorize(&request, "registry.register", |p| {
+                matches!(p, PeerIdentity::Node(_))
+            })?;
+        // The name the node must register under, when certificates say who it is.
+        let certified = match peer {
+            Some(PeerIdentity::Node(name)) => Some(name),
+            _ => None,
+        };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(session::run(self.clone(), inbound, tx));
+        tokio::spawn(session::run(self.clone(), inbound, tx, certified));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -148,6 +179,9 @@ impl registry_server::Registry for Registry {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.inner.auth.authorize(&request, "registry.watch", |p| {
+            matches!(p, PeerIdentity::Control | PeerIdentity::Router)
+        })?;
         let types = request.into_inner().types;
         if types.is_empty() {
             return Err(Status::invalid_argument("types: name at least one type"));

@@ -41,8 +41,14 @@ fn accepted(generation: u64) -> Result<pb::RegistryMessage, Status> {
     }))
 }
 
-/// Runs one registration stream to its end.
-pub(super) async fn run(registry: Registry, mut inbound: Streaming<pb::NodeMessage>, out: Out) {
+/// Runs one registration stream to its end. `certified` is the node name the caller's
+/// certificate carries, when the registry checks certificates: the hello must name it.
+pub(super) async fn run(
+    registry: Registry,
+    mut inbound: Streaming<pb::NodeMessage>,
+    out: Out,
+    certified: Option<String>,
+) {
     let hello = match tokio::time::timeout(HELLO_WITHIN, inbound.message()).await {
         Ok(Ok(Some(pb::NodeMessage {
             message: Some(In::Hello(h)),
@@ -57,6 +63,18 @@ pub(super) async fn run(registry: Registry, mut inbound: Streaming<pb::NodeMessa
         }
         Ok(Err(_)) | Err(_) => return,
     };
+    if let Some(name) = certified
+        && name != hello.node
+    {
+        tracing::warn!(node = %hello.node, certificate = %name, "registration refused: the certificate is another node's");
+        let _ = out
+            .send(Err(Status::permission_denied(format!(
+                "hello: node {} cannot register with the certificate of node {name}",
+                hello.node
+            ))))
+            .await;
+        return;
+    }
     let mut session = match Session::open(&registry, hello).await {
         Ok(s) => s,
         Err(refusal) => {

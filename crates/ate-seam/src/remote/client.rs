@@ -4,6 +4,7 @@
 use ate_model::ActorRef;
 use ate_proto::atenode as pb;
 use ate_proto::atenode::node_client::NodeClient;
+use ate_tls::PeerIdentity;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -14,8 +15,8 @@ use super::wire::{
     restore_to_pb, run_to_pb, stop_to_pb,
 };
 use crate::{
-    Body, Checkpoint, CheckpointRequest, InvokeError, LogStream, NodeExecutor, RestoreRequest,
-    RunRequest, SeamError, StopRequest, WorkerId,
+    Body, Checkpoint, CheckpointRequest, Dialer, InvokeError, LogStream, NodeExecutor,
+    RestoreRequest, RunRequest, SeamError, StopRequest, WorkerId,
 };
 
 /// Log lines buffered between the node's stream and the caller.
@@ -57,6 +58,20 @@ impl RemoteExecutor {
         // shares, so a node that vanished mid-stream is noticed in seconds.
         let channel = crate::endpoint(address)?.connect_lazy();
         Ok(Self::new(address, channel))
+    }
+
+    /// An executor for node `node` at `address`, through `dialer`: with component TLS the
+    /// node must present the certificate of `node` (`NODE.node.ate`), so an address that
+    /// now belongs to another node is refused rather than driven. Lazy like
+    /// [`Self::connect_lazy`].
+    pub fn dial_lazy(dialer: &Dialer, address: &str, node: &str) -> Result<Self, SeamError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SeamError::Internal(
+                "a remote executor needs a tokio runtime".into(),
+            ));
+        }
+        let channel = dialer.lazy(address, &PeerIdentity::Node(node.to_string()))?;
+        Ok(Self::new(node, channel))
     }
 
     /// The same executor, naming the node `node` in errors (its registered name rather

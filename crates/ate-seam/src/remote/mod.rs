@@ -14,7 +14,7 @@ mod server;
 mod wire;
 
 pub use client::RemoteExecutor;
-pub use server::{LogLines, NodeGrpc, node_service};
+pub use server::{LogLines, NodeGrpc, node_service, node_service_with};
 
 /// The largest gRPC message either end sends or accepts. `data` frames stay at 1 MiB;
 /// the rest is room for a large workload spec or many headers.

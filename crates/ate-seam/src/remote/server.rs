@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ate_proto::atenode as pb;
 use ate_proto::atenode::node_server::{Node, NodeServer};
+use ate_tls::{PeerAuth, PeerIdentity};
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -19,11 +20,19 @@ use super::wire::{
 };
 use crate::{NodeExecutor, SeamError};
 
-/// The `atenode.Node` service over `executor`. Every failure is a status whose code is
-/// the error's kind (`ate_proto::status::code`) and which carries the [`SeamError`] whole,
-/// so the client reconstructs exactly what the executor returned.
+/// The `atenode.Node` service over `executor`, open to every caller (plaintext, or a
+/// process without component TLS). Every failure is a status whose code is the error's
+/// kind (`ate_proto::status::code`) and which carries the [`SeamError`] whole, so the
+/// client reconstructs exactly what the executor returned.
 pub fn node_service(executor: Arc<dyn NodeExecutor>) -> NodeServer<NodeGrpc> {
-    NodeServer::new(NodeGrpc { executor })
+    node_service_with(executor, PeerAuth::Open)
+}
+
+/// [`node_service`], checking callers as `auth` says: with certificates, only the control
+/// plane may place, move or stop actors and read their logs, and routers may in addition
+/// deliver requests (`Invoke`); everyone else is refused before the executor is reached.
+pub fn node_service_with(executor: Arc<dyn NodeExecutor>, auth: PeerAuth) -> NodeServer<NodeGrpc> {
+    NodeServer::new(NodeGrpc { executor, auth })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -32,6 +41,16 @@ pub fn node_service(executor: Arc<dyn NodeExecutor>) -> NodeServer<NodeGrpc> {
 #[derive(Debug, Clone)]
 pub struct NodeGrpc {
     executor: Arc<dyn NodeExecutor>,
+    auth: PeerAuth,
+}
+
+impl NodeGrpc {
+    /// Lets the control plane through.
+    fn control_only<T>(&self, request: &Request<T>, call: &str) -> Result<(), Status> {
+        self.auth
+            .authorize(request, call, |p| *p == PeerIdentity::Control)
+            .map(drop)
+    }
 }
 
 fn fail(e: SeamError) -> Status {
@@ -44,6 +63,7 @@ pub type LogLines = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Sen
 #[tonic::async_trait]
 impl Node for NodeGrpc {
     async fn run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::Done>, Status> {
+        self.control_only(&request, "node.run")?;
         let req = run_from_pb(request.into_inner()).map_err(fail)?;
         self.executor.run(req).await.map_err(fail)?;
         Ok(Response::new(pb::Done {}))
@@ -53,6 +73,7 @@ impl Node for NodeGrpc {
         &self,
         request: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::Done>, Status> {
+        self.control_only(&request, "node.restore")?;
         let req = restore_from_pb(request.into_inner()).map_err(fail)?;
         self.executor.restore(req).await.map_err(fail)?;
         Ok(Response::new(pb::Done {}))
@@ -62,12 +83,14 @@ impl Node for NodeGrpc {
         &self,
         request: Request<pb::CheckpointRequest>,
     ) -> Result<Response<pb::CheckpointReply>, Status> {
+        self.control_only(&request, "node.checkpoint")?;
         let req = checkpoint_request_from_pb(request.into_inner()).map_err(fail)?;
         let taken = self.executor.checkpoint(req).await.map_err(fail)?;
         Ok(Response::new(checkpoint_to_pb(&taken)))
     }
 
     async fn stop(&self, request: Request<pb::StopRequest>) -> Result<Response<pb::Done>, Status> {
+        self.control_only(&request, "node.stop")?;
         let req = stop_from_pb(request.into_inner()).map_err(fail)?;
         self.executor.stop(req).await.map_err(fail)?;
         Ok(Response::new(pb::Done {}))
@@ -79,6 +102,9 @@ impl Node for NodeGrpc {
         &self,
         request: Request<Streaming<pb::HttpFrame>>,
     ) -> Result<Response<ResponseFrames>, Status> {
+        self.auth.authorize(&request, "node.invoke", |p| {
+            matches!(p, PeerIdentity::Control | PeerIdentity::Router)
+        })?;
         let frames = invoke::serve(self.executor.clone(), request.into_inner()).await?;
         Ok(Response::new(frames))
     }
@@ -86,6 +112,7 @@ impl Node for NodeGrpc {
     type LogsStream = LogLines;
 
     async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<LogLines>, Status> {
+        self.control_only(&request, "node.logs")?;
         let req = request.into_inner();
         let actor = actor_from_pb(req.actor, "actor").map_err(fail)?;
         let lines = self.executor.logs(&actor, req.follow).await.map_err(fail)?;

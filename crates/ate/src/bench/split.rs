@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 use ate_model::ActorRef;
 use ate_proto::ateapi::control_client::ControlClient;
 use ate_proto::ateapi::{GetActorRequest, SuspendActorRequest};
+use ate_proto::bearer::Bearer;
 use clap::Args;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::router::{Conn, count_of, fmt, get_request, spread};
@@ -112,12 +114,19 @@ fn node(dir: &Path, name: &str, control: &str) -> anyhow::Result<Process> {
     ])
 }
 
-/// Runs a client command against `endpoint`; its stdout.
+/// The bootstrap admin token the replica wrote, once [`run`] has read it.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Runs a client command against `endpoint` as the bootstrap admin; its stdout.
 fn ate(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .args(args)
         .env("ATE_ENDPOINT", format!("http://{endpoint}"))
+        .env(
+            "ATE_TOKEN",
+            TOKEN.get().map(String::as_str).unwrap_or_default(),
+        )
         .output()?;
     if !out.status.success() {
         bail!(
@@ -164,7 +173,10 @@ async fn wait_for(
     Ok(())
 }
 
-async fn status(client: &mut ControlClient<Channel>, actor: &ActorRef) -> anyhow::Result<String> {
+async fn status(
+    client: &mut ControlClient<InterceptedService<Channel, Bearer>>,
+    actor: &ActorRef,
+) -> anyhow::Result<String> {
     let a = client
         .get_actor(GetActorRequest {
             actor_ref: Some(ate_proto::convert::actor_ref(actor)),
@@ -195,6 +207,10 @@ pub async fn run(args: SplitBenchArgs) -> anyhow::Result<()> {
         &api_dir,
     ])?;
     let endpoint = api.addr("control API")?;
+    let token_file = Path::new(&api_dir).join("admin.token");
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read {}", token_file.display()))?;
+    let _ = TOKEN.set(token.trim().to_string());
     let mut nodes = vec![node(dir, "n1", &endpoint)?, node(dir, "n2", &endpoint)?];
     let router_dir = dir.join("router").display().to_string();
     let router = Process::serve(&[
@@ -208,6 +224,8 @@ pub async fn run(args: SplitBenchArgs) -> anyhow::Result<()> {
         "127.0.0.1:0",
         "--data-dir",
         &router_dir,
+        "--token-file",
+        &token_file.display().to_string(),
     ])?;
     let module = dir.join("counter.wat");
     std::fs::write(&module, COUNTER)?;
@@ -247,7 +265,10 @@ pub async fn run(args: SplitBenchArgs) -> anyhow::Result<()> {
             ],
         )?;
     }
-    let mut client = ControlClient::new(ate_seam::endpoint(&endpoint)?.connect().await?);
+    let mut client = ControlClient::with_interceptor(
+        ate_seam::endpoint(&endpoint)?.connect().await?,
+        Bearer::new(Some(token.trim()))?,
+    );
     let router_addr = router.addr("router")?.parse()?;
     let mut conn = Conn::open(router_addr).await?;
     let requests: Vec<Vec<u8>> = actors.iter().map(get_request).collect();

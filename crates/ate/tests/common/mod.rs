@@ -20,6 +20,9 @@ pub struct Up {
     pub metrics: String,
     /// `http://host:port` of the node service (`ate serve --roles node`).
     pub node_service: String,
+    /// Its data dir: `ate up` writes the CLI config there (`cli.json`), `ate serve --roles
+    /// api` its bootstrap admin token (`admin.token`).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Up {
@@ -54,7 +57,7 @@ impl Up {
             cmd.args(["--store", url]);
         }
         cmd.envs(env.iter().copied());
-        Self::spawn(cmd)
+        Self::spawn(cmd, data_dir)
     }
 
     /// `ate serve` with `args` (roles and store), every address not in `args` on a free
@@ -68,7 +71,24 @@ impl Up {
             }
         }
         cmd.arg("--data-dir").arg(data_dir).args(args);
-        Self::spawn(cmd)
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// `ate serve --roles router` following `controls`, resuming actors with `api`'s
+    /// bootstrap admin token.
+    pub fn router(data_dir: &Path, controls: &str, api: &Up) -> Self {
+        let token_file = api.token_file();
+        Self::serve(
+            data_dir,
+            &[
+                "--roles",
+                "router",
+                "--control",
+                controls,
+                "--token-file",
+                &token_file,
+            ],
+        )
     }
 
     /// Sends a signal (`STOP`, `CONT`, `KILL`, ...) to the process.
@@ -81,9 +101,10 @@ impl Up {
     }
 
     /// Starts a server command and reads the addresses it prints.
-    fn spawn(mut cmd: Command) -> Self {
+    fn spawn(mut cmd: Command, data_dir: &Path) -> Self {
         let mut child = cmd
             .env("RUST_LOG", "warn")
+            .env("ATE_CONFIG", data_dir.join("cli.json"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -121,13 +142,39 @@ impl Up {
             router,
             metrics,
             node_service,
+            data_dir: data_dir.to_path_buf(),
         }
     }
 
+    /// The admin token this process made: `ate up`'s in the CLI config, `ate serve`'s in
+    /// `admin.token`.
+    pub fn admin_token(&self) -> String {
+        if let Ok(t) = std::fs::read_to_string(self.data_dir.join("admin.token")) {
+            return t.trim().to_string();
+        }
+        let config = std::fs::read(self.data_dir.join("cli.json")).expect("cli config");
+        let config: serde_json::Value = serde_json::from_slice(&config).expect("cli json");
+        config["token"].as_str().expect("token").to_string()
+    }
+
+    /// The bootstrap admin token file of `ate serve --roles api`, for a router's
+    /// `--token-file`.
+    pub fn token_file(&self) -> String {
+        self.data_dir.join("admin.token").display().to_string()
+    }
+
+    /// Runs a client command as the admin this process made.
     pub fn ate(&self, args: &[&str]) -> Output {
+        self.ate_as(&self.admin_token(), args)
+    }
+
+    /// Runs a client command presenting `token`.
+    pub fn ate_as(&self, token: &str, args: &[&str]) -> Output {
         Command::new(ATE)
             .args(args)
             .env("ATE_ENDPOINT", &self.endpoint)
+            .env("ATE_CONFIG", self.data_dir.join("no-cli.json"))
+            .env("ATE_TOKEN", token)
             .output()
             .expect("run ate")
     }

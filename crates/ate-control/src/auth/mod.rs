@@ -1,0 +1,180 @@
+//! Who is calling and what they may do. Every Control and Admin call names its caller: a
+//! bearer token (a JWT from [`ate_auth`], verified against the store's signing keys) or, over
+//! mutual TLS, an ate component (a router resuming actors for its traffic). Handlers then
+//! authorize the caller for the atespace and access the call needs, and mutating calls
+//! leave an [`audit`] event whatever their outcome.
+
+pub mod audit;
+pub mod keyring;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ate_auth::{Access, Claims, Scope, SharedVerifier, TokenError, Verifier};
+use ate_model::Kind;
+use ate_store::{Store, WatchEvent};
+use tonic::{Request, Status};
+
+pub use keyring::KeyringError;
+
+/// The caller of one call.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No authentication configured (in-process use and tests of the service alone).
+    Unrestricted,
+    /// A verified bearer token.
+    Token(Claims),
+    /// An ate component identified by its client certificate (`router`, `control`): it may
+    /// read and change actors in any atespace, nothing cluster-wide.
+    Component(&'static str),
+}
+
+impl Caller {
+    pub fn subject(&self) -> String {
+        match self {
+            Caller::Unrestricted => "unrestricted".into(),
+            Caller::Token(c) => c.sub.clone(),
+            Caller::Component(c) => format!("component:{c}"),
+        }
+    }
+
+    pub fn role(&self) -> String {
+        match self {
+            Caller::Token(c) => c.role.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// The atespaces a listing may show: `None` for all.
+    pub fn visible_atespaces(&self) -> Option<Vec<String>> {
+        match self {
+            Caller::Token(c) if !c.covers_all() => Some(c.atespaces.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether this caller may have `access` in `scope`; `PermissionDenied` saying why not.
+    pub fn authorize(&self, scope: Scope<'_>, access: Access) -> Result<(), Status> {
+        match self {
+            Caller::Unrestricted => Ok(()),
+            Caller::Token(claims) => ate_auth::authorize(claims, scope, access)
+                .map_err(|denied| Status::permission_denied(denied.to_string())),
+            Caller::Component(name) => match (scope, access) {
+                (Scope::Atespace(_), Access::Read | Access::Write) => Ok(()),
+                _ => Err(Status::permission_denied(format!(
+                    "component {name} may not {access} cluster-wide or as an administrator"
+                ))),
+            },
+        }
+    }
+}
+
+/// Checks bearer tokens against the store's signing keys, kept current by a store watch.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    keys: SharedVerifier,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+/// The scheme of the `authorization` metadata value.
+const BEARER: &str = "bearer ";
+
+impl Authenticator {
+    /// Makes sure a signing key exists, loads the keys and follows their changes (a
+    /// rotation on another replica is seen here within one store notification).
+    pub async fn start(store: Arc<dyn Store>) -> Result<Self, KeyringError> {
+        keyring::active(&store).await?;
+        let auth = Self {
+            store,
+            keys: SharedVerifier::default(),
+        };
+        let mut watch = auth.store.watch(Kind::SigningKey).await?;
+        auth.reload().await?;
+        let follower = auth.clone();
+        tokio::spawn(async move {
+            while let Some(event) = watch.recv().await {
+                if matches!(event, WatchEvent::Resync) {
+                    tracing::debug!("signing key watch resynced");
+                }
+                if let Err(e) = follower.reload().await {
+                    tracing::warn!(error = %e, "cannot reload signing keys");
+                }
+            }
+        });
+        Ok(auth)
+    }
+
+    /// The verification keys, for in-process routers.
+    pub fn verifier(&self) -> SharedVerifier {
+        self.keys.clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Rereads the stored keys.
+    pub async fn reload(&self) -> Result<(), KeyringError> {
+        let keys = keyring::verification_keys(&self.store).await?;
+        self.keys
+            .replace(Verifier::new(keys.into_iter().map(|(k, _)| k)));
+        Ok(())
+    }
+
+    /// Verifies a token, rereading the keys once if it names one not loaded yet (a key
+    /// rotated in a moment ago).
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        match self.keys.verify(token, SystemTime::now()) {
+            Err(TokenError::UnknownKey { .. }) => {
+                if let Err(e) = self.reload().await {
+                    tracing::warn!(error = %e, "cannot reload signing keys");
+                }
+                self.keys.verify(token, SystemTime::now())
+            }
+            other => other,
+        }
+    }
+
+    /// The caller of `request`: its bearer token, else its client certificate's component
+    /// identity; `Unauthenticated` when it has neither or the token does not verify.
+    pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        if let Some(value) = request.metadata().get("authorization") {
+            let value = value
+                .to_str()
+                .map_err(|_| Status::unauthenticated("authorization: not valid text"))?;
+            let token = value
+                .get(..BEARER.len())
+                .filter(|scheme| scheme.eq_ignore_ascii_case(BEARER))
+                .map(|_| value[BEARER.len()..].trim())
+                .ok_or_else(|| Status::unauthenticated("authorization: expected a bearer token"))?;
+            return self
+                .verify(token)
+                .await
+                .map(Caller::Token)
+                .map_err(|e| Status::unauthenticated(format!("invalid bearer token: {e}")));
+        }
+        if let Some(component) = component_of(request) {
+            return Ok(Caller::Component(component));
+        }
+        Err(Status::unauthenticated(
+            "missing bearer token: pass --token or ATE_TOKEN, or use the CLI config `ate up` writes",
+        ))
+    }
+}
+
+/// The ate component a request's verified client certificate names, if any: routers
+/// resume actors for their traffic, replicas may call each other. A node has no business
+/// with the control API, so its certificate stands for nothing here.
+fn component_of<T>(request: &Request<T>) -> Option<&'static str> {
+    match ate_tls::peer_identity(request)? {
+        ate_tls::PeerIdentity::Router => Some("router"),
+        ate_tls::PeerIdentity::Control => Some("control"),
+        ate_tls::PeerIdentity::Node(_) => None,
+    }
+}

@@ -1,0 +1,503 @@
+//! Authentication and authorization of the control API through a real `ate up`: a matrix of
+//! tokens x atespaces x operations asserting allowed or denied, scoped listings, expired,
+//! tampered and foreign tokens, minting limits, key rotation and the audit trail.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use ate_auth::{Claims, Role, SigningKey};
+use ate_proto::ateapi as pb;
+use ate_proto::ateapi::admin_client::AdminClient;
+use ate_proto::ateapi::control_client::ControlClient;
+use ate_proto::bearer::Bearer;
+use common::Up;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+type Control = ControlClient<InterceptedService<Channel, Bearer>>;
+type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+async fn clients(endpoint: &str, token: &str) -> (Control, Admin) {
+    let channel = Channel::from_shared(endpoint.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer = Bearer::new(Some(token)).unwrap();
+    (
+        ControlClient::with_interceptor(channel.clone(), bearer.clone()),
+        AdminClient::with_interceptor(channel, bearer),
+    )
+}
+
+fn aref(ns: &str, name: &str) -> Option<pb::ActorRef> {
+    Some(pb::ActorRef {
+        atespace: ns.into(),
+        name: name.into(),
+    })
+}
+
+async fn mint(
+    admin: &mut Admin,
+    subject: &str,
+    atespaces: &[&str],
+    role: &str,
+    ttl: i64,
+) -> String {
+    admin
+        .create_token(pb::CreateTokenRequest {
+            subject: subject.into(),
+            atespaces: atespaces.iter().map(|a| a.to_string()).collect(),
+            role: role.into(),
+            ttl_seconds: ttl,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Runs one operation in `ns` as `c`; the code it got.
+async fn op(c: &mut Control, name: &str, ns: &str, tag: &str) -> Code {
+    let actor = format!("{ns}-actor");
+    match name {
+        "get" => code(
+            c.get_actor(pb::GetActorRequest {
+                actor_ref: aref(ns, &actor),
+            })
+            .await,
+        ),
+        "list" => code(
+            c.list_actors(pb::ListActorsRequest {
+                atespace: ns.into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "logs" => code(
+            c.get_actor_logs(pb::GetActorLogsRequest {
+                actor_ref: aref(ns, &actor),
+                follow: false,
+            })
+            .await,
+        ),
+        "create" => code(
+            c.create_actor(pb::CreateActorRequest {
+                actor_ref: aref(ns, &format!("new-{tag}")),
+                actor_template_namespace: "demo".into(),
+                actor_template_name: "counter".into(),
+                worker_selector: None,
+            })
+            .await,
+        ),
+        "update" => code(
+            c.update_actor(pb::UpdateActorRequest {
+                actor_ref: aref(ns, &actor),
+                worker_selector: None,
+            })
+            .await,
+        ),
+        "resume" => code(
+            c.resume_actor(pb::ResumeActorRequest {
+                actor_ref: aref(ns, &actor),
+                boot: false,
+            })
+            .await,
+        ),
+        "suspend" => code(
+            c.suspend_actor(pb::SuspendActorRequest {
+                actor_ref: aref(ns, &actor),
+            })
+            .await,
+        ),
+        "delete" => code(
+            c.delete_actor(pb::DeleteActorRequest {
+                actor_ref: aref(ns, &format!("new-{tag}")),
+            })
+            .await,
+        ),
+        // Creating an existing atespace: AlreadyExists when allowed.
+        "create-atespace" => code(
+            c.create_atespace(pb::CreateAtespaceRequest { name: ns.into() })
+                .await,
+        ),
+        "get-atespace" => code(
+            c.get_atespace(pb::GetAtespaceRequest { name: ns.into() })
+                .await,
+        ),
+        other => panic!("unknown op {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_by_atespaces_by_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let (mut root, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    for ns in ["team-a", "team-b"] {
+        root.create_atespace(pb::CreateAtespaceRequest { name: ns.into() })
+            .await
+            .unwrap();
+        root.create_actor(pb::CreateActorRequest {
+            actor_ref: aref(ns, &format!("{ns}-actor")),
+            actor_template_namespace: "demo".into(),
+            actor_template_name: "counter".into(),
+            worker_selector: None,
+        })
+        .await
+        .unwrap();
+    }
+
+    // (subject, atespaces, role)
+    let principals = [
+        ("viewer-a", vec!["team-a"], Role::Viewer),
+        ("editor-a", vec!["team-a"], Role::Editor),
+        ("admin-a", vec!["team-a"], Role::Admin),
+        ("editor-b", vec!["team-b"], Role::Editor),
+        ("editor-ab", vec!["team-a", "team-b"], Role::Editor),
+        ("admin-all", vec!["*"], Role::Admin),
+    ];
+    // (operation, role it needs)
+    let operations = [
+        ("get", Role::Viewer),
+        ("list", Role::Viewer),
+        ("logs", Role::Viewer),
+        ("get-atespace", Role::Viewer),
+        ("create", Role::Editor),
+        ("update", Role::Editor),
+        ("resume", Role::Editor),
+        ("suspend", Role::Editor),
+        ("delete", Role::Editor),
+        ("create-atespace", Role::Admin),
+    ];
+    for (subject, atespaces, role) in &principals {
+        let token = mint(&mut root_admin, subject, atespaces, &role.to_string(), 600).await;
+        let (mut c, mut a) = clients(&up.endpoint, &token).await;
+        for ns in ["team-a", "team-b"] {
+            let covered = atespaces.iter().any(|a| *a == "*" || *a == ns);
+            for (name, needs) in operations {
+                let got = op(&mut c, name, ns, subject).await;
+                let allowed = covered && role >= &needs;
+                if allowed {
+                    assert!(
+                        !matches!(got, Code::PermissionDenied | Code::Unauthenticated),
+                        "{subject} {name} in {ns}: allowed, got {got:?}"
+                    );
+                } else {
+                    assert_eq!(got, Code::PermissionDenied, "{subject} {name} in {ns}");
+                }
+            }
+        }
+
+        // Cluster-wide: templates and pools readable by all, changed by admins of all.
+        let everything = atespaces.contains(&"*") && *role == Role::Admin;
+        let listed = c
+            .list_actor_templates(pb::ListActorTemplatesRequest::default())
+            .await;
+        assert_eq!(code(listed), Code::Ok, "{subject} lists templates");
+        let template = c
+            .get_actor_template(pb::GetActorTemplateRequest {
+                namespace: "demo".into(),
+                name: "counter".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let cluster_ops = [
+            code(
+                c.apply_actor_template(pb::ApplyActorTemplateRequest {
+                    template: Some(template),
+                })
+                .await,
+            ),
+            code(c.list_nodes(pb::ListNodesRequest {}).await),
+            code(c.list_workers(pb::ListWorkersRequest::default()).await),
+            code(
+                c.drain_node(pb::DrainNodeRequest {
+                    name: "no-such-node".into(),
+                })
+                .await,
+            ),
+            code(
+                a.rotate_signing_key(pb::RotateSigningKeyRequest::default())
+                    .await,
+            ),
+        ];
+        for (i, got) in cluster_ops.into_iter().enumerate() {
+            if everything {
+                assert!(
+                    got != Code::PermissionDenied,
+                    "{subject} cluster op {i}: {got:?}"
+                );
+            } else {
+                assert_eq!(got, Code::PermissionDenied, "{subject} cluster op {i}");
+            }
+        }
+
+        // Listings across atespaces show only what the token covers.
+        let all = c
+            .list_actors(pb::ListActorsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .actors;
+        assert!(!all.is_empty(), "{subject} sees its actors");
+        for actor in &all {
+            assert!(
+                atespaces.iter().any(|a| *a == "*" || *a == actor.atespace),
+                "{subject} sees {}/{}",
+                actor.atespace,
+                actor.actor_id
+            );
+        }
+        let spaces: Vec<String> = c
+            .list_atespaces(pb::ListAtespacesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .atespaces
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        if !atespaces.contains(&"*") {
+            let mut want: Vec<String> = atespaces.iter().map(|a| a.to_string()).collect();
+            want.sort();
+            let mut got = spaces.clone();
+            got.sort();
+            assert_eq!(got, want, "{subject} lists atespaces");
+        }
+
+        // The audit trail: admins only, scoped admins see their atespaces' events.
+        let audit = a
+            .list_audit_events(pb::ListAuditEventsRequest::default())
+            .await;
+        match role {
+            Role::Admin => {
+                let events = audit.unwrap().into_inner().events;
+                assert!(!events.is_empty(), "{subject} reads the audit trail");
+                if !everything {
+                    assert!(
+                        events
+                            .iter()
+                            .all(|e| atespaces.contains(&e.atespace.as_str()))
+                    );
+                }
+            }
+            _ => assert_eq!(
+                code(audit),
+                Code::PermissionDenied,
+                "{subject} reads the audit trail"
+            ),
+        }
+    }
+
+    // Every refusal above left an audit event naming who, what, where and the outcome.
+    let denied = root_admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            field_selector: "subject=editor-b,result=denied,method=CreateActor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].atespace, "team-a");
+    assert_eq!(denied[0].target, "team-a/new-editor-b");
+    assert_eq!(denied[0].code, "PermissionDenied");
+    let created = root_admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            field_selector: "subject=editor-a,result=ok,method=CreateActor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(created[0].time_unix_ms > 0);
+    // Reads are not audited.
+    let reads = root_admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            field_selector: "method=GetActor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(reads.is_empty(), "{reads:?}");
+
+    // The CLI shows the trail to the admin `ate up` made.
+    let out = up.ok(&["get", "auditevents", "--field-selector", "subject=admin-a"]);
+    assert!(out.contains("CreateAtespace"), "{out}");
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tampered_foreign_and_missing_tokens_are_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let (_, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    let viewer = mint(&mut root_admin, "v", &["team-a"], "viewer", 600).await;
+
+    // Tampered: the payload says admin of everything, the signature is the viewer's.
+    let parts: Vec<&str> = viewer.split('.').collect();
+    let forged_claims = Claims::new(
+        "v",
+        &["*".to_string()],
+        Role::Admin,
+        Duration::from_secs(600),
+        SystemTime::now(),
+    )
+    .unwrap();
+    use base64::Engine as _;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&forged_claims).unwrap());
+    let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+    // Foreign: a well-formed token from a key this control plane never had.
+    let foreign = SigningKey::generate(0)
+        .unwrap()
+        .sign(&forged_claims)
+        .unwrap();
+    let short = mint(&mut root_admin, "short", &["team-a"], "viewer", 1).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    for (what, token) in [
+        ("expired", short.as_str()),
+        ("tampered", tampered.as_str()),
+        ("foreign", foreign.as_str()),
+        ("garbage", "garbage"),
+        ("missing", ""),
+    ] {
+        let (mut c, _) = clients(&up.endpoint, token).await;
+        let err = c
+            .list_atespaces(pb::ListAtespacesRequest {})
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
+        // The CLI says the same.
+        let out = up.ate_as(token, &["get", "atespaces"]);
+        assert!(!out.status.success(), "{what}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("code = Unauthenticated"),
+            "{what}: {stderr}"
+        );
+    }
+    // A refused mutation is audited as anonymous.
+    let (mut anon, _) = clients(&up.endpoint, "garbage").await;
+    let _ = anon
+        .create_atespace(pb::CreateAtespaceRequest {
+            name: "team-x".into(),
+        })
+        .await;
+    let events = root_admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            field_selector: "subject=anonymous,method=CreateAtespace".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].result, "denied");
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minting_is_bounded_by_the_minter_and_rotation_retires_old_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let root_token = up.admin_token();
+    let (_, mut root_admin) = clients(&up.endpoint, &root_token).await;
+    let admin_a = mint(&mut root_admin, "admin-a", &["team-a"], "admin", 600).await;
+    let editor_a = mint(&mut root_admin, "editor-a", &["team-a"], "editor", 600).await;
+    let (_, mut as_admin_a) = clients(&up.endpoint, &admin_a).await;
+    let (_, mut as_editor_a) = clients(&up.endpoint, &editor_a).await;
+    let request = |ns: &str, role: &str| pb::CreateTokenRequest {
+        subject: "x".into(),
+        atespaces: vec![ns.into()],
+        role: role.into(),
+        ttl_seconds: 60,
+    };
+    assert_eq!(
+        code(as_admin_a.create_token(request("team-a", "viewer")).await),
+        Code::Ok
+    );
+    assert_eq!(
+        code(as_admin_a.create_token(request("team-b", "viewer")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(as_admin_a.create_token(request("*", "viewer")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(as_editor_a.create_token(request("team-a", "viewer")).await),
+        Code::PermissionDenied
+    );
+    // Bad input names the field.
+    let bad = root_admin
+        .create_token(request("team-a", "owner"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("role"), "{bad:?}");
+    let bad = root_admin
+        .create_token(request("Team A", "viewer"))
+        .await
+        .unwrap_err();
+    assert!(bad.message().contains("atespaces"), "{bad:?}");
+
+    // Rotating keeps issued tokens valid; retiring the old keys ends them.
+    let keys_before = root_admin
+        .list_verification_keys(pb::ListVerificationKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys_before.len(), 1);
+    let rotated = root_admin
+        .rotate_signing_key(pb::RotateSigningKeyRequest {
+            retire_previous: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.kid, keys_before[0].kid);
+    assert_eq!(
+        code(as_editor_a.who_am_i(pb::WhoAmIRequest {}).await),
+        Code::Ok
+    );
+    let fresh = mint(&mut root_admin, "fresh", &["*"], "admin", 600).await;
+    let (_, mut as_fresh) = clients(&up.endpoint, &fresh).await;
+    let retired = as_fresh
+        .rotate_signing_key(pb::RotateSigningKeyRequest {
+            retire_previous: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retired.retired.len(), 2, "{retired:?}");
+    // Every token signed before is now refused, including the one that retired them.
+    for token in [&root_token, &editor_a, &fresh] {
+        let (_, mut a) = clients(&up.endpoint, token).await;
+        assert_eq!(
+            code(a.who_am_i(pb::WhoAmIRequest {}).await),
+            Code::Unauthenticated
+        );
+    }
+    up.stop();
+}
