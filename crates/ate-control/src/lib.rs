@@ -36,7 +36,7 @@ pub use lifecycle::{
 };
 pub use placement::{Action, NodeSlots, plan};
 pub use registry::{Registry, RegistryHandle, node_lease};
-pub use server::{ServeError, control_routes, serve, serve_routes};
+pub use server::{ServeError, control_routes, serve, serve_incoming, serve_routes};
 pub use service::ControlService;
 
 /// Creates the system atespaces (`ate-golden`) if they are missing. Idempotent.

@@ -74,9 +74,28 @@ pub async fn serve_routes(
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_incoming(incoming(listener), routes, shutdown).await
+}
+
+/// Serves `routes` on connections from `incoming` (plain TCP, or TLS streams whose peer
+/// certificates the services then see) until `shutdown` resolves: the one server set-up of
+/// every gRPC listener of ate.
+pub async fn serve_incoming<IO>(
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
     tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -54,8 +54,16 @@ pub struct EdgeArgs {
     pub queue_wait: ate_model::Duration,
     /// Atespaces whose actor traffic needs a bearer token (editor or admin of the actor's
     /// atespace), comma-separated, `*` for all. Off by default: actors are public.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = atespace_or_all)]
     pub require_token: Vec<String>,
+}
+
+/// An atespace name, or `*`.
+fn atespace_or_all(text: &str) -> Result<String, String> {
+    if text != ate_auth::ALL_ATESPACES {
+        ate_model::names::validate_label("atespace", text).map_err(|e| e.to_string())?;
+    }
+    Ok(text.to_string())
 }
 
 impl EdgeArgs {
@@ -64,11 +72,6 @@ impl EdgeArgs {
     fn token_gate(&self, keys: Option<SharedVerifier>) -> anyhow::Result<Option<TokenGate>> {
         if self.require_token.is_empty() {
             return Ok(None);
-        }
-        for a in &self.require_token {
-            if a != ate_auth::ALL_ATESPACES {
-                ate_model::names::validate_label("--require-token", a)?;
-            }
         }
         let keys = keys.context("--require-token: this process has no router")?;
         Ok(Some(TokenGate::new(self.require_token.clone(), keys)))

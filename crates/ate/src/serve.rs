@@ -352,10 +352,9 @@ impl ComponentTls {
         let config = dir
             .server_config(clients)
             .map_err(|e| anyhow::anyhow!("--tls-dir: {e}"))?;
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(ate_tls::tls_incoming(listener, config), stop)
-            .await
-            .context("grpc server failed")
+        Ok(
+            ate_control::serve_incoming(ate_tls::tls_incoming(listener, config), routes, stop)
+                .await?,
+        )
     }
 }

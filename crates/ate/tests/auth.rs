@@ -12,7 +12,7 @@ use ate_proto::ateapi as pb;
 use ate_proto::ateapi::admin_client::AdminClient;
 use ate_proto::ateapi::control_client::ControlClient;
 use ate_proto::bearer::Bearer;
-use common::Up;
+use common::{Up, http_get};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -499,5 +499,50 @@ async fn minting_is_bounded_by_the_minter_and_rotation_retires_old_tokens() {
             Code::Unauthenticated
         );
     }
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ate_up_can_require_tokens_for_one_atespace_s_actor_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::launch(dir.path(), None, &["--require-token", "team-a"], &[]);
+    let (_, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    for ns in ["team-a", "team-b"] {
+        up.ok(&["create", "atespace", ns]);
+        up.ok(&["create", "actor", "c1", "-t", "demo/counter", "-a", ns]);
+    }
+    let editor_a = mint(&mut root_admin, "web", &["team-a"], "editor", 600).await;
+    let editor_b = mint(&mut root_admin, "other", &["team-b"], "editor", 600).await;
+    let guarded = "/a/team-a/c1/";
+    assert_eq!(http_get(&up.router, guarded, None).0, 401);
+    assert_eq!(http_get(&up.router, guarded, Some(&editor_b)).0, 403);
+    assert_eq!(
+        up.status_of("c1"),
+        "SUSPENDED",
+        "a refused request resumes nothing"
+    );
+    let (status, body) = http_get(&up.router, guarded, Some(&editor_a));
+    assert_eq!((status, body.trim()), (200, "1"));
+    // team-b is not guarded: no token needed.
+    let (status, body) = http_get(&up.router, "/a/team-b/c1/", None);
+    assert_eq!((status, body.trim()), (200, "1"));
+
+    // A bad --require-token is refused at start, naming the flag.
+    let out = std::process::Command::new(common::ATE)
+        .args([
+            "up",
+            "--require-token",
+            "Team A",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .env("ATE_CONFIG", dir.path().join("other.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--require-token"), "{stderr}");
     up.stop();
 }

@@ -18,7 +18,7 @@ use ate_proto::atenode::node_client::NodeClient;
 use ate_proto::atenode::registry_client::RegistryClient;
 use ate_seam::{Dialer, NodeRegistration};
 use ate_tls::{PeerIdentity, TlsConnector, TlsDir};
-use common::{ATE, Up};
+use common::{ATE, Up, http_get};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -347,32 +347,6 @@ fn cli_ok(endpoint: &str, ca: &Path, token: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// One HTTP/1.1 GET through the router; the status code and body.
-fn http_get(router: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = router.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread")]
