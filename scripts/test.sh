@@ -64,3 +64,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
 cargo test --workspace --locked --no-fail-fast
+
+# Fuzz the parsers of untrusted input for a bounded time (ATE_FUZZ_SECONDS each, default 20).
+scripts/fuzz.sh

@@ -272,9 +272,9 @@ impl Drop for Up {
 pub fn http_get(router: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = router.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).expect("router connection");
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+        .expect("router connection");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -282,9 +282,9 @@ pub fn http_get(router: &str, path: &str, token: Option<&str>) -> (u16, String) 
         conn,
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
-    .unwrap();
+    .expect("router connection");
     let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
+    conn.read_to_string(&mut raw).expect("router connection");
     let status = raw
         .split_whitespace()
         .nth(1)
