@@ -54,9 +54,20 @@ pub async fn run(args: ListBenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Authenticated as `ate up` serves it: the token is verified on every call.
+    let auth = ate_control::Authenticator::start(store.clone()).await?;
+    let request = ate_proto::ateapi::CreateTokenRequest {
+        subject: "bench".into(),
+        atespaces: vec![ate_auth::ALL_ATESPACES.into()],
+        role: "viewer".into(),
+        ttl_seconds: 3600,
+    };
+    let (_, minted) = ate_control::mint_token(&store, &request)
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot mint a token: {}", s.message()))?;
     let server = tokio::spawn(ate_control::serve(
         listener,
-        ate_control::ControlService::new(store),
+        ate_control::ControlService::new(store).with_auth(auth),
         async {
             let _ = stopped.await;
         },
@@ -73,6 +84,7 @@ pub async fn run(args: ListBenchArgs) -> anyhow::Result<()> {
                 "--endpoint",
                 &format!("http://{addr}"),
             ])
+            .env("ATE_TOKEN", &minted.token)
             .stdout(std::process::Stdio::piped())
             .output()
             .await?;
