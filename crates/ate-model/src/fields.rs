@@ -227,6 +227,10 @@ pub struct FieldSelector {
     pub requirements: Vec<Requirement>,
 }
 
+/// Longest field selector accepted (4 KiB): far more than any query of a registry field
+/// needs, and small enough that parsing and index lookups stay cheap for any input.
+pub const MAX_SELECTOR_BYTES: usize = 4096;
+
 impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
@@ -267,6 +271,16 @@ impl FieldSelector {
     }
 
     pub fn parse(text: &str) -> Result<Self, ModelError> {
+        if text.len() > MAX_SELECTOR_BYTES {
+            return Err(ModelError::invalid(
+                FIELD_SELECTOR,
+                format!("{}...", &text[..text.floor_char_boundary(32)]),
+                format!(
+                    "{} bytes, over the limit of {MAX_SELECTOR_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
         let mut requirements = Vec::new();
         for term in split_unescaped(text, ',') {
             if term.trim().is_empty() {
@@ -449,6 +463,21 @@ mod tests {
             op,
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn selectors_over_the_size_limit_are_refused_naming_the_field() {
+        let term = "status=RUNNING,";
+        let long = term.repeat(MAX_SELECTOR_BYTES / term.len() + 1);
+        let err = FieldSelector::parse(&long).unwrap_err().to_string();
+        assert!(err.contains("field_selector"), "{err}");
+        assert!(err.contains("over the limit of 4096"), "{err}");
+        assert!(
+            err.len() < 200,
+            "the message does not echo the input: {err}"
+        );
+        let fits = &long[..long[..MAX_SELECTOR_BYTES].rfind(',').unwrap()];
+        assert!(FieldSelector::parse(fits).is_ok());
     }
 
     #[test]

@@ -21,7 +21,9 @@ mod server;
 pub use activate::{ActivateError, Activator};
 pub use admin::{RenderMetrics, serve_admin};
 pub use gate::TokenGate;
-pub use limits::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_BODY_BYTES, MAX_URI_BYTES};
+pub use limits::{
+    HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_BODY_BYTES, MAX_URI_BYTES,
+};
 pub use names::{ActorNames, DEFAULT_DOMAIN, NameError, PATH_PREFIX, parse_path};
 pub use routes::RouteTable;
 pub use server::{Router, RouterConfig, RouterError, RouterHandle};

@@ -33,12 +33,19 @@ pub const MAX_HEADERS: usize = 100;
 /// refused before it is even parsed whole.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
+/// Longest a client may take to send a request's head (10 s); a connection that has not
+/// finished its headers by then is closed, so clients trickling bytes cannot hold
+/// connections open.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Applies the header limits to the connections a server builder serves.
 pub(crate) fn bound_heads(builder: &mut auto::Builder<TokioExecutor>) {
     builder
         .http1()
         .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEADER_BYTES);
+        .max_buf_size(MAX_HEADER_BYTES)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));

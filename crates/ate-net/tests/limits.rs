@@ -213,3 +213,27 @@ async fn the_admin_port_refuses_heads_over_the_limits() {
     server.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    let env = harness().actor("echo", echo("echo", 0)).start().await;
+    let mut s = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    // Half a head, then nothing.
+    s.write_all(b"GET /a/team-a/echo/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(ate_net::HEADER_READ_TIMEOUT * 2, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was held open");
+    assert!(started.elapsed() >= ate_net::HEADER_READ_TIMEOUT - Duration::from_secs(1));
+    assert_eq!(env.activator.calls(&actor("echo")), 0);
+}
