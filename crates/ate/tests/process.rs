@@ -454,13 +454,10 @@ async fn full_scope_templates_go_only_to_nodes_with_criu() {
     let dir = tempfile::tempdir().unwrap();
     let _leftovers = Leftovers(dir.path().to_path_buf());
     let api = control_plane(dir.path());
+    let token_file = api.token_file();
     let node = |name: &str, criu: &[&str]| {
-        node_daemon(
-            dir.path(),
-            &api,
-            name,
-            &[&["--roles", "node,router"], criu].concat(),
-        )
+        let router = ["--roles", "node,router", "--token-file", &token_file];
+        node_daemon(dir.path(), &api, name, &[&router[..], criu].concat())
     };
     let (with, without) = (node("with-criu", &[]), node("no-criu", &["--criu", "off"]));
     let templates =
