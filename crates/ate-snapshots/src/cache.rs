@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use ate_model::ActorRef;
 
-use crate::{Manifest, SnapshotError, SnapshotStore, validate_file_name, validate_id};
+use crate::{
+    Manifest, SnapshotError, SnapshotStore, validate_actor, validate_file_name, validate_id,
+};
 
 /// A snapshot present in the cache: its manifest and the directory of its files.
 #[derive(Debug, Clone)]
@@ -126,12 +128,7 @@ impl SnapshotCache {
     ) -> Result<CachedSnapshot, SnapshotError> {
         // The actor names two directories below the cache's: it must be checked here as
         // the store checks it, or `..` would leave the cache.
-        actor
-            .validate("actor")
-            .map_err(|e| SnapshotError::InvalidName {
-                what: "actor",
-                name: e.to_string(),
-            })?;
+        validate_actor(actor)?;
         validate_id(&manifest.id)?;
         let k = key(actor, &manifest.id);
         let dir = self

@@ -12,8 +12,8 @@ mod store;
 
 pub use cache::{CachedSnapshot, SnapshotCache, key as cache_key};
 pub use manifest::{
-    FORMAT, FileEntry, MAX_MANIFEST_BYTES, Manifest, describe_files, validate_file_name,
-    validate_id,
+    FORMAT, FileEntry, MAX_MANIFEST_BYTES, Manifest, describe_files, validate_actor,
+    validate_file_name, validate_id,
 };
 pub use store::{SnapshotStore, new_snapshot_id};
 

@@ -147,6 +147,17 @@ pub fn validate_file_name(name: &str) -> Result<(), SnapshotError> {
     }
 }
 
+/// Checks an actor reference before it names directories (`<atespace>/<id>`, in the store
+/// and in the node cache): both parts DNS labels, so neither can be `..` or hold a `/`.
+pub fn validate_actor(actor: &ate_model::ActorRef) -> Result<(), SnapshotError> {
+    actor
+        .validate("actor")
+        .map_err(|e| SnapshotError::InvalidName {
+            what: "actor",
+            name: e.to_string(),
+        })
+}
+
 /// Checks a snapshot id: 1-64 of `[a-z0-9-]`.
 pub fn validate_id(id: &str) -> Result<(), SnapshotError> {
     let ok = !id.is_empty()

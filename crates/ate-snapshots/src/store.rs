@@ -105,12 +105,7 @@ impl SnapshotStore {
     }
 
     fn actor_dir(&self, actor: &ActorRef) -> Result<Path, SnapshotError> {
-        actor
-            .validate("actor")
-            .map_err(|e| SnapshotError::InvalidName {
-                what: "actor",
-                name: e.to_string(),
-            })?;
+        crate::validate_actor(actor)?;
         Ok(self
             .base
             .clone()

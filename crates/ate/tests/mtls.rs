@@ -54,6 +54,15 @@ impl Pki {
         );
     }
 
+    /// Certificates of `ca` for a control plane, node n1 and a router.
+    fn cluster(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            self.issue("ca", "control", None, "control"),
+            self.issue("ca", "node", Some("n1"), "n1"),
+            self.issue("ca", "router", None, "router"),
+        )
+    }
+
     /// Issues a certificate of `ca` for `role` (and node `name`) into the dir `out`.
     fn issue(&self, ca: &str, role: &str, name: Option<&str>, out: &str) -> PathBuf {
         let (ca, out_path) = (self.path(ca), self.path(out));
@@ -207,9 +216,7 @@ async fn register_as(channel: Channel, node: &str) -> tonic::Status {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_nodes_with_their_own_certificate_register() {
     let pki = Pki::new();
-    let ctl = pki.issue("ca", "control", None, "control");
-    let n1 = pki.issue("ca", "node", Some("n1"), "n1");
-    let router = pki.issue("ca", "router", None, "router");
+    let (ctl, n1, router) = pki.cluster();
     // A node of another CA, trusting ours: our control plane must refuse its certificate.
     pki.admin(&["init-ca", "--dir", &pki.path("other-ca")]);
     let stranger = pki.issue("other-ca", "node", Some("n2"), "n2");
@@ -278,9 +285,7 @@ async fn only_nodes_with_their_own_certificate_register() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_router_cannot_drive_a_node() {
     let pki = Pki::new();
-    let ctl = pki.issue("ca", "control", None, "control");
-    let n1 = pki.issue("ca", "node", Some("n1"), "n1");
-    let router = pki.issue("ca", "router", None, "router");
+    let (ctl, n1, router) = pki.cluster();
     let (_control, addr) = control(pki.root.path(), &ctl);
     let node = Node::start(pki.root.path(), "n1", &addr, Some(&n1));
     let service = node.service.clone().expect("the node printed its address");
@@ -352,9 +357,7 @@ fn cli_ok(endpoint: &str, ca: &Path, token: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_over_tls_serves_actor_traffic_with_tokens() {
     let pki = Pki::new();
-    let ctl = pki.issue("ca", "control", None, "control");
-    let n1 = pki.issue("ca", "node", Some("n1"), "n1");
-    let router_tls = pki.issue("ca", "router", None, "router");
+    let (ctl, n1, router_tls) = pki.cluster();
     let (control_up, addr) = control(pki.root.path(), &ctl);
     let endpoint = control_up.endpoint.clone();
     let token = control_up.admin_token();
@@ -390,20 +393,7 @@ async fn a_cluster_over_tls_serves_actor_traffic_with_tokens() {
 
     let dir = pki.dir("work");
     std::fs::create_dir_all(&dir).unwrap();
-    let manifest = {
-        let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/counter/counter.wat");
-        let text = format!(
-            "apiVersion: ate.dev/v1alpha1\nkind: Atespace\nmetadata:\n  name: team-a\n---\n\
-             apiVersion: ate.dev/v1alpha1\nkind: WorkerPool\nmetadata:\n  namespace: default\n  name: wasm\n\
-             spec:\n  replicas: 2\n  sandboxClass: wasm\n---\n\
-             apiVersion: ate.dev/v1alpha1\nkind: ActorTemplate\nmetadata:\n  namespace: demo\n  name: counter\n\
-             spec:\n  sandboxClass: wasm\n  module: {}\n",
-            module.display()
-        );
-        let path = dir.join("manifest.yaml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
+    let manifest = common::counter_manifest(&dir, 2);
     cli_ok(&endpoint, &ca, &token, &["apply", "-f", &manifest]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cli_ok(&endpoint, &ca, &token, &["get", "workers", "-A"]).contains("n1") {

@@ -10,43 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ate_testkit::http;
-use common::Up;
+use common::{Up, counter_manifest};
 
 /// How long a node may miss heartbeats before it is declared lost, in these tests.
 const LIVENESS: &str = "3s";
-
-fn manifest(dir: &Path, replicas: u32) -> String {
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/counter/counter.wat");
-    let text = format!(
-        "apiVersion: ate.dev/v1alpha1
-kind: Atespace
-metadata:
-  name: team-a
----
-apiVersion: ate.dev/v1alpha1
-kind: WorkerPool
-metadata:
-  namespace: default
-  name: wasm
-spec:
-  replicas: {replicas}
-  sandboxClass: wasm
----
-apiVersion: ate.dev/v1alpha1
-kind: ActorTemplate
-metadata:
-  namespace: demo
-  name: counter
-spec:
-  sandboxClass: wasm
-  module: {}
-",
-        module.display()
-    );
-    let path = dir.join("manifest.yaml");
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 /// A node daemon registered with `controls`, sharing the snapshot store under `dir`.
 fn node(dir: &Path, name: &str, controls: &str) -> Up {
@@ -139,7 +106,7 @@ async fn small_cluster(dir: &Path) -> (Up, Up, Up, Up) {
     let n1 = node(dir, "n1", &control);
     let n2 = node(dir, "n2", &control);
     let router = Up::router(&dir.join("router"), &control, &api);
-    api.ok(&["apply", "-f", &manifest(dir, 4)]);
+    api.ok(&["apply", "-f", &counter_manifest(dir, 4)]);
     wait_until(
         "two free workers on each node",
         Duration::from_secs(30),
@@ -240,7 +207,7 @@ async fn serve_runs_api_node_and_router_in_one_process() {
             "solo",
         ],
     );
-    up.ok(&["apply", "-f", &manifest(dir.path(), 2)]);
+    up.ok(&["apply", "-f", &counter_manifest(dir.path(), 2)]);
     wait_until("a free worker", Duration::from_secs(30), || {
         free_on(&up, "solo") >= 1
     })
@@ -289,7 +256,7 @@ async fn replicated(dir: &Path, store: &str, workers: u32) -> (Up, Up, Up, Up, U
     let n1 = node(dir, "n1", &controls);
     let n2 = node(dir, "n2", &controls);
     let router = Up::router(&dir.join("router"), &controls, &a);
-    a.ok(&["apply", "-f", &manifest(dir, workers)]);
+    a.ok(&["apply", "-f", &counter_manifest(dir, workers)]);
     wait_until(
         "free workers on both nodes",
         Duration::from_secs(30),
@@ -372,7 +339,7 @@ async fn survives_a_store_restart(store: &str, restart: impl FnOnce()) {
     let control = host(&api.endpoint).to_string();
     let _n1 = node(dir.path(), "n1", &control);
     let router = Up::router(&dir.path().join("router"), &control, &api);
-    api.ok(&["apply", "-f", &manifest(dir.path(), 4)]);
+    api.ok(&["apply", "-f", &counter_manifest(dir.path(), 4)]);
     wait_until("a free worker", Duration::from_secs(30), || {
         free_on(&api, "n1") >= 2
     })

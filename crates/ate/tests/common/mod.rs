@@ -293,3 +293,38 @@ pub fn http_get(router: &str, path: &str, token: Option<&str>) -> (u16, String) 
     let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
     (status, body)
 }
+
+/// Writes a manifest under `dir` (atespace team-a, pool default/wasm with `replicas`
+/// workers, template demo/counter) and returns its path.
+pub fn counter_manifest(dir: &Path, replicas: u32) -> String {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/counter/counter.wat");
+    let text = format!(
+        "apiVersion: ate.dev/v1alpha1
+kind: Atespace
+metadata:
+  name: team-a
+---
+apiVersion: ate.dev/v1alpha1
+kind: WorkerPool
+metadata:
+  namespace: default
+  name: wasm
+spec:
+  replicas: {replicas}
+  sandboxClass: wasm
+---
+apiVersion: ate.dev/v1alpha1
+kind: ActorTemplate
+metadata:
+  namespace: demo
+  name: counter
+spec:
+  sandboxClass: wasm
+  module: {}
+",
+        module.display()
+    );
+    let path = dir.join("manifest.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
