@@ -325,6 +325,6 @@ spec:
         module.display()
     );
     let path = dir.join("manifest.yaml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, text).expect("write the manifest");
     path.display().to_string()
 }
