@@ -56,6 +56,9 @@ fi
 log "demo agent (C -> wasm32-wasi)"
 scripts/build-demo-agent.sh
 
+# One build from scratch: incremental artifacts would only take disk (gigabytes of it).
+export CARGO_INCREMENTAL=0
+
 log "format"
 cargo fmt --all -- --check
 
