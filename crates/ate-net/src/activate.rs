@@ -26,6 +26,10 @@ pub enum ActivateError {
     /// The actor's guest or its node cannot answer now.
     #[error("{0}")]
     Unavailable(String),
+    /// The control plane refused the router itself (no or a bad token or certificate): the
+    /// router is misconfigured, not the actor, so its clients get a gateway error.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -177,6 +181,7 @@ impl Activations {
                 Err(ActivateError::NoCapacity(_)) => "no_capacity",
                 Err(ActivateError::Busy(_)) => "busy",
                 Err(ActivateError::Unavailable(_)) => "unavailable",
+                Err(ActivateError::Refused(_)) => "refused",
                 Err(ActivateError::Failed(_)) => "error",
             };
             metrics::histogram!(crate::metrics::ACTIVATION_SECONDS, "outcome" => label)

@@ -228,6 +228,10 @@ fn activation_failed(actor: &ActorRef, e: ActivateError) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("actor {actor} unavailable: {m}"),
         ),
+        ActivateError::Refused(m) => answer(
+            StatusCode::BAD_GATEWAY,
+            format!("this router may not resume actor {actor}: {m}"),
+        ),
         ActivateError::Failed(m) => answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("error resuming actor {actor}: {m}"),

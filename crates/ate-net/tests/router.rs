@@ -233,6 +233,7 @@ async fn activation_errors_become_statuses() {
         (ActivateError::NoCapacity("full".into()), 503),
         (ActivateError::Unavailable("node down".into()), 503),
         (ActivateError::NotFound("gone".into()), 404),
+        (ActivateError::Refused("no token".into()), 502),
         (ActivateError::Failed("broken".into()), 500),
     ];
     for (n, (error, status)) in cases.into_iter().enumerate() {

@@ -124,6 +124,12 @@ impl ControlActivator {
         if channels.is_empty() {
             anyhow::bail!("--control: name at least one control-plane address");
         }
+        if token.is_none() && !dialer.is_tls() {
+            anyhow::bail!(
+                "--token-file: a router of its own needs a token (editor in the atespaces it \
+                 serves) or a router certificate (--tls-dir) to resume actors"
+            );
+        }
         Ok(Self {
             channels,
             next: Default::default(),
@@ -247,6 +253,9 @@ fn remote_activation_error(status: tonic::Status) -> ActivateError {
         (_, tonic::Code::Aborted) => ActivateError::Busy(message),
         (_, tonic::Code::Unavailable | tonic::Code::FailedPrecondition) => {
             ActivateError::Unavailable(message)
+        }
+        (_, tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+            ActivateError::Refused(message)
         }
         _ => ActivateError::Failed(message),
     }

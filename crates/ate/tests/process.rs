@@ -177,6 +177,16 @@ fn bound(api: &Up, id: &str) -> usize {
 
 /// The node hosting actor `id`.
 fn node_of(api: &Up, id: &str) -> String {
+    actor_column(api, id, "NODE")
+}
+
+/// `pool/name` of the worker actor `id` holds.
+fn worker_of(api: &Up, id: &str) -> String {
+    actor_column(api, id, "WORKER")
+}
+
+/// Column `name` of actor `id` in `get actors -o wide` (which must hold a value).
+fn actor_column(api: &Up, id: &str, name: &str) -> String {
     let out = api.ok(&["get", "actors", "-a", "team-a", "-o", "wide"]);
     let row = out
         .lines()
@@ -184,10 +194,10 @@ fn node_of(api: &Up, id: &str) -> String {
         .unwrap_or_else(|| panic!("no actor {id} in\n{out}"));
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     // "TEMPLATE NS" is one column of two words.
-    let col = header.iter().position(|h| *h == "NODE").unwrap() - 1;
-    let node = row.split_whitespace().nth(col).unwrap().to_string();
-    assert_ne!(node, "<none>", "actor {id} runs nowhere:\n{out}");
-    node
+    let col = header.iter().position(|h| *h == name).unwrap() - 1;
+    let value = row.split_whitespace().nth(col).unwrap().to_string();
+    assert_ne!(value, "<none>", "actor {id} has no {name}:\n{out}");
+    value
 }
 
 async fn send(router: &Up, method: &str, path: &str, body: &str) -> http::Answer {
@@ -337,12 +347,18 @@ async fn full_scope_restores_memory_on_the_same_node_and_on_another() {
     let log = api.ok(&["logs", "actor", "c1", "-a", "team-a"]);
     assert!(log.contains("py-agent listening"), "{log}");
     let now = node_of(&api, "c1");
+    let worker = worker_of(&api, "c1");
     eprintln!("first on {first}, then {here}, now {now}");
-    // A node killed outright leaves its program running; its next start sweeps it away.
+    // A node killed outright leaves its programs running (the actor's, and a golden snapshot's
+    // when one was being taken); its next start sweeps them away.
     let (victim, other) = if now == "n1" { (n1, n2) } else { (n2, n1) };
     victim.crash();
     let left = containers(&dir.path().join(&now));
-    assert_eq!(left.len(), 1, "{left:?}");
+    let mine = format!("-{}-", worker.replace('/', "-"));
+    assert!(
+        left.iter().any(|c| c.contains(&mine)),
+        "{mine} not in {left:?}"
+    );
     let again = node(&now);
     wait_until(
         "the restarted node to sweep what it left",

@@ -130,6 +130,38 @@ async fn a_killed_node_s_actors_resume_elsewhere_from_their_last_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (api, n1, n2, router) = small_cluster(dir.path()).await;
     api.create_counter("c1");
+    // A router with neither token nor certificate does not start; one with a token the
+    // control plane refuses tells its clients the fault is the router's, not the actor's.
+    let control = host(&api.endpoint).to_string();
+    let bare = std::process::Command::new(common::ATE)
+        .args(["serve", "--roles", "router", "--control", &control])
+        .args(["--listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("bare-router"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        !bare.status.success() && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    let bogus = dir.path().join("bogus.token");
+    std::fs::write(&bogus, "not-a-token").unwrap();
+    let refused = Up::serve(
+        &dir.path().join("refused-router"),
+        &[
+            "--roles",
+            "router",
+            "--control",
+            &control,
+            "--token-file",
+            &bogus.display().to_string(),
+        ],
+    );
+    let a = refused.curl("/a/team-a/c1/").await;
+    assert_eq!(a.status, 502, "{} {}", a.status, a.body);
+    assert!(a.body.contains("may not resume"), "{}", a.body);
+    drop(refused);
     expect(&router, "/a/team-a/c1/", "1").await;
     expect(&router, "/a/team-a/c1/", "2").await;
     api.ok(&["suspend", "actor", "c1", "-a", "team-a"]);
