@@ -12,7 +12,7 @@ use ate_model::{
     WorkerPlacement, WorkerPool,
 };
 
-use crate::{ListOptions, Object, Store, StoreError, Watch, WatchEvent};
+use crate::{ListOptions, Object, Store, StoreError, Watch, WatchEvent, encode_token};
 
 pub type Shared = Arc<dyn Store>;
 
@@ -495,6 +495,15 @@ pub async fn pagination_is_exact(store: Shared) {
     let b = store.list_all::<Actor>(&only_b).await.expect("list");
     assert_eq!(b.len(), 19);
     assert!(b.iter().all(|a| a.atespace == "b"));
+    // A page may start after any key, held or not: ranges of keys (old audit events) are
+    // read and deleted this way.
+    let after_a = ListOptions {
+        continue_token: Some(encode_token("b/")),
+        ..Default::default()
+    };
+    let rest = store.list_all::<Actor>(&after_a).await.expect("list");
+    assert_eq!(rest.len(), 38, "every actor of b and c");
+    assert_eq!(Object::key(&rest[0]), "b/actor-001");
     let bad = ListOptions {
         continue_token: Some("not-a-token".into()),
         ..Default::default()

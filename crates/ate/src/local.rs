@@ -6,14 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ate_control::LifecycleConfig;
 use ate_dataspace::Dataspace;
 use ate_model::{Actor, ActorStatus, FieldSelector, PoolSpec, WorkerPool};
 use ate_node::{Node, NodeConfig};
 use ate_seam::{LocalSeam, NodeDirectory};
 use ate_store::{ListOptions, Store, StoreError};
 
-use crate::plane::ControlPlane;
+use crate::plane::{ControlPlane, PlaneConfig};
 
 /// The node `ate up` runs.
 pub const LOCAL_NODE: &str = "local";
@@ -33,7 +32,7 @@ pub struct LocalDataPlane {
 pub async fn start(
     store: &Arc<dyn Store>,
     data_dir: &Path,
-    config: LifecycleConfig,
+    config: PlaneConfig,
 ) -> anyhow::Result<LocalDataPlane> {
     let seam = LocalSeam::new(Dataspace::new());
     let mut node_config = NodeConfig::local(LOCAL_NODE, data_dir.join("node"));

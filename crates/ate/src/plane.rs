@@ -8,12 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ate_control::auth::audit::{PruningHandle, start_pruning};
 use ate_control::{
     Authenticator, ControlService, ExitHandle, Fleet, FleetHandle, Golden, GoldenHandle,
     IdleHandle, Lifecycle, LifecycleConfig, RecoveryHandle,
 };
 use ate_seam::NodeDirectory;
 use ate_store::Store;
+
+/// What a control plane is tuned by.
+#[derive(Debug, Clone, Default)]
+pub struct PlaneConfig {
+    pub lifecycle: LifecycleConfig,
+    /// How long audit events are kept (`None`: forever). Every mutating call writes one, so
+    /// a busy cluster needs a bound.
+    pub audit_retention: Option<Duration>,
+}
 
 /// The running control-plane loops. Dropping it stops them.
 pub struct ControlPlane {
@@ -27,6 +37,7 @@ pub struct ControlPlane {
     _recovery: RecoveryHandle,
     _idle: IdleHandle,
     _exits: ExitHandle,
+    _audit_pruning: Option<PruningHandle>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -43,8 +54,12 @@ impl ControlPlane {
     pub async fn start(
         store: &Arc<dyn Store>,
         nodes: Arc<dyn NodeDirectory>,
-        config: LifecycleConfig,
+        config: PlaneConfig,
     ) -> anyhow::Result<Self> {
+        let PlaneConfig {
+            lifecycle: config,
+            audit_retention,
+        } = config;
         let sweep_every = (config.lease_ttl / 2).max(Duration::from_millis(500));
         let auth = Authenticator::start(store.clone())
             .await
@@ -67,6 +82,7 @@ impl ControlPlane {
             _recovery: lifecycle.start_recovery(sweep_every),
             _golden: Golden::new(store.clone(), lifecycle.clone()).start(),
             _fleet: fleet.start(),
+            _audit_pruning: audit_retention.map(|keep| start_pruning(store.clone(), keep)),
             lifecycle,
             nodes,
             auth,

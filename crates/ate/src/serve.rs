@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ate_control::{LifecycleConfig, Registry};
+use ate_control::Registry;
 use ate_dataspace::Dataspace;
 use ate_net::Activator;
 use ate_seam::{Dialer, NodeDirectory, RegistrationConfig, RemoteNodes};
@@ -134,11 +134,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let nodes: Arc<dyn NodeDirectory> =
             Arc::new(RemoteNodes::new(registry.dataspace().clone()).with_dialer(tls.dialer()));
-        let config = LifecycleConfig {
-            lease_ttl: args.data_plane.lease_ttl.0,
-            ..Default::default()
-        };
-        let plane = ControlPlane::start(&store, nodes, config).await?;
+        let plane = ControlPlane::start(&store, nodes, args.data_plane.plane_config()).await?;
         let control = plane.control_service();
         crate::plane::write_bootstrap_token(&plane, &data_dir).await?;
         routes = Some(ate_control::control_routes(control, Some(&registry)).await?);

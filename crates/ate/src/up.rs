@@ -15,6 +15,7 @@ use ate_control::LifecycleConfig;
 
 use crate::cli::default_data_dir;
 use crate::edge::{Edge, EdgeArgs, LifecycleActivator};
+use crate::plane::PlaneConfig;
 use crate::{local, stores};
 
 /// Where `ate up` serves the control API unless told otherwise.
@@ -33,6 +34,22 @@ pub struct DataPlaneArgs {
     /// settled once it expires.
     #[arg(long, default_value = "15s")]
     pub lease_ttl: ate_model::Duration,
+    /// How long audit events are kept before they are deleted; 0 keeps them forever.
+    #[arg(long, default_value = "90d")]
+    pub audit_retention: ate_model::Duration,
+}
+
+impl DataPlaneArgs {
+    /// The control plane's settings these flags make.
+    pub fn plane_config(&self) -> PlaneConfig {
+        PlaneConfig {
+            lifecycle: LifecycleConfig {
+                lease_ttl: self.lease_ttl.0,
+                ..Default::default()
+            },
+            audit_retention: (!self.audit_retention.0.is_zero()).then_some(self.audit_retention.0),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -143,11 +160,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     .await?;
     start_api(&store).await?;
     let (listener, api_addr) = bind(plan.api).await?;
-    let config = LifecycleConfig {
-        lease_ttl: plan.data_plane.lease_ttl.0,
-        ..Default::default()
-    };
-    let data_plane = local::start(&store, &data_dir, config).await?;
+    let data_plane = local::start(&store, &data_dir, plan.data_plane.plane_config()).await?;
     let lifecycle = data_plane.control.lifecycle.clone();
     let config_path = login_local_user(&data_plane.control, api_addr).await?;
     let edge = Edge::start(

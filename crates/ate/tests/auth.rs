@@ -546,3 +546,26 @@ async fn ate_up_can_require_tokens_for_one_atespace_s_actor_traffic() {
     assert!(stderr.contains("--require-token"), "{stderr}");
     up.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ate_up_prunes_audit_events_past_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::launch(dir.path(), None, &["--audit-retention", "3s"], &[]);
+    up.ok(&["create", "atespace", "team-r"]);
+    let query = [
+        "get",
+        "auditevents",
+        "--field-selector",
+        "method=CreateAtespace",
+    ];
+    assert!(up.ok(&query).contains("team-r"), "the event is recorded");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while up.ok(&query).contains("team-r") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    up.stop();
+}

@@ -2,9 +2,11 @@
 //! outcome (denied calls included), and read back by admins.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use ate_model::{AuditEvent, security::outcome};
-use ate_store::{Store, now_ms};
+use ate_model::{AuditEvent, Kind, security::outcome};
+use ate_store::{ListOptions, Store, StoreError, encode_token, now_ms};
+use tokio::task::JoinHandle;
 use tonic::Status;
 
 use super::Caller;
@@ -104,4 +106,67 @@ pub fn who(caller: Option<&Caller>) -> (String, String) {
         Some(c) => (c.subject(), c.role()),
         None => ("anonymous".into(), String::new()),
     }
+}
+
+/// Events deleted per store call when pruning.
+const PRUNE_PAGE: usize = 500;
+
+/// Deletes the events recorded at or before `cutoff_ms` and returns how many went. Keys sort
+/// newest first, so the old events are one contiguous range: every page starts right after
+/// the cutoff's key, and pruning reads nothing it keeps. Replicas pruning at once only
+/// find each other's deletions gone.
+pub async fn prune(store: &Arc<dyn Store>, cutoff_ms: u64) -> Result<usize, StoreError> {
+    let after = encode_token(&AuditEvent::key_for(cutoff_ms, ""));
+    let mut removed = 0;
+    loop {
+        let opts = ListOptions {
+            limit: PRUNE_PAGE,
+            continue_token: Some(after.clone()),
+            ..Default::default()
+        };
+        let page = store.list_records(Kind::AuditEvent, &opts).await?;
+        if page.items.is_empty() {
+            return Ok(removed);
+        }
+        for record in &page.items {
+            match store
+                .delete_record(Kind::AuditEvent, &record.key, None)
+                .await
+            {
+                Ok(()) => removed += 1,
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The running audit pruning loop; dropping it stops the loop.
+#[derive(Debug)]
+pub struct PruningHandle(JoinHandle<()>);
+
+impl Drop for PruningHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps `retention` of audit events: prunes older ones at start and then every tenth of
+/// the retention (at least a second apart, at most an hour).
+pub fn start_pruning(store: Arc<dyn Store>, retention: Duration) -> PruningHandle {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    PruningHandle(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let cutoff =
+                now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+            match prune(&store, cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, ?retention, "old audit events pruned"),
+                Err(e) => tracing::warn!(error = %e, "audit pruning failed; retrying"),
+            }
+        }
+    }))
 }

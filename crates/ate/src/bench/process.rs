@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ate_control::{LifecycleConfig, PHASE_READY};
+use ate_control::PHASE_READY;
 use ate_model::{
     Actor, ActorRef, ActorStatus, ActorTemplate, Atespace, NamespacedName, SnapshotInfo,
     SnapshotScope,
@@ -22,6 +22,7 @@ use clap::Args;
 use super::router::{Conn, fmt, spread};
 use super::store_ops::Scratch;
 use crate::edge::LifecycleActivator;
+use crate::plane::PlaneConfig;
 use crate::{local, stores};
 
 #[derive(Debug, Args)]
@@ -126,7 +127,7 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     let store = stores::open(&url, stores::DEFAULT_PATIENCE).await?;
     crate::edge::metrics_handle()?;
     ate_control::ensure_system_atespaces(&store).await?;
-    let plane = local::start(&store, &scratch.0, LifecycleConfig::default()).await?;
+    let plane = local::start(&store, &scratch.0, PlaneConfig::default()).await?;
     let scopes = templates(&store).await?;
     let router = Router::new(
         RouterConfig::default(),

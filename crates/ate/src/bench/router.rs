@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ate_control::{LifecycleConfig, PHASE_READY};
+use ate_control::PHASE_READY;
 use ate_model::{
     Actor, ActorRef, ActorStatus, ActorTemplate, Assignment, Atespace, FieldSelector, Kind,
     NamespacedName,
@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::machine::{percentile, rate};
 use super::store_ops::Scratch;
 use crate::edge::LifecycleActivator;
+use crate::plane::PlaneConfig;
 use crate::{local, stores};
 
 #[derive(Debug, Args)]
@@ -463,7 +464,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
     // as they do there.
     crate::edge::metrics_handle()?;
     ate_control::ensure_system_atespaces(&store).await?;
-    let plane = local::start(&store, &scratch.0, LifecycleConfig::default()).await?;
+    let plane = local::start(&store, &scratch.0, PlaneConfig::default()).await?;
     let golden = wait_golden(&store).await?;
     let actors = create_actors(&store, args.actors).await?;
     let nodes = plane.control.nodes.clone();
