@@ -47,6 +47,8 @@ pub enum TokenError {
     Expired { expired_at_secs: u64 },
     #[error("token is not valid yet: it was issued in the future")]
     NotYetValid,
+    #[error("token was revoked")]
+    Revoked,
 }
 
 impl TokenError {

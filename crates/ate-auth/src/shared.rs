@@ -18,8 +18,20 @@ impl SharedVerifier {
     }
 
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
+        self.read(|v| v.verify(token, now))
+    }
+
+    /// See [`Verifier::signed_claims`].
+    pub fn signed_claims(&self, token: &str) -> Result<Claims, TokenError> {
+        self.read(|v| v.signed_claims(token))
+    }
+
+    fn read(
+        &self,
+        f: impl FnOnce(&Verifier) -> Result<Claims, TokenError>,
+    ) -> Result<Claims, TokenError> {
         match self.0.read() {
-            Ok(v) => v.verify(token, now),
+            Ok(v) => f(&v),
             Err(_) => Err(TokenError::Malformed {
                 reason: "verification keys unavailable".into(),
             }),

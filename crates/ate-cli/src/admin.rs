@@ -1,5 +1,5 @@
-//! Token and audit commands: `ate admin create-token`, `rotate-key`, `whoami`, and
-//! `ate get auditevents`.
+//! Token and audit commands: `ate admin create-token`, `revoke-token`, `rotate-key`,
+//! `whoami`, and `ate get auditevents`.
 
 use ate_model::AuditEvent;
 use ate_proto::ateapi as pb;
@@ -16,6 +16,13 @@ use crate::{CliError, Global, connect};
 pub enum AdminCommand {
     /// Mint a bearer token (needs an admin token over the atespaces it grants).
     CreateToken(CreateTokenArgs),
+    /// Make one token stop verifying before it expires (an admin's over its atespaces, or
+    /// your own).
+    RevokeToken {
+        /// The token, or `-` to read it from standard input (kept out of shell history).
+        #[arg(value_name = "TOKEN")]
+        revoked: String,
+    },
     /// Sign new tokens with a new key; --retire-previous invalidates every older token.
     RotateKey {
         #[arg(long)]
@@ -59,6 +66,29 @@ pub async fn run_admin(global: &Global, cmd: AdminCommand) -> Result<String, Cli
                 .map_err(CliError::rpc("create token"))?
                 .into_inner();
             Ok(format!("{}\n", t.token))
+        }
+        AdminCommand::RevokeToken { revoked } => {
+            let token = if revoked == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| CliError::Read {
+                    path: "standard input".into(),
+                    reason: e.to_string(),
+                })?
+            } else {
+                revoked
+            };
+            let r = c
+                .revoke_token(pb::RevokeTokenRequest {
+                    token: token.trim().to_string(),
+                })
+                .await
+                .map_err(CliError::rpc("revoke token"))?
+                .into_inner();
+            Ok(format!(
+                "token {} of {} revoked (it would have expired {})\n",
+                r.jti,
+                r.subject,
+                crate::output::rfc3339_ms(r.expires_at_unix.saturating_mul(1000))
+            ))
         }
         AdminCommand::RotateKey { retire_previous } => {
             let r = c

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ControlService;
 use crate::auth::audit::Call;
-use crate::auth::keyring;
+use crate::auth::{keyring, revocation};
 use crate::errors::{self, field_selector};
 
 /// Lifetime of a token minted without one.
@@ -91,6 +91,14 @@ pub async fn mint(
     Ok((claims, reply))
 }
 
+/// The atespace an audit event of a token call names: the token's only one, else none.
+fn token_atespace(atespaces: &[String]) -> &str {
+    match atespaces {
+        [one] if one != ate_auth::ALL_ATESPACES => one,
+        _ => "",
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_token(
@@ -100,10 +108,7 @@ impl Admin for AdminService {
         let q = r.get_ref();
         let call = Call::new(
             "CreateToken",
-            match q.atespaces.as_slice() {
-                [one] if one != ate_auth::ALL_ATESPACES => one,
-                _ => "",
-            },
+            token_atespace(&q.atespaces),
             format!("{} ({}, {})", q.subject, q.role, q.atespaces.join(",")),
         );
         let c = &self.control;
@@ -157,6 +162,60 @@ impl Admin for AdminService {
         c.audited(&caller, &call, result).await
     }
 
+    async fn revoke_token(
+        &self,
+        r: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let c = &self.control;
+        // Any key the cluster knows may have signed it; expired tokens can be named too.
+        let keys = keyring::verification_keys(&c.store)
+            .await
+            .map_err(keyring_status)?;
+        let verifier = ate_auth::Verifier::new(keys.into_iter().map(|(k, _)| k));
+        let named = verifier.signed_claims(r.get_ref().token.trim());
+        let call = match &named {
+            Ok(t) => Call::new(
+                "RevokeToken",
+                token_atespace(&t.atespaces),
+                format!("{} ({})", t.sub, t.jti),
+            ),
+            Err(_) => Call::cluster("RevokeToken", "(unreadable token)"),
+        };
+        let caller = c
+            .admit_change(&r, &call, Scope::Cluster, Access::Read)
+            .await?;
+        let result = async {
+            let target = named.map_err(|e| Status::invalid_argument(format!("token: {e}")))?;
+            match &caller {
+                crate::Caller::Unrestricted => {}
+                crate::Caller::Token(me) if me.jti == target.jti => {}
+                crate::Caller::Token(me) => ate_auth::may_grant(me, &target).map_err(|d| {
+                    Status::permission_denied(format!("cannot revoke this token: {d}"))
+                })?,
+                crate::Caller::Component(name) => {
+                    return Err(Status::permission_denied(format!(
+                        "component {name} may not revoke tokens"
+                    )));
+                }
+            }
+            let record = revocation::revoke(&c.store, &target, &caller.subject())
+                .await
+                .map_err(errors::store)?;
+            if let Some(auth) = c.authenticator()
+                && let Err(e) = auth.reload().await
+            {
+                tracing::warn!(error = %e, "cannot reload revoked tokens");
+            }
+            Ok(pb::RevokeTokenResponse {
+                jti: record.jti,
+                subject: record.subject,
+                expires_at_unix: (record.expires_ms / 1000) as i64,
+            })
+        }
+        .await;
+        c.audited(&caller, &call, result).await
+    }
+
     async fn list_verification_keys(
         &self,
         _r: Request<pb::ListVerificationKeysRequest>,
@@ -165,7 +224,11 @@ impl Admin for AdminService {
             .await
             .map_err(keyring_status)?;
         let newest = keys.len().saturating_sub(1);
+        let revoked_jtis = revocation::revoked_jtis(&self.control.store)
+            .await
+            .map_err(errors::store)?;
         Ok(Response::new(pb::ListVerificationKeysResponse {
+            revoked_jtis,
             keys: keys
                 .into_iter()
                 .enumerate()

@@ -21,10 +21,11 @@ pub enum Kind {
     NodeAssertion,
     SigningKey,
     AuditEvent,
+    RevokedToken,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Atespace,
         Kind::Actor,
         Kind::ActorTemplate,
@@ -34,6 +35,7 @@ impl Kind {
         Kind::NodeAssertion,
         Kind::SigningKey,
         Kind::AuditEvent,
+        Kind::RevokedToken,
     ];
 
     /// Plural lower-case name, used for tables, keys and messages.
@@ -48,6 +50,7 @@ impl Kind {
             Kind::NodeAssertion => "nodeassertions",
             Kind::SigningKey => "signingkeys",
             Kind::AuditEvent => "auditevents",
+            Kind::RevokedToken => "revokedtokens",
         }
     }
 
@@ -67,6 +70,7 @@ impl Kind {
             Kind::NodeAssertion => specs::<NodeAssertion>(),
             Kind::SigningKey => specs::<SigningKeyRecord>(),
             Kind::AuditEvent => specs::<AuditEvent>(),
+            Kind::RevokedToken => specs::<RevokedToken>(),
         }
     }
 
@@ -125,6 +129,7 @@ impl Kind {
             Kind::NodeAssertion => serde_json::from_slice::<NodeAssertion>(body)?.index_values(),
             Kind::SigningKey => serde_json::from_slice::<SigningKeyRecord>(body)?.index_values(),
             Kind::AuditEvent => serde_json::from_slice::<AuditEvent>(body)?.index_values(),
+            Kind::RevokedToken => serde_json::from_slice::<RevokedToken>(body)?.index_values(),
         })
     }
 }

@@ -20,5 +20,5 @@ pub use error::{ErrorKind, ModelError};
 pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};
 pub use labels::{LabelSelector, Labels};
 pub use resources::*;
-pub use security::{AuditEvent, SigningKeyRecord};
+pub use security::{AuditEvent, RevokedToken, SigningKeyRecord};
 pub use template::*;

@@ -1,5 +1,5 @@
-//! Records of ate's security state: the keys bearer tokens are signed with, and the audit
-//! trail of mutating calls. They live in the store like every other kind, so every
+//! Records of ate's security state: the keys bearer tokens are signed with, the tokens
+//! revoked before they expire, and the audit trail of mutating calls. They live in the store like every other kind, so every
 //! control-plane replica verifies the same tokens and an admin sees one trail.
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,28 @@ impl std::fmt::Debug for SigningKeyRecord {
 
 impl Indexed for SigningKeyRecord {
     const KIND: Kind = Kind::SigningKey;
+    const FIELDS: &'static [Field<Self>] = &[];
+}
+
+/// A token that no longer verifies although its signature and lifetime are good (it leaked,
+/// or its holder left). Kept until the token would have expired anyway, then forgotten.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedToken {
+    /// The token's `jti` claim.
+    pub jti: String,
+    pub subject: String,
+    /// When the token expires (unix ms): the record is needed until then.
+    pub expires_ms: u64,
+    pub revoked_ms: u64,
+    /// The subject who revoked it.
+    pub revoked_by: String,
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl Indexed for RevokedToken {
+    const KIND: Kind = Kind::RevokedToken;
     const FIELDS: &'static [Field<Self>] = &[];
 }
 

@@ -62,6 +62,7 @@ pub fn singular(kind: Kind) -> &'static str {
         Kind::NodeAssertion => "node assertion",
         Kind::SigningKey => "signing key",
         Kind::AuditEvent => "audit event",
+        Kind::RevokedToken => "revoked token",
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ate_model::{
     Actor, ActorRef, ActorStatus, ActorTemplate, Assignment, Atespace, FieldSelector, Indexed,
-    Kind, LabelSelector, NamespacedName, Node, Op, PoolSpec, Requirement, TemplateSpec, Worker,
-    WorkerPlacement, WorkerPool,
+    Kind, LabelSelector, NamespacedName, Node, Op, PoolSpec, Requirement, RevokedToken,
+    TemplateSpec, Worker, WorkerPlacement, WorkerPool,
 };
 
 use crate::{ListOptions, Object, Store, StoreError, Watch, WatchEvent, encode_token};
@@ -817,11 +817,24 @@ pub async fn every_kind_round_trips(store: Shared) {
         .await
         .expect("worker");
     assert_eq!(store.get::<Worker>("default/cpu/w0").await.expect("get"), w);
+    let r = store
+        .create(RevokedToken {
+            jti: "0f3a".into(),
+            subject: "web".into(),
+            expires_ms: 1_700_000_000_000,
+            revoked_ms: 1_600_000_000_000,
+            revoked_by: "admin".into(),
+            version: 0,
+        })
+        .await
+        .expect("revoked token");
+    assert_eq!(store.get::<RevokedToken>("0f3a").await.expect("get"), r);
     for (kind, key) in [
         (Kind::ActorTemplate, "demo/counter.v1"),
         (Kind::WorkerPool, "default/cpu"),
         (Kind::Node, "n1"),
         (Kind::Worker, "default/cpu/w0"),
+        (Kind::RevokedToken, "0f3a"),
     ] {
         store.delete_record(kind, key, None).await.expect("delete");
         let gone = store.get_record(kind, key).await;

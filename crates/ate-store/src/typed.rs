@@ -3,7 +3,7 @@
 
 use ate_model::{
     Actor, ActorTemplate, Assignment, Atespace, AuditEvent, FieldSelector, Indexed, Node,
-    NodeAssertion, SigningKeyRecord, Worker, WorkerPool,
+    NodeAssertion, RevokedToken, SigningKeyRecord, Worker, WorkerPool,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,6 +42,7 @@ object!(Worker, |self| Worker::key(self));
 object!(NodeAssertion, |self| NodeAssertion::key(self));
 object!(SigningKeyRecord, |self| self.kid.clone());
 object!(AuditEvent, |self| self.id.clone());
+object!(RevokedToken, |self| self.jti.clone());
 
 fn encode<T: Object>(obj: &T) -> Result<RecordWrite> {
     Ok(RecordWrite {

@@ -110,9 +110,6 @@ pub struct ControlActivator {
     bearer: Bearer,
 }
 
-/// How often a router of its own rereads the control plane's token verification keys.
-const KEYS_REFRESH: Duration = Duration::from_secs(30);
-
 impl ControlActivator {
     /// An activator over the replicas `controls`, reached through `dialer`. Nothing
     /// connects before the first resume.
@@ -148,16 +145,16 @@ impl ControlActivator {
             .max_encoding_message_size(CONTROL_MESSAGE_BYTES)
     }
 
-    /// The control plane's token verification keys, reread from any replica every
-    /// [`KEYS_REFRESH`] for as long as the process runs (a rotation reaches the router
-    /// within that time; a retired key stops verifying as soon).
-    pub async fn verification_keys(&self) -> SharedVerifier {
+    /// The control plane's token verification keys and revoked tokens, reread from any
+    /// replica every `refresh` for as long as the process runs (a rotation or a revocation
+    /// reaches the router within that time; a retired key stops verifying as soon).
+    pub async fn verification_keys(&self, refresh: Duration) -> SharedVerifier {
         let keys = SharedVerifier::default();
         let (shared, channels) = (keys.clone(), self.channels.clone());
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut first = Some(first_tx);
-            let mut tick = tokio::time::interval(KEYS_REFRESH);
+            let mut tick = tokio::time::interval(refresh.max(Duration::from_millis(100)));
             loop {
                 tick.tick().await;
                 match fetch_keys(&channels).await {
@@ -186,12 +183,12 @@ async fn fetch_keys(channels: &[tonic::transport::Channel]) -> anyhow::Result<Ve
             .await
         {
             Ok(reply) => {
-                return Ok(Verifier::new(reply.into_inner().keys.into_iter().map(
-                    |k| VerificationKey {
-                        kid: k.kid,
-                        public_key: k.public_key,
-                    },
-                )));
+                let reply = reply.into_inner();
+                let keys = reply.keys.into_iter().map(|k| VerificationKey {
+                    kid: k.kid,
+                    public_key: k.public_key,
+                });
+                return Ok(Verifier::new(keys).with_revoked(reply.revoked_jtis));
             }
             Err(status) => last = Some(status),
         }

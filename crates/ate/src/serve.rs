@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// --tls-dir: the router's certificate identifies it.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// How often a router of its own with --require-token rereads the control plane's
+    /// verification keys and revoked tokens: how soon a rotation or revocation reaches it.
+    #[arg(long, default_value = "30s")]
+    pub keys_refresh: ate_model::Duration,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
     #[command(flatten)]
@@ -190,7 +194,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 };
                 let activator = ControlActivator::new(&controls, &tls.dialer(), token.as_deref())?;
                 if !args.edge.require_token.is_empty() {
-                    keys = Some(activator.verification_keys().await);
+                    keys = Some(activator.verification_keys(args.keys_refresh.0).await);
                 }
                 Some((
                     Arc::new(RemoteNodes::new(dataspace).with_dialer(tls.dialer())),

@@ -569,3 +569,96 @@ async fn ate_up_prunes_audit_events_past_their_retention() {
     }
     up.stop();
 }
+
+/// `ate admin revoke-token TOKEN` as `token`; with `-`, the token to revoke goes on stdin.
+fn revoke(up: &Up, token: &str, target: &str, on_stdin: bool) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::ATE)
+        .args(["admin", "revoke-token", if on_stdin { "-" } else { target }])
+        .env("ATE_ENDPOINT", &up.endpoint)
+        .env("ATE_CONFIG", up.data_dir.join("no-cli.json"))
+        .env("ATE_TOKEN", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if on_stdin {
+        writeln!(stdin, "{target}").unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_by_the_api_and_the_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::launch(dir.path(), None, &["--require-token", "team-a"], &[]);
+    let (_, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    up.ok(&["create", "atespace", "team-a"]);
+    up.create_counter("c1");
+    let admin_a = mint(&mut root_admin, "admin-a", &["team-a"], "admin", 600).await;
+    let admin_b = mint(&mut root_admin, "admin-b", &["team-b"], "admin", 600).await;
+    let editor_a = mint(&mut root_admin, "web", &["team-a"], "editor", 600).await;
+    let laptop = mint(&mut root_admin, "laptop", &["team-a"], "viewer", 600).await;
+    let guarded = "/a/team-a/c1/";
+    assert_eq!(http_get(&up.router, guarded, Some(&editor_a)).0, 200);
+
+    // Only an admin who could have minted it may revoke it; a garbled token is named.
+    for (who, code) in [
+        (&admin_b, "PermissionDenied"),
+        (&laptop, "PermissionDenied"),
+    ] {
+        let out = revoke(&up, who, &editor_a, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success() && stderr.contains(code),
+            "{stderr} {stdout}"
+        );
+    }
+    let out = revoke(&up, &admin_a, "not-a-token", false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("token:"),
+        "{stderr}"
+    );
+    assert_eq!(http_get(&up.router, guarded, Some(&editor_a)).0, 200);
+
+    // Revoked (read from stdin): the router and the API refuse it at once; others still work.
+    let out = revoke(&up, &admin_a, &editor_a, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("of web revoked"),
+        "{stdout}"
+    );
+    assert_eq!(http_get(&up.router, guarded, Some(&editor_a)).0, 401);
+    let (_, mut as_editor) = clients(&up.endpoint, &editor_a).await;
+    let refused = as_editor.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    assert!(up.ate_as(&admin_a, &["admin", "whoami"]).status.success());
+    // Revoking again is no error; a token may revoke itself.
+    assert!(revoke(&up, &admin_a, &editor_a, false).status.success());
+    assert!(revoke(&up, &laptop, &laptop, false).status.success());
+    assert!(!up.ate_as(&laptop, &["admin", "whoami"]).status.success());
+
+    // Routers of their own learn the revocations with the keys.
+    let keys = root_admin
+        .list_verification_keys(pb::ListVerificationKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys.revoked_jtis.len(), 2, "{keys:?}");
+    let out = up.ok(&[
+        "get",
+        "auditevents",
+        "--field-selector",
+        "method=RevokeToken",
+    ]);
+    assert_eq!(out.matches("denied").count(), 2, "{out}");
+    let ok = out.lines().filter(|l| l.trim_end().ends_with(" ok"));
+    assert_eq!(ok.count(), 3, "{out}");
+    up.stop();
+}

@@ -376,6 +376,8 @@ async fn a_cluster_over_tls_serves_actor_traffic_with_tokens() {
             &router_tls.display().to_string(),
             "--require-token",
             "team-a",
+            "--keys-refresh",
+            "1s",
         ],
     );
 
@@ -467,4 +469,20 @@ async fn a_cluster_over_tls_serves_actor_traffic_with_tokens() {
         ],
     );
     assert!(trail.contains("component:router"), "{trail}");
+
+    // A revoked token reaches the router with its next key refresh.
+    cli_ok(
+        &endpoint,
+        &ca,
+        &token,
+        &["admin", "revoke-token", editor.trim()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http_get(&router.router, path, Some(editor.trim())).0 != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the router still takes a revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod keyring;
+pub mod revocation;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -69,7 +70,8 @@ impl Caller {
     }
 }
 
-/// Checks bearer tokens against the store's signing keys, kept current by a store watch.
+/// Checks bearer tokens against the store's signing keys and revoked tokens, kept current by
+/// store watches.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Arc<dyn Store>,
@@ -86,27 +88,30 @@ impl std::fmt::Debug for Authenticator {
 const BEARER: &str = "bearer ";
 
 impl Authenticator {
-    /// Makes sure a signing key exists, loads the keys and follows their changes (a
-    /// rotation on another replica is seen here within one store notification).
+    /// Makes sure a signing key exists, loads the keys and revocations and follows their
+    /// changes (a rotation or revocation on another replica is seen here within one store
+    /// notification).
     pub async fn start(store: Arc<dyn Store>) -> Result<Self, KeyringError> {
         keyring::active(&store).await?;
         let auth = Self {
             store,
             keys: SharedVerifier::default(),
         };
-        let mut watch = auth.store.watch(Kind::SigningKey).await?;
+        for kind in [Kind::SigningKey, Kind::RevokedToken] {
+            let mut watch = auth.store.watch(kind).await?;
+            let follower = auth.clone();
+            tokio::spawn(async move {
+                while let Some(event) = watch.recv().await {
+                    if matches!(event, WatchEvent::Resync) {
+                        tracing::debug!(%kind, "token state watch resynced");
+                    }
+                    if let Err(e) = follower.reload().await {
+                        tracing::warn!(error = %e, "cannot reload signing keys and revocations");
+                    }
+                }
+            });
+        }
         auth.reload().await?;
-        let follower = auth.clone();
-        tokio::spawn(async move {
-            while let Some(event) = watch.recv().await {
-                if matches!(event, WatchEvent::Resync) {
-                    tracing::debug!("signing key watch resynced");
-                }
-                if let Err(e) = follower.reload().await {
-                    tracing::warn!(error = %e, "cannot reload signing keys");
-                }
-            }
-        });
         Ok(auth)
     }
 
@@ -119,11 +124,12 @@ impl Authenticator {
         &self.store
     }
 
-    /// Rereads the stored keys.
+    /// Rereads the stored keys and revoked tokens.
     pub async fn reload(&self) -> Result<(), KeyringError> {
         let keys = keyring::verification_keys(&self.store).await?;
+        let revoked = revocation::revoked_jtis(&self.store).await?;
         self.keys
-            .replace(Verifier::new(keys.into_iter().map(|(k, _)| k)));
+            .replace(Verifier::new(keys.into_iter().map(|(k, _)| k)).with_revoked(revoked));
         Ok(())
     }
 
