@@ -1,7 +1,8 @@
 //! Tokens revoked before they expire. A token is a signed statement, so shutting one out
 //! means every verifier must know its `jti`: the list lives in the store, every replica
 //! follows it with a watch, and routers fetch it with the verification keys. A record is
-//! only needed until its token would have expired anyway, so the list stays short.
+//! only needed until its token would have expired anyway, so the list stays short: each
+//! revocation clears the expired ones.
 
 use std::sync::Arc;
 
@@ -9,17 +10,27 @@ use ate_auth::Claims;
 use ate_model::RevokedToken;
 use ate_store::{ListOptions, Store, StoreError, now_ms};
 
-/// The `jti`s of the revoked tokens not yet expired. Records of expired ones are deleted on
-/// the way (another replica doing the same at once is harmless).
+/// The `jti`s of the revoked tokens not yet expired.
 pub async fn revoked_jtis(store: &Arc<dyn Store>) -> Result<Vec<String>, StoreError> {
     let now = now_ms();
-    let mut live = Vec::new();
+    Ok(store
+        .list_all::<RevokedToken>(&ListOptions::default())
+        .await?
+        .into_iter()
+        .filter(|r| r.expires_ms > now)
+        .map(|r| r.jti)
+        .collect())
+}
+
+/// Deletes the records of revoked tokens that have expired since (another replica doing
+/// the same at once is harmless).
+async fn forget_expired(store: &Arc<dyn Store>) -> Result<(), StoreError> {
+    let now = now_ms();
     for record in store
         .list_all::<RevokedToken>(&ListOptions::default())
         .await?
     {
         if record.expires_ms > now {
-            live.push(record.jti);
             continue;
         }
         match store.delete::<RevokedToken>(&record.jti, None).await {
@@ -27,11 +38,12 @@ pub async fn revoked_jtis(store: &Arc<dyn Store>) -> Result<Vec<String>, StoreEr
             Err(e) => return Err(e),
         }
     }
-    Ok(live)
+    Ok(())
 }
 
-/// Records the token of `claims` as revoked by `by`. Revoking twice is not an error: the
-/// token is revoked either way.
+/// Records the token of `claims` as revoked by `by`, and forgets the revocations whose
+/// tokens have expired meanwhile. Revoking twice is not an error: the token is revoked
+/// either way.
 pub async fn revoke(
     store: &Arc<dyn Store>,
     claims: &Claims,
@@ -45,12 +57,14 @@ pub async fn revoke(
         revoked_by: by.to_string(),
         version: 0,
     };
-    match store.create(record.clone()).await {
+    let record = match store.create(record).await {
         Ok(created) => {
             tracing::info!(jti = %created.jti, subject = %created.subject, by, "token revoked");
-            Ok(created)
+            created
         }
-        Err(StoreError::AlreadyExists { .. }) => store.get::<RevokedToken>(&claims.jti).await,
-        Err(e) => Err(e),
-    }
+        Err(StoreError::AlreadyExists { .. }) => store.get::<RevokedToken>(&claims.jti).await?,
+        Err(e) => return Err(e),
+    };
+    forget_expired(store).await?;
+    Ok(record)
 }
