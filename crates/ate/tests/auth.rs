@@ -573,11 +573,9 @@ async fn ate_up_prunes_audit_events_past_their_retention() {
 /// `ate admin revoke-token TOKEN` as `token`; with `-`, the token to revoke goes on stdin.
 fn revoke(up: &Up, token: &str, target: &str, on_stdin: bool) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new(common::ATE)
-        .args(["admin", "revoke-token", if on_stdin { "-" } else { target }])
-        .env("ATE_ENDPOINT", &up.endpoint)
-        .env("ATE_CONFIG", up.data_dir.join("no-cli.json"))
-        .env("ATE_TOKEN", token)
+    let args = ["admin", "revoke-token", if on_stdin { "-" } else { target }];
+    let mut child = up
+        .client_as(token, &args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

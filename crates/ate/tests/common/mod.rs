@@ -170,13 +170,17 @@ impl Up {
 
     /// Runs a client command presenting `token`.
     pub fn ate_as(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(ATE)
-            .args(args)
+        self.client_as(token, args).output().expect("run ate")
+    }
+
+    /// A client command presenting `token` to this process, to run as the caller likes.
+    pub fn client_as(&self, token: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ATE);
+        cmd.args(args)
             .env("ATE_ENDPOINT", &self.endpoint)
             .env("ATE_CONFIG", self.data_dir.join("no-cli.json"))
-            .env("ATE_TOKEN", token)
-            .output()
-            .expect("run ate")
+            .env("ATE_TOKEN", token);
+        cmd
     }
 
     /// GET `path` through the router.
