@@ -11,3 +11,6 @@ pub const IDLE_SUSPENDS: &str = "ate_actor_idle_suspends_total";
 pub const WORKERS: &str = "ate_workers";
 /// Running actors whose program stopped by itself, returned to their last durable snapshot.
 pub const PROCESS_EXITS: &str = "ate_actor_process_exits_total";
+/// Evictions tried by resumes that found no free worker, by `outcome` (`ok`: the victim
+/// was suspended and its worker handed over; `in_use`: a request reached it first).
+pub const EVICTIONS: &str = "ate_actor_evictions_total";

@@ -17,7 +17,7 @@ use ate_model::{
 };
 use ate_node::{Node as NodeDaemon, NodeConfig, NodeService};
 use ate_seam::{
-    ActorExited, Body, Checkpoint, CheckpointRequest, InvokeError, LocalSeam, LogStream,
+    ActorExited, Body, Checkpoint, CheckpointRequest, Evictable, InvokeError, LocalSeam, LogStream,
     NodeDirectory, NodeExecutor, NodeMembership, NodeRegistration, RestoreRequest, RunRequest,
     SeamError, StopRequest, WorkerId, actor_key,
 };
@@ -155,6 +155,10 @@ impl NodeExecutor for TestNode {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, InvokeError> {
         self.wasm.invoke(worker, actor, request).await
+    }
+
+    async fn evictable(&self) -> Result<Vec<Evictable>, SeamError> {
+        self.wasm.evictable().await
     }
 
     async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {

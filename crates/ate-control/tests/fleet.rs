@@ -252,6 +252,7 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
             scope: SnapshotScope::Full,
             durability: ate_seam::Durability::Durable,
             seal: false,
+            evict: false,
         })
         .await
         .unwrap();

@@ -118,6 +118,41 @@ impl Default for ReadinessProbe {
     }
 }
 
+/// Whether a running actor may be suspended to make room for another when every worker
+/// of its pools is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Eviction {
+    /// May be chosen as a victim while nothing is in flight to it, least recently used
+    /// first.
+    #[default]
+    Idle,
+    /// Never chosen; it leaves its worker only by its idle timeout or an explicit call.
+    Never,
+}
+
+impl Eviction {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The wire and manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Idle => "Idle",
+            Eviction::Never => "Never",
+        }
+    }
+
+    /// Parses the wire spelling; empty is the default.
+    pub fn parse(field: &str, s: &str) -> Result<Self, ModelError> {
+        match s {
+            "" | "Idle" => Ok(Eviction::Idle),
+            "Never" => Ok(Eviction::Never),
+            other => Err(ModelError::invalid(field, other, "must be Idle or Never")),
+        }
+    }
+}
+
 /// The sandbox classes ate knows.
 pub const SANDBOX_CLASSES: &[&str] = &["wasm", "process"];
 
@@ -177,6 +212,10 @@ pub struct TemplateSpec {
     /// Idle time after which a running actor is suspended (`0s` disables).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Whether the actor may be suspended to make room for another (`Idle`, the default)
+    /// or keeps its worker until its idle timeout (`Never`).
+    #[serde(default, skip_serializing_if = "Eviction::is_default")]
+    pub eviction: Eviction,
     /// Longest wait for the response head of one request through the router (`0s`, the
     /// default, waits as long as the actor takes: long model turns must not be cut).
     #[serde(default, skip_serializing_if = "Duration::is_zero")]
@@ -210,6 +249,7 @@ impl Default for TemplateSpec {
             snapshots: SnapshotsConfig::default(),
             worker_selector: LabelSelector::default(),
             idle_timeout: Self::default_idle_timeout(),
+            eviction: Eviction::default(),
             route_timeout: Duration::default(),
             module_sha256: String::new(),
             egress: Vec::new(),

@@ -407,6 +407,7 @@ async fn a_sealed_and_stopped_actor_is_activated_afresh() {
         scope: SnapshotScope::Full,
         durability: Durability::Durable,
         seal: true,
+        evict: false,
     })
     .await
     .unwrap();

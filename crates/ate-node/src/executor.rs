@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ate_model::ActorRef;
 use ate_process::ProcessHost;
 use ate_seam::{
-    Body, Checkpoint, CheckpointRequest, IdleActor, InvokeError, LogStream, NodeCacheAdvert,
-    NodeExecutor, NodeMembership, RestoreRequest, Route, RunRequest, SeamError, StopRequest,
-    WorkerAdvert, WorkerId, Workload, actor_key,
+    Body, Checkpoint, CheckpointRequest, Evictable, IdleActor, InvokeError, LogStream,
+    NodeCacheAdvert, NodeExecutor, NodeMembership, RestoreRequest, Route, RunRequest, SeamError,
+    StopRequest, WorkerAdvert, WorkerId, Workload, actor_key,
 };
 use ate_snapshots::{SnapshotCache, SnapshotError, SnapshotStore};
 use ate_wasm::WasmEngine;
@@ -264,8 +264,13 @@ impl NodeService {
             Sandbox::Wasm(_) => None,
         };
         // On a race lost to another actor, what was started here is dropped, and goes.
-        self.slots
-            .install(worker, actor, Hosted::new(sandbox), w.spec.idle_timeout.0)?;
+        self.slots.install(
+            worker,
+            actor,
+            Hosted::new(sandbox),
+            w.spec.idle_timeout.0,
+            w.spec.eviction,
+        )?;
         if let Some(exits) = exits {
             self.watch_exit(worker, actor, exits);
         }
@@ -352,7 +357,10 @@ impl NodeExecutor for NodeService {
         if !req.seal {
             return self.save(req).await;
         }
-        if let Some(activity) = self.slots.seal(&req.worker, &req.actor, true) {
+        if req.evict {
+            let activity = self.slots.seal_if_quiet(&req.worker, &req.actor)?;
+            self.withdraw(&req.worker, &req.actor, &activity);
+        } else if let Some(activity) = self.slots.seal(&req.worker, &req.actor, true) {
             self.withdraw(&req.worker, &req.actor, &activity);
         }
         let (worker, actor, workload) =
@@ -393,11 +401,10 @@ impl NodeExecutor for NodeService {
         actor: &ActorRef,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, InvokeError> {
-        let tenant = match self.slots.serving(worker, actor) {
+        let (tenant, in_flight) = match self.slots.serving(worker, actor) {
             Ok(t) => t,
             Err(e) => return Err(InvokeError::refused(e, request)),
         };
-        let in_flight = tenant.activity.begin();
         if tenant.activity.idle_asserted.swap(false, Ordering::AcqRel) {
             self.with_owner(|o| {
                 let _ = o.retract::<IdleActor>(actor_key(actor));
@@ -413,6 +420,10 @@ impl NodeExecutor for NodeService {
                     .await
             }
         }
+    }
+
+    async fn evictable(&self) -> Result<Vec<Evictable>, SeamError> {
+        Ok(self.slots.evictable())
     }
 
     async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {

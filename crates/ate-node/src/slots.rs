@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ate_model::ActorRef;
-use ate_seam::{SeamError, WorkerId};
+use ate_model::{ActorRef, Eviction};
+use ate_seam::{Evictable, SeamError, WorkerId};
 
 use crate::process::ProcessHosted;
 use crate::wasm::{Warm, WasmHosted};
@@ -91,8 +91,9 @@ impl Activity {
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Counts a request in until the returned guard drops.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// Counts a request in until the returned guard drops. Called under the slots' lock
+    /// ([`Slots::serving`]), so an evicting seal sees every request admitted before it.
+    fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         InFlight(self.clone())
@@ -129,6 +130,7 @@ pub(crate) struct Tenant {
     pub hosted: HostedRef,
     pub activity: Arc<Activity>,
     pub idle_timeout: Duration,
+    pub eviction: Eviction,
     /// No new requests: the actor is being checkpointed to leave.
     pub sealed: bool,
 }
@@ -177,6 +179,7 @@ impl Slots {
         actor: &ActorRef,
         hosted: Hosted,
         idle_timeout: Duration,
+        eviction: Eviction,
     ) -> Result<(), SeamError> {
         let mut map = self.lock();
         let slot = map.entry(worker.clone()).or_default();
@@ -197,6 +200,7 @@ impl Slots {
             hosted: Arc::new(tokio::sync::RwLock::new(hosted)),
             activity,
             idle_timeout,
+            eviction,
             sealed: false,
         });
         Ok(())
@@ -222,12 +226,63 @@ impl Slots {
         }
     }
 
-    /// The actor on `worker` if it takes requests.
-    pub fn serving(&self, worker: &WorkerId, actor: &ActorRef) -> Result<Tenant, SeamError> {
+    /// The actor on `worker` if it takes requests, with the request counted in flight
+    /// from this moment (under the same lock as a seal, so no request slips between an
+    /// evicting seal's look and the seal).
+    pub fn serving(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+    ) -> Result<(Tenant, InFlight), SeamError> {
         match self.lock().get(worker).and_then(|s| s.tenant.as_ref()) {
-            Some(t) if &t.actor == actor && !t.sealed => Ok(t.clone()),
+            Some(t) if &t.actor == actor && !t.sealed => Ok((t.clone(), t.activity.begin())),
             _ => Err(Self::not_hosted(worker, actor)),
         }
+    }
+
+    /// Seals the actor for an eviction if nothing is in flight to it, in one step against
+    /// new requests. `InUse` leaves it open; `NotHosted` if the worker does not host it (or
+    /// it is already leaving).
+    pub fn seal_if_quiet(
+        &self,
+        worker: &WorkerId,
+        actor: &ActorRef,
+    ) -> Result<Arc<Activity>, SeamError> {
+        let mut map = self.lock();
+        match map.get_mut(worker).and_then(|s| s.tenant.as_mut()) {
+            Some(t) if &t.actor == actor && !t.sealed => {
+                if t.activity.in_flight.load(Ordering::Acquire) > 0 {
+                    return Err(SeamError::InUse {
+                        actor: actor.to_string(),
+                    });
+                }
+                t.sealed = true;
+                Ok(t.activity.clone())
+            }
+            _ => Err(Self::not_hosted(worker, actor)),
+        }
+    }
+
+    /// The actors that could be evicted now, least recently used first.
+    pub fn evictable(&self) -> Vec<Evictable> {
+        let mut list: Vec<Evictable> = self
+            .lock()
+            .iter()
+            .filter_map(|(w, s)| {
+                let t = s.tenant.as_ref()?;
+                if t.sealed || t.eviction == Eviction::Never {
+                    return None;
+                }
+                let idle = t.activity.idle_for()?;
+                Some(Evictable {
+                    worker: w.clone(),
+                    actor: t.actor.clone(),
+                    idle_ms: idle.as_millis() as u64,
+                })
+            })
+            .collect();
+        list.sort_by_key(|e| std::cmp::Reverse(e.idle_ms));
+        list
     }
 
     /// Stops (or, with `false`, resumes) admitting requests for the actor. Returns its

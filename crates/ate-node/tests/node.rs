@@ -69,6 +69,7 @@ impl Fixture {
             scope: ate_model::SnapshotScope::Full,
             durability: Durability::Durable,
             seal: false,
+            evict: false,
         }
     }
 

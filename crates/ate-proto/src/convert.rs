@@ -244,6 +244,11 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
             working_dir: s.working_dir.clone(),
             port: s.port.into(),
             rootfs: s.rootfs.clone(),
+            eviction: if s.eviction == m::Eviction::default() {
+                String::new()
+            } else {
+                s.eviction.as_str().into()
+            },
         }),
         status: Some(pb::ActorTemplateStatus {
             phase: t.status.phase.clone(),
@@ -326,6 +331,7 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
                 .idle_timeout_ms
                 .map(|ms| m::Duration(std::time::Duration::from_millis(ms)))
                 .unwrap_or_else(m::TemplateSpec::default_idle_timeout),
+            eviction: m::Eviction::parse("spec.eviction", &s.eviction)?,
             route_timeout: m::Duration(std::time::Duration::from_millis(s.route_timeout_ms)),
             module_sha256: s.module_sha256,
             egress: s.egress,
@@ -494,6 +500,7 @@ mod tests {
                 working_dir: "/srv".into(),
                 port: 3000,
                 rootfs: "/var/lib/images/app.tgz".into(),
+                eviction: m::Eviction::Never,
                 ..Default::default()
             },
             status: m::TemplateStatus {
@@ -502,6 +509,19 @@ mod tests {
             },
         };
         assert_eq!(template_from_pb(&template_to_pb(&t)).unwrap(), t);
+    }
+
+    #[test]
+    fn an_unknown_eviction_names_the_field() {
+        let wire = pb::ActorTemplate {
+            spec: Some(pb::ActorTemplateSpec {
+                eviction: "Sometimes".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = template_from_pb(&wire).unwrap_err().to_string();
+        assert!(e.contains("spec.eviction"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub enum SeamError {
     NodeUnavailable { node: String },
     #[error("node {node} is already registered")]
     NodeExists { node: String },
+    /// An eviction found the actor busy: a request in flight or a response still
+    /// streaming. The actor keeps its worker and takes requests as before.
+    #[error("actor {actor} is in use")]
+    InUse { actor: String },
     #[error("node internal error: {0}")]
     Internal(String),
 }
@@ -38,6 +42,7 @@ impl SeamError {
             | SeamError::Snapshot(_)
             | SeamError::NodeExists { .. } => ErrorKind::FailedPrecondition,
             SeamError::InvalidWorkload { .. } => ErrorKind::InvalidArgument,
+            SeamError::InUse { .. } => ErrorKind::Aborted,
             SeamError::Internal(_) => ErrorKind::Internal,
         }
     }

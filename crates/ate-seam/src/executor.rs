@@ -114,6 +114,21 @@ pub struct CheckpointRequest {
     /// requests for it before saving, lets those already admitted finish, and retracts its
     /// route, so nothing it answers afterwards is lost. A failed checkpoint reopens it.
     pub seal: bool,
+    /// With `seal`: the actor is evicted to make room for another, so it must not wait
+    /// for anyone. The node seals it only if nothing is in flight to it (no request, no
+    /// response still streaming), in one step against new requests, and otherwise fails
+    /// with [`SeamError::InUse`], leaving the actor as it was.
+    pub evict: bool,
+}
+
+/// A running actor the node could evict now: nothing is in flight to it, it takes
+/// requests, and its template allows eviction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evictable {
+    pub worker: WorkerId,
+    pub actor: ActorRef,
+    /// Milliseconds since its last request started or ended (least recently used first).
+    pub idle_ms: u64,
 }
 
 /// A checkpoint taken: where it is (or, for a local one, will be once uploaded).
@@ -167,6 +182,10 @@ pub trait NodeExecutor: Send + Sync + fmt::Debug {
         actor: &ActorRef,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, InvokeError>;
+    /// The actors this node could evict now, least recently used first. A snapshot: a
+    /// request may arrive for any of them the next moment, which an evicting checkpoint
+    /// (`evict`) then refuses.
+    async fn evictable(&self) -> Result<Vec<Evictable>, SeamError>;
     /// The actor's recent log lines, then (with `follow`) new ones as they are written.
     async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError>;
 }

@@ -25,8 +25,8 @@ pub use body::{Body, BodyError, BodySender, channel_body, empty_body, full_body}
 pub use channel::{DialError, Dialer, endpoint};
 pub use error::{InvokeError, SeamError};
 pub use executor::{
-    Checkpoint, CheckpointRequest, Durability, LogLine, LogStream, NodeExecutor, RestoreRequest,
-    RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
+    Checkpoint, CheckpointRequest, Durability, Evictable, LogLine, LogStream, NodeExecutor,
+    RestoreRequest, RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
 };
 pub use exits::ActorExited;
 pub use follow::{ControlFollower, RemoteNodes, follow_control, follow_control_with};

@@ -10,9 +10,9 @@ use ate_dataspace::Dataspace;
 use ate_model::ActorRef;
 use ate_node::{Node, NodeConfig, NodeService};
 use ate_seam::{
-    Body, Checkpoint, CheckpointRequest, InvokeError, LocalSeam, LogStream, NodeDirectory,
-    NodeExecutor, Registration, RegistrationConfig, RestoreRequest, RunRequest, SeamError,
-    StopRequest, WorkerId,
+    Body, Checkpoint, CheckpointRequest, Evictable, InvokeError, LocalSeam, LogStream,
+    NodeDirectory, NodeExecutor, Registration, RegistrationConfig, RestoreRequest, RunRequest,
+    SeamError, StopRequest, WorkerId,
 };
 use clap::Args;
 use tokio::task::JoinHandle;
@@ -143,6 +143,9 @@ impl NodeExecutor for CurrentNode {
             Ok(node) => node.invoke(worker, actor, request).await,
             Err(e) => Err(InvokeError::refused(e, request)),
         }
+    }
+    async fn evictable(&self) -> Result<Vec<Evictable>, SeamError> {
+        self.get()?.evictable().await
     }
     async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
         self.get()?.logs(actor, follow).await

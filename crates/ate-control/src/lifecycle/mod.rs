@@ -11,6 +11,7 @@
 //! otherwise the actor goes back to its last durable snapshot with the loss recorded.
 
 mod error;
+mod evict;
 mod exits;
 mod idle;
 mod lease;
@@ -25,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ate_model::{
-    Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, NamespacedName, STATE_LOST,
-    Worker, WorkerPlacement,
+    Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, Assignment, NamespacedName,
+    STATE_LOST, Worker, WorkerPlacement,
 };
 use ate_seam::{NodeDirectory, NodeExecutor, NodeRegistration, WorkerId, Workload};
 use ate_store::{Store, StoreError};
@@ -222,6 +223,24 @@ impl Lifecycle {
         }
     }
 
+    /// Applies `change` to `current` (the record the workflow holds under the actor's
+    /// lease) and writes it: one store call while nobody else wrote the actor, which under
+    /// the lease only a selector update can. On a conflict it re-reads and re-applies.
+    async fn update_actor(
+        &self,
+        current: Actor,
+        change: impl Fn(&mut Actor),
+    ) -> Result<Actor, LifecycleError> {
+        let aref = current.actor_ref();
+        let mut a = current;
+        change(&mut a);
+        match self.store().update(a).await {
+            Ok(a) => Ok(a),
+            Err(StoreError::Conflict { .. }) => self.mutate(&aref, change).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Takes the actor's lease, or says the actor is busy.
     async fn lease(&self, aref: &ActorRef) -> Result<ActorLease, LifecycleError> {
         ActorLease::acquire(self.store(), aref, self.inner.config.lease_ttl)
@@ -256,6 +275,41 @@ impl Lifecycle {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LifecycleError::Store(StoreError::Conflict {
+            kind: ate_model::Kind::Worker,
+            key: key.into(),
+        }))
+    }
+
+    /// Rebinds `worker` from `from` (which just left it) to `to`, keeping `hot` as the
+    /// snapshot it holds warm, in one conditional write: no claim can take the worker in
+    /// between. `None` if the worker no longer hosts `from` (the fleet removed it, say);
+    /// `from` has left it either way.
+    async fn hand_over_worker(
+        &self,
+        key: &str,
+        from: &ActorRef,
+        to: &Assignment,
+        hot: String,
+    ) -> Result<Option<Worker>, LifecycleError> {
+        for _ in 0..8 {
+            let mut w = match self.store().get::<Worker>(key).await {
+                Ok(w) => w,
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if w.assignment.as_ref().map(|a| &a.actor) != Some(from) {
+                return Ok(None);
+            }
+            w.assignment = Some(to.clone());
+            w.cached_snapshots = vec![hot.clone()];
+            match self.store().update(w).await {
+                Ok(w) => return Ok(Some(w)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -8,12 +8,14 @@
 use std::time::{Duration, Instant};
 
 use ate_model::{
-    Actor, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope, snapshot_uri,
+    Actor, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope, Worker,
+    WorkerPlacement, snapshot_uri,
 };
 use ate_seam::{CheckpointRequest, Durability, SeamError, SnapshotRef};
 use ate_snapshots::{cache_key, new_snapshot_id};
 use ate_store::StoreError;
 
+use super::evict::Handover;
 use super::{Lifecycle, LifecycleError, crashpoint, worker_id, worker_key};
 
 /// How often a wait for a background upload looks again.
@@ -146,31 +148,50 @@ impl Lifecycle {
                 .return_to_durable(a, "WorkerMissing", "the actor had no worker".into())
                 .await;
         };
-        let location = match &template.spec.snapshots.location {
+        let Some(location) = self.snapshot_location(&template, &p) else {
+            return self
+                .return_to_durable(a, "NodeLost", format!("node {} is gone", p.node_name))
+                .await;
+        };
+        let a = self.mark_parking(a, &location, kind).await?;
+        crashpoint(&format!("{}.marked", kind.name()));
+        self.finish_park(a, &template, kind).await
+    }
+
+    /// The snapshot store an actor on `p` parks to: its template's, else its node's
+    /// default; `None` if the node is gone and the template names none.
+    pub(crate) fn snapshot_location(
+        &self,
+        t: &ActorTemplate,
+        p: &WorkerPlacement,
+    ) -> Option<String> {
+        let location = match &t.spec.snapshots.location {
             l if !l.is_empty() => l.clone(),
             _ => self
                 .registration(&p.node_name)
                 .map(|r| r.snapshot_location)
                 .unwrap_or_default(),
         };
-        if location.is_empty() {
-            return self
-                .return_to_durable(a, "NodeLost", format!("node {} is gone", p.node_name))
-                .await;
-        }
-        let uri = snapshot_uri(&location, aref, &new_snapshot_id());
+        (!location.is_empty()).then_some(location)
+    }
+
+    /// Persists SUSPENDING or PAUSING with the URI the snapshot will have.
+    pub(crate) async fn mark_parking(
+        &self,
+        a: Actor,
+        location: &str,
+        kind: Park,
+    ) -> Result<Actor, LifecycleError> {
+        let uri = snapshot_uri(location, &a.actor_ref(), &new_snapshot_id());
         let status = match kind {
             Park::Suspend => ActorStatus::Suspending,
             Park::Pause => ActorStatus::Pausing,
         };
-        let a = self
-            .mutate(aref, |x| {
-                x.status = status;
-                x.in_progress_snapshot = uri.clone();
-            })
-            .await?;
-        crashpoint(&format!("{}.marked", kind.name()));
-        self.finish_park(a, &template, kind).await
+        self.update_actor(a, |x| {
+            x.status = status;
+            x.in_progress_snapshot = uri.clone();
+        })
+        .await
     }
 
     /// Completes a park from SUSPENDING/PAUSING: checkpoint (again, to the same URI),
@@ -182,12 +203,27 @@ impl Lifecycle {
         t: &ActorTemplate,
         kind: Park,
     ) -> Result<Actor, LifecycleError> {
+        Ok(self.finish_park_for(a, t, kind, None).await?.0)
+    }
+
+    /// [`Self::finish_park`], handing the worker to `successor` instead of freeing it when
+    /// one is named (an eviction): the checkpoint then refuses rather than waits if a
+    /// request is in flight, and the worker is rebound in one conditional write, so no
+    /// other claim can take it in between. Returns the parked actor and, for a hand-over,
+    /// the worker now bound to the successor (`None` if it could not be handed over).
+    pub(crate) async fn finish_park_for(
+        &self,
+        a: Actor,
+        t: &ActorTemplate,
+        kind: Park,
+        successor: Option<&Handover<'_>>,
+    ) -> Result<(Actor, Option<Worker>), LifecycleError> {
         let aref = a.actor_ref();
         let (Some(p), Some(snap)) = (
             a.worker.clone(),
             SnapshotRef::from_uri(&a.in_progress_snapshot, kind.scope(t)),
         ) else {
-            return self.park_without_node(a).await;
+            return Ok((self.park_without_node(a).await?, None));
         };
         let durability = match kind {
             Park::Suspend => Durability::Durable,
@@ -204,6 +240,7 @@ impl Lifecycle {
                     scope: snap.scope,
                     durability,
                     seal: true,
+                    evict: successor.is_some(),
                 })
                 .await
             }
@@ -214,11 +251,13 @@ impl Lifecycle {
         match taken {
             Ok(_) => {}
             Err(SeamError::NodeUnavailable { .. } | SeamError::NotHosted { .. }) => {
-                return self.park_without_node(a).await;
+                return Ok((self.park_without_node(a).await?, None));
             }
             Err(e) => {
-                tracing::warn!(actor = %aref, error = %e, "checkpoint failed; the actor keeps running");
-                self.mutate(&aref, |x| {
+                if successor.is_none() {
+                    tracing::warn!(actor = %aref, error = %e, "checkpoint failed; the actor keeps running");
+                }
+                self.update_actor(a, |x| {
                     x.status = ActorStatus::Running;
                     x.in_progress_snapshot.clear();
                 })
@@ -229,8 +268,17 @@ impl Lifecycle {
         crashpoint(&format!("{}.checkpointed", kind.name()));
         self.stop_on(&p, &aref).await;
         let hot = cache_key(&snap.owner, &snap.id);
-        self.release_worker(&worker_key(&p), &aref, Some(hot))
-            .await?;
+        let handed = match successor {
+            None => {
+                self.release_worker(&worker_key(&p), &aref, Some(hot))
+                    .await?;
+                None
+            }
+            Some(e) => {
+                self.hand_over_worker(&worker_key(&p), &aref, e.successor, hot)
+                    .await?
+            }
+        };
         crashpoint(&format!("{}.released", kind.name()));
         let latest = match kind {
             Park::Suspend => SnapshotInfo::External {
@@ -247,19 +295,23 @@ impl Lifecycle {
                     .unwrap_or_default(),
             },
         };
+        let evicted = successor.map(|e| e.condition(&p));
         let a = self
-            .mutate(&aref, |x| {
+            .update_actor(a, |x| {
                 x.status = kind.done();
                 x.worker = None;
                 x.in_progress_snapshot.clear();
                 x.latest_snapshot = Some(latest.clone());
+                if let Some(c) = &evicted {
+                    x.set_condition(c.clone());
+                }
             })
             .await?;
         tracing::info!(actor = %aref, snapshot = %latest.uri(), status = %kind.done(), "actor parked");
         if kind == Park::Suspend {
             self.apply_retention(&a, t).await;
         }
-        Ok(a)
+        Ok((a, handed))
     }
 
     /// A park whose node is gone: the snapshot it was taking counts if it landed durably,

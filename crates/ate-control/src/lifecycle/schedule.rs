@@ -8,7 +8,8 @@
 //! ([`ate_model::TemplateSpec::required_capabilities`]: CRIU for Full snapshots of a
 //! `process` actor) adds `capability=<each>` to every claim; if no worker of the eligible
 //! pools has one at all, the resume fails with `MissingCapability` rather than "no free
-//! worker", since no amount of waiting frees one.
+//! worker", since no amount of waiting frees one. When every eligible worker is taken, an
+//! idle actor on one of them is evicted and its worker handed over (`evict.rs`).
 
 use ate_dataspace::Filter;
 use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Node, Worker, WorkerPool};
@@ -76,7 +77,7 @@ impl Lifecycle {
     /// Whether an operator took `node` out of placement. Read after a claim: a claim that
     /// lands after a drain's cordon is seen here, one that landed before it is found by the
     /// drain, which then suspends the actor.
-    async fn cordoned(&self, node: &str) -> Result<bool, LifecycleError> {
+    pub(crate) async fn cordoned(&self, node: &str) -> Result<bool, LifecycleError> {
         match self.store().get::<Node>(node).await {
             Ok(n) => Ok(n.cordoned),
             Err(StoreError::NotFound { .. }) => Ok(false),
@@ -191,6 +192,10 @@ impl Lifecycle {
             }
         }
         self.check_capabilities(template, &pools, &needs).await?;
+        let class = &template.spec.sandbox_class;
+        if let Some(w) = self.evict_for(class, &pools, &needs, &assignment).await? {
+            return Ok(w);
+        }
         Err(LifecycleError::NoFreeWorker {
             pools: pools
                 .iter()

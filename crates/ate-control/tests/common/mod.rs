@@ -21,6 +21,7 @@ use ate_store_sqlite::SqliteStore;
 use http_body_util::BodyExt;
 
 pub const COUNTER: &str = include_str!("../../../../demo/counter/counter.wat");
+pub const TICKER: &str = include_str!("../../../../demo/ticker/ticker.wat");
 
 pub struct System {
     pub dir: tempfile::TempDir,
@@ -117,16 +118,57 @@ impl System {
             .expect("pool");
     }
 
+    /// A system whose fleet has made `replicas` wasm workers on `nodes`.
+    pub async fn with_workers(nodes: &[&str], replicas: u32) -> Self {
+        let mut s = Self::new().await;
+        for n in nodes {
+            s.start_node(n, 16);
+        }
+        s.pool(replicas).await;
+        s.run_fleet();
+        wait_for("workers created", || async {
+            s.workers().await.len() == replicas as usize
+        })
+        .await;
+        s
+    }
+
     /// The counter template (keeping `keep` snapshots per actor).
     pub async fn template(&self, name: &str, keep: u32) -> NamespacedName {
-        let module = self.dir.path().join("counter.wat");
-        std::fs::write(&module, COUNTER).expect("module");
-        let mut spec = TemplateSpec {
+        let mut spec = self.wasm_spec("counter.wat", COUNTER);
+        spec.snapshots.keep = keep;
+        self.template_of(name, spec).await
+    }
+
+    /// The spec of a wasm template whose module is `text`, written as `file`.
+    pub fn wasm_spec(&self, file: &str, text: &str) -> TemplateSpec {
+        let module = self.dir.path().join(file);
+        std::fs::write(&module, text).expect("module");
+        TemplateSpec {
             sandbox_class: "wasm".into(),
             module: module.display().to_string(),
             ..Default::default()
-        };
-        spec.snapshots.keep = keep;
+        }
+    }
+
+    /// The ticker template: `count` server-sent events `interval_ms` apart per request.
+    pub async fn ticker(&self, name: &str, count: u32, interval_ms: u32) -> NamespacedName {
+        let mut spec = self.wasm_spec("ticker.wat", TICKER);
+        spec.env = vec![
+            ate_model::EnvVar {
+                name: "TICK_COUNT".into(),
+                value: count.to_string(),
+            },
+            ate_model::EnvVar {
+                name: "TICK_INTERVAL_MS".into(),
+                value: interval_ms.to_string(),
+            },
+        ];
+        self.template_of(name, spec).await
+    }
+
+    /// Creates template `demo/<name>` with `spec`.
+    pub async fn template_of(&self, name: &str, spec: TemplateSpec) -> NamespacedName {
         let t = ActorTemplate {
             namespace: "demo".into(),
             name: name.into(),
@@ -173,6 +215,19 @@ impl System {
 
     /// Sends one request to a running actor on its worker; returns the body (the count).
     pub async fn hit(&self, aref: &ActorRef) -> String {
+        let body = self
+            .request(aref)
+            .await
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8(body.to_vec()).expect("utf-8")
+    }
+
+    /// Sends one request to a running actor on its worker and returns the response body
+    /// unread: the request stays in flight until the body ends or is dropped.
+    pub async fn request(&self, aref: &ActorRef) -> ate_seam::Body {
         let a = self.get(aref).await;
         assert_eq!(a.status, ActorStatus::Running, "{aref} is not running");
         let p = a.worker.expect("running actor has a worker");
@@ -185,8 +240,7 @@ impl System {
             .invoke(&WorkerId::new(&p.namespace, &p.pool, &p.name), aref, req)
             .await
             .expect("invoke");
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        String::from_utf8(body.to_vec()).expect("utf-8")
+        resp.into_body()
     }
 
     /// Every actor and worker agree: a RUNNING actor's worker is bound to it, every bound

@@ -94,6 +94,7 @@ pub fn checkpoint(
         scope: ate_model::SnapshotScope::Full,
         durability: Durability::Durable,
         seal,
+        evict: false,
     }
 }
 

@@ -11,11 +11,11 @@ use tonic::transport::Channel;
 use super::MAX_MESSAGE_BYTES;
 use super::invoke;
 use super::wire::{
-    actor_to_pb, checkpoint_from_pb, checkpoint_request_to_pb, error_of, log_from_pb,
-    restore_to_pb, run_to_pb, stop_to_pb,
+    actor_to_pb, checkpoint_from_pb, checkpoint_request_to_pb, error_of, evictable_from_pb,
+    log_from_pb, restore_to_pb, run_to_pb, stop_to_pb,
 };
 use crate::{
-    Body, Checkpoint, CheckpointRequest, Dialer, InvokeError, LogStream, NodeExecutor,
+    Body, Checkpoint, CheckpointRequest, Dialer, Evictable, InvokeError, LogStream, NodeExecutor,
     RestoreRequest, RunRequest, SeamError, StopRequest, WorkerId,
 };
 
@@ -126,6 +126,16 @@ impl NodeExecutor for RemoteExecutor {
             .await
             .map_err(|s| self.failed(s))?;
         checkpoint_from_pb(reply.into_inner())
+    }
+
+    async fn evictable(&self) -> Result<Vec<Evictable>, SeamError> {
+        let reply = self
+            .client
+            .clone()
+            .evictable(pb::EvictableRequest {})
+            .await
+            .map_err(|s| self.failed(s))?;
+        evictable_from_pb(reply.into_inner())
     }
 
     async fn stop(&self, req: StopRequest) -> Result<(), SeamError> {

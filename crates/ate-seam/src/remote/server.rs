@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::MAX_MESSAGE_BYTES;
 use super::invoke::{self, ResponseFrames};
 use super::wire::{
-    actor_from_pb, checkpoint_request_from_pb, checkpoint_to_pb, log_to_pb, restore_from_pb,
-    run_from_pb, status_of, stop_from_pb,
+    actor_from_pb, checkpoint_request_from_pb, checkpoint_to_pb, evictable_to_pb, log_to_pb,
+    restore_from_pb, run_from_pb, status_of, stop_from_pb,
 };
 use crate::{NodeExecutor, SeamError};
 
@@ -107,6 +107,15 @@ impl Node for NodeGrpc {
         })?;
         let frames = invoke::serve(self.executor.clone(), request.into_inner()).await?;
         Ok(Response::new(frames))
+    }
+
+    async fn evictable(
+        &self,
+        request: Request<pb::EvictableRequest>,
+    ) -> Result<Response<pb::EvictableReply>, Status> {
+        self.control_only(&request, "node.evictable")?;
+        let list = self.executor.evictable().await.map_err(fail)?;
+        Ok(Response::new(evictable_to_pb(&list)))
     }
 
     type LogsStream = LogLines;

@@ -10,8 +10,8 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::{Code, Status};
 
 use crate::{
-    Checkpoint, CheckpointRequest, Durability, LogLine, RestoreRequest, RunRequest, SeamError,
-    SnapshotRef, StopRequest, WorkerId, Workload,
+    Checkpoint, CheckpointRequest, Durability, Evictable, LogLine, RestoreRequest, RunRequest,
+    SeamError, SnapshotRef, StopRequest, WorkerId, Workload,
 };
 
 /// The binary metadata key carrying a [`SeamError`] as JSON on an error status.
@@ -175,6 +175,7 @@ pub(crate) fn checkpoint_request_to_pb(
         scope: scope_to_pb(r.scope),
         durable: r.durability == Durability::Durable,
         seal: r.seal,
+        evict: r.evict,
     })
 }
 
@@ -194,7 +195,34 @@ pub(crate) fn checkpoint_request_from_pb(
             Durability::Local
         },
         seal: r.seal,
+        evict: r.evict,
     })
+}
+
+pub(crate) fn evictable_to_pb(list: &[Evictable]) -> pb::EvictableReply {
+    pb::EvictableReply {
+        actors: list
+            .iter()
+            .map(|e| pb::EvictableActor {
+                worker: Some(worker_to_pb(&e.worker)),
+                actor: Some(actor_to_pb(&e.actor)),
+                idle_ms: e.idle_ms,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn evictable_from_pb(r: pb::EvictableReply) -> Result<Vec<Evictable>, SeamError> {
+    r.actors
+        .into_iter()
+        .map(|e| {
+            Ok(Evictable {
+                worker: worker_from_pb(e.worker, "worker")?,
+                actor: actor_from_pb(e.actor, "actor")?,
+                idle_ms: e.idle_ms,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn checkpoint_to_pb(c: &Checkpoint) -> pb::CheckpointReply {
