@@ -1,13 +1,16 @@
 //! Turning "no route" into "running": one resume per actor however many requests arrive at
-//! once, with the requests held in a bounded queue until it is done.
+//! once, with the requests held in a bounded queue until it is done. A resume that finds
+//! no worker to take (every one has a request in flight, so none could be evicted) is
+//! parked: it tries again when an actor leaves a worker or a short poll passes, one parked
+//! activation at a time in arrival order, until its requests' wait runs out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ate_model::ActorRef;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::routes::RouteTable;
 
@@ -46,10 +49,12 @@ pub trait Activator: Send + Sync + std::fmt::Debug {
 /// Why a queued request got no actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Wait {
-    /// The actor's queue is full.
+    /// The actor's queue, or the router's, is full.
     Overflow,
     /// The activation outlived the request's wait.
     TimedOut,
+    /// No worker freed up within the request's wait.
+    NoWorker,
     Failed(ActivateError),
 }
 
@@ -59,6 +64,8 @@ type Outcome = Option<Result<(), ActivateError>>;
 #[derive(Debug)]
 struct Flight {
     waiting: AtomicUsize,
+    /// The activation is waiting for a worker to free up.
+    parked: AtomicBool,
     done: watch::Receiver<Outcome>,
 }
 
@@ -76,11 +83,12 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// How many requests may wait for one actor, and for how long (which is also how long
-/// an activation keeps retrying a busy actor).
+/// How many requests may wait for one actor and over all actors, and for how long (which
+/// is also how long an activation keeps retrying a busy actor or waiting for a worker).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub queue_len: usize,
+    pub queue_total: usize,
     pub wait: Duration,
 }
 
@@ -93,6 +101,9 @@ pub(crate) struct Activations {
     flights: Arc<Mutex<HashMap<ActorRef, Arc<Flight>>>>,
     /// Requests waiting, over all actors.
     depth: AtomicUsize,
+    /// The turn of parked activations to try again: one at a time, first come first
+    /// served, so a crowd of them does not hammer the control plane on every departure.
+    turn: Arc<Semaphore>,
 }
 
 /// How long a resumed actor's route may take to appear before the router asks again.
@@ -100,6 +111,11 @@ const ROUTE_GRACE: Duration = Duration::from_secs(2);
 
 /// First and longest pause between resume attempts while the actor is busy.
 const BUSY_BACKOFF: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(500));
+
+/// Longest a parked activation waits for a departure before it looks again anyway: a
+/// worker also frees up when a request ends (its actor becomes evictable), which the
+/// router of another process, or the node, sees and this router does not.
+const PARK_POLL: Duration = Duration::from_millis(25);
 
 impl Activations {
     pub fn new(activator: Arc<dyn Activator>, routes: RouteTable, limits: Limits) -> Self {
@@ -109,6 +125,7 @@ impl Activations {
             limits,
             flights: Arc::default(),
             depth: AtomicUsize::new(0),
+            turn: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -130,6 +147,7 @@ impl Activations {
                     let (tx, rx) = watch::channel(None);
                     let f = Arc::new(Flight {
                         waiting: AtomicUsize::new(0),
+                        parked: AtomicBool::new(false),
                         done: rx,
                     });
                     flights.insert(actor.clone(), f.clone());
@@ -143,6 +161,11 @@ impl Activations {
             return Err(Wait::Overflow);
         }
         let d = self.depth.fetch_add(1, Ordering::AcqRel) + 1;
+        if d > self.limits.queue_total {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
+            flight.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Wait::Overflow);
+        }
         metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(d as f64);
         let _queued = Queued {
             flight: flight.clone(),
@@ -162,6 +185,7 @@ impl Activations {
             Ok(Err(_)) => Err(Wait::Failed(ActivateError::Failed(
                 "activation ended without an outcome".into(),
             ))),
+            Err(_) if flight.parked.load(Ordering::Acquire) => Err(Wait::NoWorker),
             Err(_) => Err(Wait::TimedOut),
         }
     }
@@ -172,9 +196,14 @@ impl Activations {
         let routes = self.routes.clone();
         let flights = self.flights.clone();
         let wait = self.limits.wait;
+        let turn = self.turn.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let outcome = activate(&*activator, &routes, &actor, started + wait).await;
+            let parking = Parking {
+                flag: &flight.parked,
+                turn: &turn,
+            };
+            let outcome = activate(&*activator, &routes, &actor, started + wait, &parking).await;
             let label = match &outcome {
                 Ok(()) => "ok",
                 Err(ActivateError::NotFound(_)) => "not_found",
@@ -202,18 +231,34 @@ impl Activations {
     }
 }
 
+/// What a parked activation shares with its waiters and the other parked ones.
+struct Parking<'a> {
+    flag: &'a AtomicBool,
+    turn: &'a Semaphore,
+}
+
 /// Resumes the actor and waits for its route, retrying while another operation holds it
-/// (an idle suspend finishing, say), until `deadline`.
+/// (an idle suspend finishing, say) or no worker can be had, until `deadline`.
 async fn activate(
     activator: &dyn Activator,
     routes: &RouteTable,
     actor: &ActorRef,
     deadline: Instant,
+    parking: &Parking<'_>,
 ) -> Result<(), ActivateError> {
     let mut pause = BUSY_BACKOFF.0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match activator.activate(actor).await {
+        let attempt = async {
+            if parking.flag.load(Ordering::Acquire) {
+                // Closed only if the router is gone; then there is nobody to answer.
+                let _turn = parking.turn.acquire().await;
+                activator.activate(actor).await
+            } else {
+                activator.activate(actor).await
+            }
+        };
+        match attempt.await {
             Ok(()) => {
                 // A node publishes the route before it reports the actor ready; over a
                 // network it may lag a little. If it does not come, the actor may have
@@ -237,6 +282,15 @@ async fn activate(
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(BUSY_BACKOFF.1);
+            }
+            Err(ActivateError::NoCapacity(reason)) => {
+                if left.is_zero() {
+                    return Err(ActivateError::NoCapacity(reason));
+                }
+                if !parking.flag.swap(true, Ordering::AcqRel) {
+                    tracing::debug!(actor = %actor, reason = %reason, "no worker; parked");
+                }
+                routes.wait_for_departure(left.min(PARK_POLL)).await;
             }
             Err(e) => return Err(e),
         }

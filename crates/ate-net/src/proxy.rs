@@ -165,6 +165,13 @@ impl Proxy {
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("too many requests waiting for actor {actor}"),
                     ),
+                    Wait::NoWorker => retry_later(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "no worker freed up for actor {actor} within {} ms",
+                            self.wait.as_millis()
+                        ),
+                    ),
                     Wait::TimedOut => answer(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(

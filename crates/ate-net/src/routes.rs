@@ -17,6 +17,8 @@ struct Table {
     routes: RwLock<Map>,
     /// Requests waiting for one actor's route to appear.
     waiters: Mutex<HashMap<ActorRef, Arc<Notify>>>,
+    /// Woken whenever a route goes: an actor left its worker, which may be free now.
+    left: Notify,
 }
 
 /// Where each running actor is served. Cheap to clone.
@@ -61,6 +63,7 @@ impl RouteTable {
                                 f.remove(&actor);
                             }
                             me.write().remove(&actor);
+                            me.table.left.notify_waiters();
                         }
                     }
                     Event::Lagged => {
@@ -113,6 +116,11 @@ impl RouteTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Waits up to `wait` for any actor to leave its worker (a route retracted).
+    pub async fn wait_for_departure(&self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.table.left.notified()).await;
     }
 
     /// Waits up to `wait` for the actor's route to appear.

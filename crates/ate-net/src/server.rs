@@ -28,7 +28,11 @@ pub struct RouterConfig {
     pub domain: String,
     /// Most requests that may wait for one actor to start; more get 503.
     pub queue_len: usize,
-    /// Longest a request waits for its actor to start before it gets 504.
+    /// Most requests that may wait over all actors (for an activation or a free worker);
+    /// more get 503.
+    pub queue_total: usize,
+    /// Longest a request waits for its actor to start: then it gets 503 with
+    /// `Retry-After` if no worker freed up for it, else 504.
     pub queue_wait: Duration,
     /// How long open connections may finish their requests at shutdown.
     pub drain_timeout: Duration,
@@ -43,6 +47,7 @@ impl Default for RouterConfig {
         Self {
             domain: DEFAULT_DOMAIN.into(),
             queue_len: 1024,
+            queue_total: 4096,
             queue_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_request_body: MAX_REQUEST_BODY_BYTES,
@@ -89,6 +94,7 @@ impl Router {
         let (routes, follower) = RouteTable::follow(nodes.dataspace())?;
         let limits = Limits {
             queue_len: config.queue_len.max(1),
+            queue_total: config.queue_total.max(1),
             wait: config.queue_wait,
         };
         let proxy = Proxy {

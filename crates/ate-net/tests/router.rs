@@ -216,8 +216,9 @@ async fn a_full_queue_answers_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activation_errors_become_statuses() {
-    // One worker for two actors: the second finds no capacity.
+async fn a_request_with_no_worker_to_take_waits_for_one() {
+    // One worker, taken: the second actor's request is parked, not refused, and goes
+    // through once the first actor leaves its worker.
     let env = harness()
         .workers(1)
         .actor("first", echo("echo", 0))
@@ -225,8 +226,90 @@ async fn activation_errors_become_statuses() {
         .start()
         .await;
     assert_eq!(env.get_path("first", "/").await.status, 200);
+    let waiting = {
+        let url = env.url("/a/team-a/second/");
+        tokio::spawn(async move {
+            let req = client::request("GET", &url, None, "").unwrap();
+            client::send(&client::client(), req, ANSWER_TIMEOUT).await
+        })
+    };
+    eventually("the request parks", ANSWER_TIMEOUT, || {
+        env.router.queued() == 1
+    })
+    .await;
+    let tries = env.activator.calls(&actor("second"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "answered before a worker freed up");
+    assert!(
+        env.activator.calls(&actor("second")) > tries,
+        "a parked activation looks again while it waits"
+    );
+    env.activator.release(&actor("first")).await;
+    let a = waiting.await.unwrap().expect("answer");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.body.starts_with("GET / HTTP/1.1"), "{}", a.body);
+    assert_eq!(env.router.queued(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_request_gets_503_when_its_wait_ends_or_the_queue_is_full() {
+    let wait = Duration::from_millis(500);
+    let env = harness()
+        .workers(1)
+        .config(|c| {
+            c.queue_wait = wait;
+            c.queue_total = 1;
+        })
+        .actor("first", echo("echo", 0))
+        .actor("second", echo("echo", 0))
+        .actor("third", echo("echo", 0))
+        .start()
+        .await;
+    assert_eq!(env.get_path("first", "/").await.status, 200);
+    let parked = {
+        let url = env.url("/a/team-a/second/");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let req = client::request("GET", &url, None, "").unwrap();
+            let a = client::send(&client::client(), req, ANSWER_TIMEOUT).await;
+            (a, started.elapsed())
+        })
+    };
+    eventually("the request parks", ANSWER_TIMEOUT, || {
+        env.router.queued() == 1
+    })
+    .await;
+    // The router's queue (one request over all actors) is full: another actor's request
+    // is refused at once.
+    let full = env.get_path("third", "/").await;
+    assert_retry_later(&full, "queue full");
+    assert!(
+        full.body.contains("too many requests waiting"),
+        "{}",
+        full.body
+    );
+    let (a, took) = parked.await.unwrap();
+    let a = a.expect("answer");
+    assert_retry_later(&a, "no worker within the wait");
+    assert!(a.body.contains("no worker freed up"), "{}", a.body);
+    assert!(took >= wait, "answered after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_errors_become_statuses() {
+    // One worker for two actors: the second finds no capacity, and after the queue wait
+    // is answered 503.
+    let env = harness()
+        .workers(1)
+        .config(|c| c.queue_wait = Duration::from_millis(300))
+        .actor("first", echo("echo", 0))
+        .actor("second", echo("echo", 0))
+        .start()
+        .await;
+    assert_eq!(env.get_path("first", "/").await.status, 200);
     assert_retry_later(&env.get_path("second", "/").await, "no free worker");
-    assert_eq!(env.activator.calls(&actor("second")), 1);
+    let parked_calls = env.activator.calls(&actor("second"));
+    assert!(parked_calls > 1, "{parked_calls}");
 
     // Errors the activator is told to return; each request starts a new activation.
     let cases = [
@@ -236,14 +319,21 @@ async fn activation_errors_become_statuses() {
         (ActivateError::Refused("no token".into()), 502),
         (ActivateError::Failed("broken".into()), 500),
     ];
-    for (n, (error, status)) in cases.into_iter().enumerate() {
+    for (error, status) in cases {
         env.activator.set_fail(Some(error.clone()));
+        let before = env.activator.calls(&actor("second"));
         let a = env.get_path("second", "/").await;
         assert_eq!(a.status, status, "{error:?}: {a:?}");
         if status == 503 {
             assert_retry_later(&a, &format!("{error:?}"));
         }
-        assert_eq!(env.activator.calls(&actor("second")), n + 2);
+        // Only no capacity is tried again (parked); every other error ends the activation.
+        let calls = env.activator.calls(&actor("second")) - before;
+        if matches!(error, ActivateError::NoCapacity(_)) {
+            assert!(calls > 1, "{calls}");
+        } else {
+            assert_eq!(calls, 1, "{error:?}");
+        }
     }
 }
 

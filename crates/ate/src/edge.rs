@@ -49,7 +49,12 @@ pub struct EdgeArgs {
     /// Most requests that may wait for one actor to start; more are answered 503.
     #[arg(long, default_value_t = 1024)]
     pub queue_len: usize,
-    /// Longest a request waits for its actor to start before it is answered 504.
+    /// Most requests that may wait over all actors (for an activation or for a worker to
+    /// free up); more are answered 503.
+    #[arg(long, default_value_t = 4096)]
+    pub queue_total: usize,
+    /// Longest a request waits for its actor to start: then it is answered 503 with
+    /// Retry-After if no worker freed up for it, else 504.
     #[arg(long, default_value = "30s")]
     pub queue_wait: ate_model::Duration,
     /// Atespaces whose actor traffic needs a bearer token (editor or admin of the actor's
@@ -334,6 +339,7 @@ impl Edge {
         let config = RouterConfig {
             domain: args.domain.clone(),
             queue_len: args.queue_len,
+            queue_total: args.queue_total,
             queue_wait: args.queue_wait.0,
             token_gate,
             ..Default::default()

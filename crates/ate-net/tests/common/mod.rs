@@ -158,6 +158,19 @@ impl TestActivator {
         *lock(&self.fail) = e;
     }
 
+    /// Stops the actor on its worker and frees the worker for another, as a suspend
+    /// would: the node retracts its route.
+    pub async fn release(&self, actor: &ActorRef) {
+        let worker = lock(&self.placed).remove(actor).expect("actor placed");
+        let exec = self.seam.executor(NODE).expect("node");
+        exec.stop(ate_seam::StopRequest {
+            worker,
+            actor: actor.clone(),
+        })
+        .await
+        .expect("stop");
+    }
+
     /// The worker the actor was placed on, once activated.
     pub fn worker_of(&self, actor: &ActorRef) -> Option<WorkerId> {
         lock(&self.placed).get(actor).cloned()
