@@ -151,8 +151,9 @@ async fn a_drained_node_gets_no_work_until_uncordoned() {
     assert_eq!(node_of(&l.resume(&c2, false).await.unwrap()), "node-b");
     assert_eq!(s.hit(&c2).await, "2");
 
-    // node-b is full and node-a cordoned: no capacity, nothing lands on node-a.
-    let err = c
+    // node-b is full and node-a cordoned: c3 takes the worker of the least recently used
+    // actor on node-b (c1), and nothing lands on node-a.
+    let r = c
         .resume_actor(pb::ResumeActorRequest {
             actor_ref: Some(pb::ActorRef {
                 atespace: "team-a".into(),
@@ -161,14 +162,13 @@ async fn a_drained_node_gets_no_work_until_uncordoned() {
             boot: false,
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(
-        err.message().contains("no free worker"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(s.get(&c3).await.status, ActorStatus::Suspended);
+        .expect("resume by eviction")
+        .into_inner()
+        .actor
+        .expect("actor");
+    assert_eq!(r.node_name, "node-b");
+    assert_eq!(s.get(&c1).await.status, ActorStatus::Suspended);
+    assert_eq!(s.hit(&c3).await, "1");
     assert!(on(&s, "node-a").await.is_empty());
 
     // Draining again changes nothing.
@@ -191,8 +191,8 @@ async fn a_drained_node_gets_no_work_until_uncordoned() {
         "the fleet reacted to the uncordon in {:?}",
         started.elapsed()
     );
-    assert_eq!(node_of(&l.resume(&c3, false).await.unwrap()), "node-a");
-    assert_eq!(s.hit(&c3).await, "1");
+    assert_eq!(node_of(&l.resume(&c1, false).await.unwrap()), "node-a");
+    assert_eq!(s.hit(&c1).await, "4");
     // Uncordoning a node that is not cordoned is a no-op.
     assert!(!uncordon(&mut c, "node-a").await.cordoned);
     s.assert_consistent().await;

@@ -566,3 +566,67 @@ async fn a_restore_while_another_node_still_holds_the_route_is_routed_once_that_
         "the actor node-b serves has a route"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_checkpoint_refuses_an_actor_in_use_and_seals_an_idle_one() {
+    let f = Fixture::new();
+    let _a = f.node("node-a");
+    let ea = f.exec("node-a");
+    let ds = f.ds();
+    let counter = f.workload("counter", COUNTER, |_| {});
+    let pinned = f.workload("pinned", COUNTER, |s| {
+        s.eviction = ate_model::Eviction::Never;
+    });
+    // No pause between events: the stream stays open until the test reads it.
+    let ticker = f.workload("ticker", TICKER, |s| s.env = ticks(40, 0));
+    let (c1, p1, t1) = (
+        ActorRef::new("team-a", "c1"),
+        ActorRef::new("team-a", "p1"),
+        ActorRef::new("team-a", "t1"),
+    );
+    let (w1, w2, w3) = (worker("w1"), worker("w2"), worker("w3"));
+    ea.run(run(&w1, &c1, &counter)).await.unwrap();
+    ea.run(run(&w2, &p1, &pinned)).await.unwrap();
+    ea.run(run(&w3, &t1, &ticker)).await.unwrap();
+    tokio::time::sleep(ms(20)).await;
+    assert_eq!(count(&ea, &w1, &c1).await, "1");
+    let stream = start_stream(&ea, &w3, &t1).await;
+
+    // Only c1 may go: p1's template says never, t1 is streaming.
+    let list = ea.evictable().await.unwrap();
+    let names: Vec<_> = list.iter().map(|e| e.actor.id.as_str()).collect();
+    assert_eq!(names, ["c1"], "{list:?}");
+
+    // An evicting checkpoint of the streaming actor is refused at once and changes
+    // nothing: the stream goes on whole and the actor keeps its route.
+    let mut evict = checkpoint(&w3, &t1, &ticker, true);
+    evict.evict = true;
+    let refused = tokio::time::timeout(ms(5_000), ea.checkpoint(evict))
+        .await
+        .expect("an eviction never waits for a request");
+    assert!(
+        matches!(refused, Err(SeamError::InUse { .. })),
+        "{refused:?}"
+    );
+    assert!(route(&ds, &t1).is_some());
+    let (text, _, _) = read_stream(stream).await;
+    assert_eq!(text, tick_stream(40));
+
+    // Idle, c1 is sealed: its route goes, a later request comes back unread, and the
+    // snapshot holds what it had answered.
+    let mut evict = checkpoint(&w1, &c1, &counter, true);
+    evict.evict = true;
+    let cp = ea.checkpoint(evict).await.expect("idle actor evicted");
+    assert_eq!(route(&ds, &c1), None);
+    let body = b"late".to_vec();
+    let late = ea
+        .invoke(&w1, &c1, tagged_request(full_body(body.clone())))
+        .await;
+    assert_handed_back(late, &body).await;
+    assert!(ea.evictable().await.unwrap().iter().all(|e| e.actor != c1));
+    ea.stop(stop(&w1, &c1)).await.unwrap();
+    ea.restore(restore(&w1, &c1, &counter, &cp.snapshot))
+        .await
+        .unwrap();
+    assert_eq!(count(&ea, &w1, &c1).await, "2");
+}
