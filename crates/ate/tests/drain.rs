@@ -5,17 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::Up;
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not reached in 40 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{Up, eventually};
 
 /// The STATUS column of the one node of `ate up`, and its name.
 fn the_node(up: &Up) -> (String, String) {
@@ -38,7 +28,8 @@ fn free_workers(up: &Up) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_takes_no_actor_until_uncordoned() {
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(dir.path());
+    // A short queue wait: the router holds a request with no worker to take that long.
+    let up = Up::launch(dir.path(), None, &["--queue-wait", "500ms"], &[]);
     up.ok(&["create", "atespace", "team-a"]);
     up.create_counter("c1");
     eventually("the demo templates' golden snapshots", || {
@@ -70,6 +61,7 @@ async fn a_drained_node_takes_no_actor_until_uncordoned() {
         "the router has no capacity either: {}",
         a.body
     );
+    assert!(a.body.contains("no worker freed up"), "{}", a.body);
     assert_eq!(up.status_of("c1"), "SUSPENDED");
     // Draining again is harmless.
     let out = up.ok(&["drain", "node", &node]);

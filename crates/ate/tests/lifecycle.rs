@@ -4,18 +4,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use ate_model::{Actor, ActorStatus, Worker};
-use common::Up;
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not reached in 40 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{Up, eventually};
 
 fn actors(up: &Up) -> Vec<Actor> {
     let out = up.ok(&["get", "actors", "-A", "-o", "json"]);

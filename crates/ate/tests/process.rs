@@ -526,3 +526,40 @@ async fn full_scope_templates_go_only_to_nodes_with_criu() {
     assert_eq!(node_of(&api, "d1"), "no-criu");
     drop((with, without));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_actors_evicted_for_one_another_keep_their_state() {
+    require!(false);
+    let (_, full) = support();
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let mut templates = template("notes", &demo_agent(), "Data", "");
+    if full {
+        templates += &template("chat", &demo_agent(), "Full", "");
+    }
+    // One worker: every actor that answers evicts the one before it.
+    let up = solo(dir.path(), 1, &templates).await;
+    for id in ["n1", "n2"] {
+        up.ok(&["create", "actor", id, "-t", "demo/notes", "-a", "team-a"]);
+    }
+    ok(&up, "POST", "/a/team-a/n1/notes", "first").await;
+    ok(&up, "POST", "/a/team-a/n2/notes", "second").await;
+    assert_eq!(up.status_of("n1"), "SUSPENDED");
+    // Data scope: the durable dir came through the eviction.
+    assert_eq!(ok(&up, "GET", "/a/team-a/n1/notes", "").await, "first\n");
+    assert_eq!(up.status_of("n2"), "SUSPENDED");
+    assert_eq!(ok(&up, "GET", "/a/team-a/n2/notes", "").await, "second\n");
+    if full {
+        // Full scope: the conversation in memory came through too.
+        up.ok(&["create", "actor", "f1", "-t", "demo/chat", "-a", "team-a"]);
+        ok(&up, "POST", "/a/team-a/f1/chat", "hello").await;
+        let before = ok(&up, "GET", "/a/team-a/f1/history", "").await;
+        ok(&up, "GET", "/a/team-a/n1/notes", "").await;
+        assert_eq!(up.status_of("f1"), "SUSPENDED");
+        assert_eq!(ok(&up, "GET", "/a/team-a/f1/history", "").await, before);
+    } else {
+        eprintln!("full scope skipped: needs CRIU (scripts/criu.sh)");
+    }
+    assert_eq!(bound(&up, "n1") + bound(&up, "n2"), usize::from(!full));
+    up.stop();
+}

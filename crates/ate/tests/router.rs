@@ -12,14 +12,8 @@ use std::time::{Duration, Instant};
 use ate_testkit::http;
 use common::Up;
 
-/// One metric's value from the Prometheus text, 0 when absent.
 async fn metric(up: &Up, series: &str) -> f64 {
-    let page = http::get(&up.metrics, None).await.unwrap();
-    assert_eq!(page.status, 200);
-    page.body
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    up.metric(series).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,6 +190,18 @@ impl Up {
             .expect("http get")
     }
 
+    /// One series' value on the admin port's Prometheus page, 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let page = ate_testkit::http::get(&self.metrics, None)
+            .await
+            .expect("metrics");
+        assert_eq!(page.status, 200);
+        page.body
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
     /// The STATUS column of actor `id` in `ate get actors -A` (empty if it is not listed).
     pub fn status_of(&self, id: &str) -> String {
         let out = self.ok(&["get", "actors", "-A"]);
@@ -269,6 +281,18 @@ impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; fails after 40 s naming `what`.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not reached in 40 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
