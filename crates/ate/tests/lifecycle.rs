@@ -112,7 +112,6 @@ fn actors_resume_suspend_and_pause_from_the_cli() {
 const CRASH_POINTS: &[&str] = &[
     "resume.marked",
     "resume.claimed",
-    "resume.placed",
     "resume.started",
     "suspend.marked",
     "suspend.checkpointed",

@@ -508,7 +508,8 @@ async fn full_scope_templates_go_only_to_nodes_with_criu() {
         ok(&without, "POST", &format!("/a/team-a/{id}/chat"), "hi").await;
         assert_eq!(node_of(&api, &id), "with-criu");
     }
-    // Every worker with CRIU is busy: one more Full actor waits, it never goes elsewhere.
+    // Every worker with CRIU is taken: one more Full actor evicts an idle one there; it
+    // never goes to the node without CRIU, where workers are free.
     api.ok(&[
         "create",
         "actor",
@@ -518,8 +519,12 @@ async fn full_scope_templates_go_only_to_nodes_with_criu() {
         "-a",
         "team-a",
     ]);
-    let a = send(&with, "GET", "/a/team-a/f-extra/", "").await;
-    assert_eq!(a.status, 503, "{}", a.body);
+    ok(&with, "GET", "/a/team-a/f-extra/", "").await;
+    assert_eq!(node_of(&api, "f-extra"), "with-criu");
+    let evicted = (0..capable)
+        .filter(|i| api.status_of(&format!("f{i}")) == "SUSPENDED")
+        .count();
+    assert_eq!(evicted, 1);
     // A Data-scope actor runs on the node without CRIU.
     api.ok(&["create", "actor", "d1", "-t", "demo/data", "-a", "team-a"]);
     ok(&with, "POST", "/a/team-a/d1/notes", "fine here").await;

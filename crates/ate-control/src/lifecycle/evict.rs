@@ -180,7 +180,10 @@ impl Lifecycle {
         let Some(location) = self.snapshot_location(&template, &p) else {
             return Ok(None);
         };
-        let a = self.mark_parking(a, &location, Park::Suspend).await?;
+        // Under the victim's lease only a selector update can have landed since the read.
+        let Some(a) = self.mark_parking(a, &location, Park::Suspend).await? else {
+            return Ok(None);
+        };
         crashpoint("evict.marked");
         let handover = Handover { successor };
         let (a, worker) = self

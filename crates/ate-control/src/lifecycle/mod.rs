@@ -20,6 +20,7 @@ mod recovery;
 mod resume;
 mod schedule;
 mod snapshots;
+mod specs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,8 @@ pub(crate) struct Inner {
     /// the actor RUNNING.
     resume_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     snapshots: SnapshotStores,
+    /// Templates and pools, kept by store watches.
+    specs: specs::Specs,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -149,6 +152,7 @@ impl Lifecycle {
                 config,
                 resume_gates: Mutex::new(HashMap::new()),
                 snapshots: SnapshotStores::default(),
+                specs: specs::Specs::default(),
             }),
         }
     }
@@ -188,7 +192,7 @@ impl Lifecycle {
     }
 
     async fn template(&self, id: &NamespacedName) -> Result<ActorTemplate, LifecycleError> {
-        match self.store().get::<ActorTemplate>(&id.key()).await {
+        match self.inner.specs.template(self.store(), id).await {
             Ok(t) => Ok(t),
             Err(StoreError::NotFound { .. }) => {
                 Err(LifecycleError::TemplateMissing { template: id.key() })

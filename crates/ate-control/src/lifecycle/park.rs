@@ -97,7 +97,7 @@ impl Lifecycle {
         }
         let lease = self.lease(aref).await?;
         let result = match self.actor(aref).await {
-            Ok(a) if on_node(&a) => self.park_locked(aref, Park::Suspend).await.map(Some),
+            Ok(a) if on_node(&a) => self.park_locked(a, Park::Suspend).await.map(Some),
             Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         };
@@ -116,7 +116,9 @@ impl Lifecycle {
             return Ok(a);
         }
         let lease = self.lease(aref).await?;
-        let result = self.park_locked(aref, kind).await;
+        // The record read before the lease is carried in; a write that finds it outdated
+        // makes the workflow read it again and decide afresh.
+        let result = self.park_locked(a, kind).await;
         lease.release().await;
         if kind == Park::Suspend {
             let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
@@ -125,37 +127,44 @@ impl Lifecycle {
         result
     }
 
-    async fn park_locked(&self, aref: &ActorRef, kind: Park) -> Result<Actor, LifecycleError> {
-        let mut a = self.actor(aref).await?;
-        if Self::in_transition(a.status) {
-            a = self.settle(a).await?;
-        }
-        match (a.status, kind) {
-            (s, k) if s == k.done() => return Ok(a),
-            (ActorStatus::Paused, Park::Suspend) => return self.make_durable(a).await,
-            (ActorStatus::Running, _) => {}
-            (s, _) => {
-                return Err(LifecycleError::WrongState {
-                    actor: aref.to_string(),
-                    status: s.to_string(),
-                    reason: format!("only a running actor can be {}d", kind.name()),
-                });
+    async fn park_locked(&self, seen: Actor, kind: Park) -> Result<Actor, LifecycleError> {
+        let aref = seen.actor_ref();
+        let mut a = seen;
+        loop {
+            if Self::in_transition(a.status) {
+                a = self.settle(a).await?;
+            }
+            match (a.status, kind) {
+                (s, k) if s == k.done() => return Ok(a),
+                (ActorStatus::Paused, Park::Suspend) => return self.make_durable(a).await,
+                (ActorStatus::Running, _) => {}
+                (s, _) => {
+                    return Err(LifecycleError::WrongState {
+                        actor: aref.to_string(),
+                        status: s.to_string(),
+                        reason: format!("only a running actor can be {}d", kind.name()),
+                    });
+                }
+            }
+            let template = self.template(&a.template).await?;
+            let Some(p) = a.worker.clone() else {
+                return self
+                    .return_to_durable(a, "WorkerMissing", "the actor had no worker".into())
+                    .await;
+            };
+            let Some(location) = self.snapshot_location(&template, &p) else {
+                return self
+                    .return_to_durable(a, "NodeLost", format!("node {} is gone", p.node_name))
+                    .await;
+            };
+            match self.mark_parking(a, &location, kind).await? {
+                Some(marked) => {
+                    crashpoint(&format!("{}.marked", kind.name()));
+                    return self.finish_park(marked, &template, kind).await;
+                }
+                None => a = self.actor(&aref).await?,
             }
         }
-        let template = self.template(&a.template).await?;
-        let Some(p) = a.worker.clone() else {
-            return self
-                .return_to_durable(a, "WorkerMissing", "the actor had no worker".into())
-                .await;
-        };
-        let Some(location) = self.snapshot_location(&template, &p) else {
-            return self
-                .return_to_durable(a, "NodeLost", format!("node {} is gone", p.node_name))
-                .await;
-        };
-        let a = self.mark_parking(a, &location, kind).await?;
-        crashpoint(&format!("{}.marked", kind.name()));
-        self.finish_park(a, &template, kind).await
     }
 
     /// The snapshot store an actor on `p` parks to: its template's, else its node's
@@ -175,23 +184,26 @@ impl Lifecycle {
         (!location.is_empty()).then_some(location)
     }
 
-    /// Persists SUSPENDING or PAUSING with the URI the snapshot will have.
+    /// Persists SUSPENDING or PAUSING over `a` (the record as last read), with the URI the
+    /// snapshot will have. `None` if the write found the record outdated: the caller reads
+    /// it again and decides afresh.
     pub(crate) async fn mark_parking(
         &self,
         a: Actor,
         location: &str,
         kind: Park,
-    ) -> Result<Actor, LifecycleError> {
-        let uri = snapshot_uri(location, &a.actor_ref(), &new_snapshot_id());
-        let status = match kind {
+    ) -> Result<Option<Actor>, LifecycleError> {
+        let mut x = a;
+        x.in_progress_snapshot = snapshot_uri(location, &x.actor_ref(), &new_snapshot_id());
+        x.status = match kind {
             Park::Suspend => ActorStatus::Suspending,
             Park::Pause => ActorStatus::Pausing,
         };
-        self.update_actor(a, |x| {
-            x.status = status;
-            x.in_progress_snapshot = uri.clone();
-        })
-        .await
+        match self.store().update(x).await {
+            Ok(a) => Ok(Some(a)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Completes a park from SUSPENDING/PAUSING: checkpoint (again, to the same URI),

@@ -15,6 +15,7 @@ use ate_snapshots::cache_key;
 use super::lease::ActorLease;
 use super::schedule::Locality;
 use super::{Lifecycle, LifecycleError, crashpoint, placement, state_lost, worker_id, worker_key};
+use ate_store::StoreError;
 
 /// How often a resume waiting for another control plane's resume looks again.
 const RESUME_POLL: Duration = Duration::from_millis(20);
@@ -61,7 +62,7 @@ impl Lifecycle {
         };
         let result = {
             let _turn = gate.lock().await;
-            self.resume_gated(aref, boot).await
+            self.resume_gated(a, boot).await
         };
         let mut gates = self
             .inner
@@ -77,15 +78,16 @@ impl Lifecycle {
         result
     }
 
-    async fn resume_gated(&self, aref: &ActorRef, boot: bool) -> Result<Actor, LifecycleError> {
+    /// Takes the lease and resumes. `seen` is the record read before: it is carried into
+    /// the workflow and re-read only when the lease is not to be had at once or a write
+    /// finds it outdated (another resume finished while this one waited at the gate).
+    async fn resume_gated(&self, seen: Actor, boot: bool) -> Result<Actor, LifecycleError> {
+        let aref = seen.actor_ref();
         let deadline = Instant::now() + self.inner.config.lease_ttl * 2;
+        let mut a = seen;
         let lease = loop {
-            let a = self.actor(aref).await?;
-            if a.status == ActorStatus::Running {
-                return Ok(a);
-            }
             if let Some(l) =
-                ActorLease::acquire(self.store(), aref, self.inner.config.lease_ttl).await?
+                ActorLease::acquire(self.store(), &aref, self.inner.config.lease_ttl).await?
             {
                 break l;
             }
@@ -96,43 +98,65 @@ impl Lifecycle {
                 });
             }
             tokio::time::sleep(RESUME_POLL).await;
+            a = self.actor(&aref).await?;
+            if a.status == ActorStatus::Running {
+                return Ok(a);
+            }
         };
-        let result = self.resume_locked(aref, boot).await;
+        let result = self.resume_locked(a, boot).await;
         lease.release().await;
         result
     }
 
-    async fn resume_locked(&self, aref: &ActorRef, boot: bool) -> Result<Actor, LifecycleError> {
-        let mut a = self.actor(aref).await?;
-        if Self::in_transition(a.status) {
-            a = self.settle(a).await?;
+    /// Persists RESUMING over `a` (the record as last read). `None` if the write found the
+    /// record outdated; the caller re-reads and decides again.
+    async fn mark_resuming(&self, a: Actor) -> Result<Option<Actor>, LifecycleError> {
+        let mut x = a;
+        x.status = ActorStatus::Resuming;
+        match self.store().update(x).await {
+            Ok(a) => Ok(Some(a)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        if a.status == ActorStatus::Running {
-            return Ok(a);
-        }
-        let template = self.template(&a.template).await?;
-        let locality = Self::locality(&a, &template, boot);
-        let a = self
-            .mutate(aref, |x| x.status = ActorStatus::Resuming)
-            .await?;
+    }
+
+    async fn resume_locked(&self, seen: Actor, boot: bool) -> Result<Actor, LifecycleError> {
+        let aref = seen.actor_ref();
+        let mut a = seen;
+        let (a, template) = loop {
+            if Self::in_transition(a.status) {
+                a = self.settle(a).await?;
+            }
+            if a.status == ActorStatus::Running {
+                return Ok(a);
+            }
+            let template = self.template(&a.template).await?;
+            match self.mark_resuming(a).await? {
+                Some(marked) => break (marked, template),
+                None => a = self.actor(&aref).await?,
+            }
+        };
         crashpoint("resume.marked");
+        let locality = Self::locality(&a, &template, boot);
         let worker = match self.claim(&a, &template, &locality).await {
             Ok(w) => w,
             Err(e) => {
-                self.mutate(aref, |x| x.status = x.resting_status()).await?;
+                self.update_actor(a, |x| x.status = x.resting_status())
+                    .await?;
                 return Err(e);
             }
         };
         crashpoint("resume.claimed");
+        // The worker is recorded on the actor only with RUNNING: until then the claim on
+        // the worker's record is what a rollback finds (`free_workers_of`).
         let p = placement(&worker);
-        let a = self.mutate(aref, |x| x.worker = Some(p.clone())).await?;
-        crashpoint("resume.placed");
         match self.start_on(&a, &template, &p, boot).await {
             Ok(start) => {
                 crashpoint("resume.started");
                 let a = self
-                    .mutate(aref, |x| {
+                    .update_actor(a, |x| {
                         x.status = ActorStatus::Running;
+                        x.worker = Some(p.clone());
                         x.latest_snapshot = start.latest.clone();
                         if let Some(c) = &start.lost {
                             x.set_condition(c.clone());
@@ -144,9 +168,9 @@ impl Lifecycle {
             }
             Err(e) => {
                 tracing::warn!(actor = %aref, worker = %worker_key(&p), error = %e, "resume failed; rolling back");
-                self.stop_on(&p, aref).await;
-                self.release_worker(&worker_key(&p), aref, None).await?;
-                self.mutate(aref, |x| {
+                self.stop_on(&p, &aref).await;
+                self.release_worker(&worker_key(&p), &aref, None).await?;
+                self.update_actor(a, |x| {
                     x.status = x.resting_status();
                     x.worker = None;
                 })

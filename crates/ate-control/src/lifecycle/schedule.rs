@@ -35,17 +35,20 @@ impl Lifecycle {
         template: &ActorTemplate,
     ) -> Result<Vec<WorkerPool>, LifecycleError> {
         let class = &template.spec.sandbox_class;
-        let opts = ListOptions::with_fields(FieldSelector::eq([("sandbox_class", class.as_str())]));
-        let pools: Vec<WorkerPool> = self
-            .store()
-            .list_all::<WorkerPool>(&opts)
+        let mut pools: Vec<WorkerPool> = self
+            .inner
+            .specs
+            .pools(self.store())
             .await?
             .into_iter()
             .filter(|p| {
-                template.spec.worker_selector.matches(&p.spec.labels)
+                &p.spec.sandbox_class == class
+                    && template.spec.worker_selector.matches(&p.spec.labels)
                     && actor.worker_selector.matches(&p.spec.labels)
             })
             .collect();
+        // The order the store lists them in, so claims try pools in a stable order.
+        pools.sort_by_key(|p| p.id().key());
         if pools.is_empty() {
             return Err(LifecycleError::NoEligiblePool {
                 class: class.clone(),
