@@ -136,16 +136,25 @@ impl ControlService {
         Ok(pb::DeleteActorResponse {})
     }
 
+    /// Resumes the actor; the reply carries its route timeout, so a router can forward at
+    /// once.
     pub(crate) async fn resume_impl(
         &self,
         r: Option<&pb::ActorRef>,
         boot: bool,
-    ) -> Result<pb::Actor, Status> {
+    ) -> Result<pb::ResumeActorResponse, Status> {
         let aref = actor_ref(r)?;
-        let a = self
-            .run_workflow(move |l| async move { l.resume(&aref, boot).await })
+        let (a, route) = self
+            .run_workflow(move |l| async move {
+                let a = l.resume(&aref, boot).await?;
+                let route = l.route_of(&a).await?;
+                Ok((a, route))
+            })
             .await?;
-        Ok(actor_to_pb(&a))
+        Ok(pb::ResumeActorResponse {
+            actor: Some(actor_to_pb(&a)),
+            route_timeout_ms: route.map_or(0, |r| r.timeout_ms),
+        })
     }
 
     pub(crate) async fn suspend_impl(&self, r: Option<&pb::ActorRef>) -> Result<pb::Actor, Status> {

@@ -183,9 +183,7 @@ impl Control for ControlService {
     ) -> Reply<pb::ResumeActorResponse> {
         let q = r.get_ref();
         self.actor_change(&r, "ResumeActor", q.actor_ref.as_ref(), async |s| {
-            s.resume_impl(q.actor_ref.as_ref(), q.boot)
-                .await
-                .map(|a| pb::ResumeActorResponse { actor: Some(a) })
+            s.resume_impl(q.actor_ref.as_ref(), q.boot).await
         })
         .await
     }

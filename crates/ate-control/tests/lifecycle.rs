@@ -89,8 +89,16 @@ async fn counter_state_survives_suspend_pause_and_resume() {
     assert_eq!(s.hit(&a).await, "1");
     l.suspend(&a).await.unwrap();
 
-    // Retention keeps two (the template's setting); deleting removes them all.
-    assert_eq!(snapshot_ids(&s, "c1").len(), 2);
+    // Retention (after the suspend returns) keeps two, the template's setting, and leaves
+    // no emptied directory behind; deleting removes them all.
+    wait_for("retention keeps two snapshots", || async {
+        snapshot_ids(&s, "c1").len() == 2
+    })
+    .await;
+    let dirs = std::fs::read_dir(s.snapshots().join("team-a").join("c1"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 2, "an emptied snapshot directory was left behind");
     let err = l.pause(&a).await.unwrap_err();
     assert!(matches!(err, LifecycleError::WrongState { .. }), "{err}");
     l.delete(&a).await.unwrap();

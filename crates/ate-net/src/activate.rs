@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ate_model::ActorRef;
+use ate_seam::Route;
 use tokio::sync::{Semaphore, watch};
 
 use crate::routes::RouteTable;
@@ -43,7 +44,9 @@ pub enum ActivateError {
 /// routers) share one workflow: the control plane serialises them under the actor's lease.
 #[async_trait::async_trait]
 pub trait Activator: Send + Sync + std::fmt::Debug {
-    async fn activate(&self, actor: &ActorRef) -> Result<(), ActivateError>;
+    /// Makes the actor run. Returns its route when the activator knows it, so the router
+    /// forwards at once instead of waiting for the route to reach its table.
+    async fn activate(&self, actor: &ActorRef) -> Result<Option<Route>, ActivateError>;
 }
 
 /// Why a queued request got no actor.
@@ -58,7 +61,8 @@ pub(crate) enum Wait {
     Failed(ActivateError),
 }
 
-type Outcome = Option<Result<(), ActivateError>>;
+/// What an activation ended with: the actor's route if the activator named it.
+type Outcome = Option<Result<Option<Arc<Route>>, ActivateError>>;
 
 /// One activation in progress and the requests waiting for it.
 #[derive(Debug)]
@@ -135,14 +139,18 @@ impl Activations {
     }
 
     /// Waits, until `deadline`, for the actor to be running: joins the activation under
-    /// way or starts one.
-    pub async fn wait(&self, actor: &ActorRef, deadline: Instant) -> Result<(), Wait> {
+    /// way or starts one. The route, if the activation learnt it before the route table.
+    pub async fn wait(
+        &self,
+        actor: &ActorRef,
+        deadline: Instant,
+    ) -> Result<Option<Arc<Route>>, Wait> {
         let (flight, started) = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(actor) {
                 Some(f) => (f.clone(), false),
                 // An activation finished between the caller's look at the routes and now.
-                None if self.routes.get(actor).is_some() => return Ok(()),
+                None if self.routes.get(actor).is_some() => return Ok(None),
                 None => {
                     let (tx, rx) = watch::channel(None);
                     let f = Arc::new(Flight {
@@ -178,7 +186,7 @@ impl Activations {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, done.wait_for(Option::is_some)).await {
             Ok(Ok(outcome)) => match outcome.as_ref() {
-                Some(Ok(())) => Ok(()),
+                Some(Ok(route)) => Ok(route.clone()),
                 Some(Err(e)) => Err(Wait::Failed(e.clone())),
                 None => Err(Wait::TimedOut),
             },
@@ -205,7 +213,7 @@ impl Activations {
             };
             let outcome = activate(&*activator, &routes, &actor, started + wait, &parking).await;
             let label = match &outcome {
-                Ok(()) => "ok",
+                Ok(_) => "ok",
                 Err(ActivateError::NotFound(_)) => "not_found",
                 Err(ActivateError::NoCapacity(_)) => "no_capacity",
                 Err(ActivateError::Busy(_)) => "busy",
@@ -245,7 +253,7 @@ async fn activate(
     actor: &ActorRef,
     deadline: Instant,
     parking: &Parking<'_>,
-) -> Result<(), ActivateError> {
+) -> Result<Option<Arc<Route>>, ActivateError> {
     let mut pause = BUSY_BACKOFF.0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -259,7 +267,8 @@ async fn activate(
             }
         };
         match attempt.await {
-            Ok(()) => {
+            Ok(Some(route)) => return Ok(Some(Arc::new(route))),
+            Ok(None) => {
                 // A node publishes the route before it reports the actor ready; over a
                 // network it may lag a little. If it does not come, the actor may have
                 // started to leave since: ask again.
@@ -268,7 +277,7 @@ async fn activate(
                     .await
                     .is_some()
                 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 if deadline <= Instant::now() {
                     return Err(ActivateError::Unavailable(format!(

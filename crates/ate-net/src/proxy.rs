@@ -142,8 +142,10 @@ impl Proxy {
         set_forwarded(req.headers_mut(), client, host.as_deref(), "http");
         let deadline = Instant::now() + self.wait;
         let mut refusals = 0u32;
+        // The route an activation returned, used once if the table has none yet.
+        let mut given: Option<Arc<Route>> = None;
         loop {
-            if let Some(route) = self.routes.get(&actor) {
+            if let Some(route) = self.routes.get(&actor).or_else(|| given.take()) {
                 match self.forward(&route, req).await {
                     Ok(mut resp) => {
                         strip_hop_by_hop(resp.headers_mut());
@@ -159,28 +161,33 @@ impl Proxy {
                     }
                 }
             }
-            if let Err(w) = self.activations.wait(&actor, deadline).await {
-                return match w {
-                    Wait::Overflow => retry_later(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("too many requests waiting for actor {actor}"),
-                    ),
-                    Wait::NoWorker => retry_later(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "no worker freed up for actor {actor} within {} ms",
-                            self.wait.as_millis()
+            match self.activations.wait(&actor, deadline).await {
+                Ok(route) => given = route,
+                Err(w) => {
+                    return match w {
+                        Wait::Overflow => retry_later(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("too many requests waiting for actor {actor}"),
                         ),
-                    ),
-                    Wait::TimedOut => answer(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "actor {actor} did not start within {} ms",
-                            self.wait.as_millis()
+                        // A parked activation ends with NoCapacity only at the same deadline
+                        // the waiter has: whichever is seen first, the client hears the same.
+                        Wait::NoWorker | Wait::Failed(ActivateError::NoCapacity(_)) => retry_later(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "no worker freed up for actor {actor} within {} ms",
+                                self.wait.as_millis()
+                            ),
                         ),
-                    ),
-                    Wait::Failed(e) => activation_failed(&actor, e),
-                };
+                        Wait::TimedOut => answer(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "actor {actor} did not start within {} ms",
+                                self.wait.as_millis()
+                            ),
+                        ),
+                        Wait::Failed(e) => activation_failed(&actor, e),
+                    };
+                }
             }
         }
     }

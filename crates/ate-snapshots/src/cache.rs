@@ -1,6 +1,8 @@
 //! The node-local snapshot cache: recently used snapshots kept decompressed and verified on
 //! the node's disk, up to a size bound, least recently used evicted first. What it holds is
-//! what the node advertises to the scheduler for snapshot locality.
+//! what the node advertises to the scheduler for snapshot locality. A snapshot newer than
+//! those cached for the same actor supersedes them: an actor resumes from its latest
+//! snapshot, so the older ones would only take room (and grow every advert) until evicted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,26 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
+    /// The ids cached per actor (`atespace/actor`), to find superseded snapshots at once.
+    by_actor: HashMap<String, Vec<String>>,
     total: u64,
     clock: u64,
+}
+
+impl Inner {
+    /// Forgets the entry (and its files) of `actor_key`'s snapshot `id`.
+    fn remove(&mut self, actor_key: &str, id: &str) {
+        if let Some(e) = self.entries.remove(&format!("{actor_key}/{id}")) {
+            self.total -= e.bytes;
+            let _ = std::fs::remove_dir_all(&e.snapshot.dir);
+        }
+        if let Some(ids) = self.by_actor.get_mut(actor_key) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_actor.remove(actor_key);
+            }
+        }
+    }
 }
 
 /// A size-bounded LRU cache of snapshots in a directory.
@@ -146,12 +166,24 @@ impl SnapshotCache {
         }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&staging, &dir).map_err(io)?;
+        let id = manifest.id.clone();
         let snapshot = CachedSnapshot { manifest, dir };
+        let actor_key = format!("{}/{}", actor.atespace, actor.id);
         let mut inner = self.lock();
         inner.clock += 1;
         let used = inner.clock;
         if let Some(old) = inner.entries.remove(&k) {
             inner.total -= old.bytes;
+        }
+        // Ids sort by the time they were made: an older one fetched again (a fallback)
+        // leaves the newer ones alone.
+        let superseded: Vec<String> = inner
+            .by_actor
+            .get(&actor_key)
+            .map(|ids| ids.iter().filter(|i| **i < id).cloned().collect())
+            .unwrap_or_default();
+        for old in superseded {
+            inner.remove(&actor_key, &old);
         }
         inner.total += bytes;
         inner.entries.insert(
@@ -162,6 +194,10 @@ impl SnapshotCache {
                 used,
             },
         );
+        let ids = inner.by_actor.entry(actor_key).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
         self.evict(&mut inner, &k);
         Ok(snapshot)
     }
@@ -176,11 +212,11 @@ impl SnapshotCache {
                 .min_by_key(|(_, e)| e.used)
                 .map(|(k, _)| k.clone());
             let Some(victim) = victim else { break };
-            if let Some(e) = inner.entries.remove(&victim) {
-                inner.total -= e.bytes;
-                let _ = std::fs::remove_dir_all(&e.snapshot.dir);
-                tracing::debug!(snapshot = %victim, bytes = e.bytes, "evicted from the snapshot cache");
-            }
+            let Some((actor_key, id)) = victim.rsplit_once('/') else {
+                break;
+            };
+            inner.remove(actor_key, id);
+            tracing::debug!(snapshot = %victim, "evicted from the snapshot cache");
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct SnapshotStore {
     store: Arc<dyn ObjectStore>,
     base: Path,
     url: String,
+    /// The directory of a `file://` store, whose emptied snapshot directories are removed
+    /// (object stores have no directories to leave behind).
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SnapshotStore {
@@ -72,7 +75,7 @@ impl SnapshotStore {
             reason,
         };
         let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
-        let (store, base): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
+        let (store, base, local): (Arc<dyn ObjectStore>, Path, _) = match url.scheme() {
             "file" => {
                 let dir = url
                     .to_file_path()
@@ -80,12 +83,12 @@ impl SnapshotStore {
                 std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(e.to_string()))?;
-                (Arc::new(fs), Path::default())
+                (Arc::new(fs), Path::default(), Some(dir))
             }
             "s3" | "gs" => {
                 let (store, path) = object_store::parse_url_opts(&url, std::env::vars())
                     .map_err(|e| bad(e.to_string()))?;
-                (Arc::from(store), path)
+                (Arc::from(store), path, None)
             }
             other => {
                 return Err(bad(format!(
@@ -97,6 +100,7 @@ impl SnapshotStore {
             store,
             base,
             url: location.into(),
+            local,
         })
     }
 
@@ -256,29 +260,38 @@ impl SnapshotStore {
 
     /// The ids of an actor's snapshots, oldest first.
     pub async fn list(&self, actor: &ActorRef) -> Result<Vec<String>, SnapshotError> {
-        // Ids come from the objects themselves, not from directory listings: a local
-        // filesystem keeps empty directories after a delete.
+        // One level under the actor's directory, not every file of every snapshot: this
+        // runs after each suspend. A deleted snapshot's directory goes with it (see
+        // `delete_snapshot`), so each prefix here holds at least one object, but for a
+        // directory an older version left empty, which the next retention removes.
         let dir = self.actor_dir(actor)?;
-        let depth = dir.parts().count();
-        let objects: Vec<_> = self
+        let listed = self
             .store
-            .list(Some(&dir))
-            .try_collect()
+            .list_with_delimiter(Some(&dir))
             .await
             .map_err(os_err)?;
-        let mut ids: Vec<String> = objects
+        let mut ids: Vec<String> = listed
+            .common_prefixes
             .iter()
-            .filter_map(|o| {
-                o.location
-                    .parts()
-                    .nth(depth)
-                    .map(|p| p.as_ref().to_string())
-            })
+            .filter_map(|p| p.filename().map(str::to_string))
             .filter(|id| validate_id(id).is_ok())
             .collect();
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// Deletes one snapshot: its objects (manifest first), then, in a `file://` store,
+    /// its directory.
+    async fn delete_snapshot(&self, actor: &ActorRef, id: &str) -> Result<usize, SnapshotError> {
+        let n = self.delete_prefix(&self.snapshot_dir(actor, id)?).await?;
+        if let Some(root) = &self.local {
+            let dir = root.join(&actor.atespace).join(&actor.id).join(id);
+            // Best effort: a directory still holding something (a write racing the
+            // delete) stays, and is listed and deleted again next time.
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir(dir)).await;
+        }
+        Ok(n)
     }
 
     async fn delete_prefix(&self, prefix: &Path) -> Result<usize, SnapshotError> {
@@ -316,7 +329,7 @@ impl SnapshotStore {
             if protect.contains(&id.as_str()) {
                 continue;
             }
-            self.delete_prefix(&self.snapshot_dir(actor, &id)?).await?;
+            self.delete_snapshot(actor, &id).await?;
             deleted.push(id);
         }
         Ok(deleted)
@@ -326,7 +339,7 @@ impl SnapshotStore {
     pub async fn delete_actor(&self, actor: &ActorRef) -> Result<usize, SnapshotError> {
         let ids = self.list(actor).await?;
         for id in &ids {
-            self.delete_prefix(&self.snapshot_dir(actor, id)?).await?;
+            self.delete_snapshot(actor, id).await?;
         }
         Ok(ids.len())
     }

@@ -192,33 +192,62 @@ async fn retention_keeps_the_newest_and_actor_delete_removes_all() {
 async fn the_cache_serves_hits_and_evicts_least_recently_used() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
-    let actor = ActorRef::new("team-a", "x");
-    for id in ["0001-a", "0002-b", "0003-c"] {
-        write(&s, &actor, id, 2).await;
+    let [x, y, z] = ["x", "y", "z"].map(|id| ActorRef::new("team-a", id));
+    for a in [&x, &y, &z] {
+        write(&s, a, "0001-a", 2).await;
     }
     // Each snapshot is a little over 70 kB: the cache holds two.
     let cache = SnapshotCache::new(dir.path().join("cache"), 150_000).unwrap();
-    let a = cache.get_or_fetch(&s, &actor, "0001-a").await.unwrap();
+    let a = cache.get_or_fetch(&s, &x, "0001-a").await.unwrap();
     assert_eq!(
         std::fs::read(a.file("memory.bin").unwrap()).unwrap(),
         files(2, 70_000)[0].1
     );
-    cache.get_or_fetch(&s, &actor, "0002-b").await.unwrap();
-    assert_eq!(cache.held(), ["team-a/x/0001-a", "team-a/x/0002-b"]);
-    // Use a again, then bring in c: b is the least recently used and goes.
+    cache.get_or_fetch(&s, &y, "0001-a").await.unwrap();
+    assert_eq!(cache.held(), ["team-a/x/0001-a", "team-a/y/0001-a"]);
+    // Use x again, then bring in z: y is the least recently used and goes.
     std::fs::remove_dir_all(dir.path().join("snapshots/team-a/x/0001-a")).unwrap();
     cache
-        .get_or_fetch(&s, &actor, "0001-a")
+        .get_or_fetch(&s, &x, "0001-a")
         .await
         .expect("served from the cache");
-    cache.get_or_fetch(&s, &actor, "0003-c").await.unwrap();
-    assert_eq!(cache.held(), ["team-a/x/0001-a", "team-a/x/0003-c"]);
+    cache.get_or_fetch(&s, &z, "0001-a").await.unwrap();
+    assert_eq!(cache.held(), ["team-a/x/0001-a", "team-a/z/0001-a"]);
     assert!(cache.total_bytes() <= 150_000);
     assert!(
-        !dir.path().join("cache/team-a/x/0002-b").exists(),
+        !dir.path().join("cache/team-a/y/0001-a").exists(),
         "evicted files are removed"
     );
     assert!(a.file("../x").is_err());
+}
+
+#[tokio::test]
+async fn a_newer_snapshot_of_an_actor_supersedes_the_cached_older_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let (x, y) = (ActorRef::new("team-a", "x"), ActorRef::new("team-a", "y"));
+    for id in ["0001-a", "0002-b", "0003-c"] {
+        write(&s, &x, id, 1).await;
+    }
+    write(&s, &y, "0001-a", 1).await;
+    let cache = SnapshotCache::new(dir.path().join("cache"), 1 << 30).unwrap();
+    cache.get_or_fetch(&s, &y, "0001-a").await.unwrap();
+    cache.get_or_fetch(&s, &x, "0001-a").await.unwrap();
+    cache.get_or_fetch(&s, &x, "0002-b").await.unwrap();
+    assert_eq!(cache.held(), ["team-a/x/0002-b", "team-a/y/0001-a"]);
+    assert!(!dir.path().join("cache/team-a/x/0001-a").exists());
+    // An older one fetched again (a fallback restore) leaves the newer one in place.
+    cache.get_or_fetch(&s, &x, "0001-a").await.unwrap();
+    assert_eq!(
+        cache.held(),
+        ["team-a/x/0001-a", "team-a/x/0002-b", "team-a/y/0001-a"]
+    );
+    // The next newer one replaces both; another actor's is never touched.
+    cache.get_or_fetch(&s, &x, "0003-c").await.unwrap();
+    assert_eq!(cache.held(), ["team-a/x/0003-c", "team-a/y/0001-a"]);
+    let one = cache.total_bytes();
+    cache.get_or_fetch(&s, &y, "0001-a").await.unwrap();
+    assert_eq!(cache.total_bytes(), one, "sizes stay accounted");
 }
 
 #[tokio::test]

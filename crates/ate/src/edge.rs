@@ -16,7 +16,7 @@ use ate_proto::ateapi::admin_client::AdminClient;
 use ate_proto::ateapi::control_client::ControlClient;
 use ate_proto::ateapi::{ListVerificationKeysRequest, ResumeActorRequest};
 use ate_proto::bearer::Bearer;
-use ate_seam::{Dialer, NodeDirectory};
+use ate_seam::{Dialer, NodeDirectory, Route};
 use ate_tls::PeerIdentity;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -89,12 +89,13 @@ pub struct LifecycleActivator(pub Lifecycle);
 
 #[async_trait::async_trait]
 impl Activator for LifecycleActivator {
-    async fn activate(&self, actor: &ActorRef) -> Result<(), ActivateError> {
-        self.0
+    async fn activate(&self, actor: &ActorRef) -> Result<Option<Route>, ActivateError> {
+        let a = self
+            .0
             .resume(actor, false)
             .await
-            .map(|_| ())
-            .map_err(activation_error)
+            .map_err(activation_error)?;
+        self.0.route_of(&a).await.map_err(activation_error)
     }
 }
 
@@ -206,7 +207,7 @@ async fn fetch_keys(channels: &[tonic::transport::Channel]) -> anyhow::Result<Ve
 
 #[async_trait::async_trait]
 impl Activator for ControlActivator {
-    async fn activate(&self, actor: &ActorRef) -> Result<(), ActivateError> {
+    async fn activate(&self, actor: &ActorRef) -> Result<Option<Route>, ActivateError> {
         use std::sync::atomic::Ordering;
         let start = self.next.load(Ordering::Relaxed);
         let mut last = None;
@@ -217,9 +218,9 @@ impl Activator for ControlActivator {
                 boot: false,
             };
             match self.client(k).resume_actor(request).await {
-                Ok(_) => {
+                Ok(reply) => {
                     self.next.store(k, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(route_of_reply(&reply.into_inner()));
                 }
                 // The replica is down or died mid-call (the connection broke: `Unknown`,
                 // `Cancelled`). Resuming is idempotent, so the next replica may finish it.
@@ -240,6 +241,20 @@ impl Activator for ControlActivator {
             None => "no control plane answered".into(),
         }))
     }
+}
+
+/// The route a resume's reply describes: the worker the actor runs on and its template's
+/// route timeout. `None` if the reply names no worker (a reply from an older replica).
+fn route_of_reply(reply: &ate_proto::ateapi::ResumeActorResponse) -> Option<Route> {
+    let a = ate_proto::convert::actor_from_pb(reply.actor.as_ref()?);
+    let p = a.worker.as_ref().filter(|p| !p.node_name.is_empty())?;
+    Some(Route {
+        actor: a.actor_ref(),
+        node: p.node_name.clone(),
+        worker: ate_seam::WorkerId::new(&p.namespace, &p.pool, &p.name),
+        template: a.template.clone(),
+        timeout_ms: reply.route_timeout_ms,
+    })
 }
 
 fn remote_activation_error(status: tonic::Status) -> ActivateError {

@@ -13,6 +13,7 @@
 mod error;
 mod evict;
 mod exits;
+mod holders;
 mod idle;
 mod lease;
 mod park;
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     snapshots: SnapshotStores,
     /// Templates and pools, kept by store watches.
     specs: specs::Specs,
+    /// Which nodes cache which snapshot.
+    holders: holders::Holders,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -153,6 +156,7 @@ impl Lifecycle {
                 resume_gates: Mutex::new(HashMap::new()),
                 snapshots: SnapshotStores::default(),
                 specs: specs::Specs::default(),
+                holders: holders::Holders::default(),
             }),
         }
     }

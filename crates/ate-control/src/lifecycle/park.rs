@@ -321,7 +321,11 @@ impl Lifecycle {
             .await?;
         tracing::info!(actor = %aref, snapshot = %latest.uri(), status = %kind.done(), "actor parked");
         if kind == Park::Suspend {
-            self.apply_retention(&a, t).await;
+            // Off the workflow's path (an eviction's successor waits for this suspend):
+            // retention only ever deletes snapshots older than the `keep` newest, so a
+            // later suspend's retention racing this one deletes nothing either needs.
+            let (me, parked, keep) = (self.clone(), a.clone(), t.spec.snapshots.keep);
+            tokio::spawn(async move { me.apply_retention(&parked, keep).await });
         }
         Ok((a, handed))
     }
@@ -360,19 +364,14 @@ impl Lifecycle {
         .await
     }
 
-    async fn apply_retention(&self, a: &Actor, t: &ActorTemplate) {
+    async fn apply_retention(&self, a: &Actor, keep: u32) {
         let Some(latest) = &a.latest_snapshot else {
             return;
         };
         match self
             .inner
             .snapshots
-            .retain(
-                &a.actor_ref(),
-                latest.uri(),
-                t.spec.snapshots.keep,
-                &[latest.uri()],
-            )
+            .retain(&a.actor_ref(), latest.uri(), keep, &[latest.uri()])
             .await
         {
             Ok(gone) if !gone.is_empty() => {

@@ -9,7 +9,7 @@ use ate_model::{
     Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope,
     WorkerPlacement, parse_snapshot_uri,
 };
-use ate_seam::{RestoreRequest, RunRequest, SnapshotRef};
+use ate_seam::{RestoreRequest, Route, RunRequest, SnapshotRef};
 use ate_snapshots::cache_key;
 
 use super::lease::ActorLease;
@@ -178,6 +178,27 @@ impl Lifecycle {
                 Err(e)
             }
         }
+    }
+
+    /// Where a running actor takes requests, as its node publishes it: for callers that
+    /// want to forward at once rather than wait for the node's route assertion. `None`
+    /// for an actor that is not running.
+    pub async fn route_of(&self, a: &Actor) -> Result<Option<Route>, LifecycleError> {
+        let Some(p) = a
+            .worker
+            .as_ref()
+            .filter(|_| a.status == ActorStatus::Running)
+        else {
+            return Ok(None);
+        };
+        let t = self.template(&a.template).await?;
+        Ok(Some(Route {
+            actor: a.actor_ref(),
+            node: p.node_name.clone(),
+            worker: worker_id(p),
+            template: a.template.clone(),
+            timeout_ms: t.spec.route_timeout.0.as_millis() as u64,
+        }))
     }
 
     /// Where the snapshot the actor will start from is, for the scheduler.

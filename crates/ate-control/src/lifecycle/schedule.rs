@@ -11,9 +11,7 @@
 //! worker", since no amount of waiting frees one. When every eligible worker is taken, an
 //! idle actor on one of them is evicted and its worker handed over (`evict.rs`).
 
-use ate_dataspace::Filter;
 use ate_model::{Actor, ActorTemplate, Assignment, FieldSelector, Node, Worker, WorkerPool};
-use ate_seam::NodeCacheAdvert;
 use ate_store::{ListOptions, StoreError};
 
 use super::{Lifecycle, LifecycleError, placement};
@@ -61,9 +59,9 @@ impl Lifecycle {
     fn holders(&self, locality: &Locality) -> Vec<String> {
         let mut nodes = locality.nodes.clone();
         if let (Some(key), Some(dir)) = (&locality.hot_key, self.inner.nodes.as_ref()) {
-            for (_, advert) in dir.dataspace().list::<NodeCacheAdvert>(&Filter::All) {
-                if advert.snapshots.contains(key) && !nodes.contains(&advert.node) {
-                    nodes.push(advert.node);
+            for node in self.inner.holders.of(dir.dataspace(), key) {
+                if !nodes.contains(&node) {
+                    nodes.push(node);
                 }
             }
         }

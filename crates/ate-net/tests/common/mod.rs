@@ -199,7 +199,8 @@ impl TestActivator {
 
 #[async_trait::async_trait]
 impl Activator for TestActivator {
-    async fn activate(&self, actor: &ActorRef) -> Result<(), ActivateError> {
+    /// Names no route: the router waits for the node's route to reach its table.
+    async fn activate(&self, actor: &ActorRef) -> Result<Option<ate_seam::Route>, ActivateError> {
         let Some((workload, calls)) = self.actors.get(actor) else {
             self.unknown_calls.fetch_add(1, Ordering::SeqCst);
             return Err(ActivateError::NotFound(format!("no actor {actor}")));
@@ -227,7 +228,8 @@ impl Activator for TestActivator {
         exec.run(run).await.map_err(|e| match e {
             SeamError::WorkerBusy { .. } => ActivateError::Busy(e.to_string()),
             other => ActivateError::Failed(other.to_string()),
-        })
+        })?;
+        Ok(None)
     }
 }
 
