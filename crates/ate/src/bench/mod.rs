@@ -3,12 +3,15 @@
 
 mod claims;
 mod dataspace;
+mod in_process;
 mod list;
 mod machine;
 mod process;
 mod router;
+mod scale;
 mod split;
 mod store_ops;
+mod wakeups;
 mod wasm;
 
 use clap::Subcommand;
@@ -35,6 +38,13 @@ pub enum BenchCommand {
     /// The split deployment in separate processes: activation across the gRPC hop, and the
     /// time from a node's death to its actors answering from another node.
     Split(split::SplitBenchArgs),
+    /// Many suspended actors created through the control API: resident memory, a page of
+    /// `ate get actors`, a worker claim and an activation at each checkpoint (to 1,000,000).
+    Scale(scale::ScaleBenchArgs),
+    /// Wake cycles: ten actors per worker asked by concurrent clients (uniform and Zipf),
+    /// every answer checked; requests, activations and evictions per second, activation
+    /// latency under that load, in process and split.
+    Wakeups(wakeups::WakeupsBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -48,5 +58,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Router(a) => router::run(a).await,
         BenchCommand::Split(a) => split::run(a).await,
         BenchCommand::Process(a) => process::run(a).await,
+        BenchCommand::Scale(a) => scale::run(a).await,
+        BenchCommand::Wakeups(a) => wakeups::run(a).await,
     }
 }

@@ -14,16 +14,14 @@ use ate_model::{
     Actor, ActorRef, ActorStatus, ActorTemplate, Atespace, NamespacedName, SnapshotInfo,
     SnapshotScope,
 };
-use ate_net::{Router, RouterConfig};
 use ate_seam::SnapshotRef;
 use ate_store::{Store, StoreError};
 use clap::Args;
 
+use super::in_process::InProcess;
 use super::router::{Conn, fmt, spread};
 use super::store_ops::Scratch;
-use crate::edge::LifecycleActivator;
-use crate::plane::PlaneConfig;
-use crate::{local, stores};
+use crate::stores;
 
 #[derive(Debug, Args)]
 pub struct ProcessBenchArgs {
@@ -125,21 +123,10 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
     let scratch = Scratch::new("ate-bench-process")?;
     let url = format!("sqlite://{}", scratch.0.join("ate.db").display());
     let store = stores::open(&url, stores::DEFAULT_PATIENCE).await?;
-    crate::edge::metrics_handle()?;
-    ate_control::ensure_system_atespaces(&store).await?;
-    let plane = local::start(&store, &scratch.0, PlaneConfig::default()).await?;
+    let local = InProcess::start(&store, &scratch.0).await?;
+    let plane = &local.plane;
     let scopes = templates(&store).await?;
-    let router = Router::new(
-        RouterConfig::default(),
-        plane.control.nodes.clone(),
-        Arc::new(LifecycleActivator(plane.control.lifecycle.clone())),
-    )
-    .context("cannot create the router")?;
-    let handle = router
-        .start("127.0.0.1:0".parse()?)
-        .await
-        .context("cannot start the router")?;
-    let mut conn = Conn::open(handle.local_addr()).await?;
+    let mut conn = Conn::open(local.router_addr()).await?;
     println!(
         "demo/py-agent (python3, stdlib HTTP server) through the router; {} activations per scope; SQLite store, file snapshot store",
         args.activations
@@ -201,7 +188,7 @@ pub async fn run(args: ProcessBenchArgs) -> anyhow::Result<()> {
         );
     }
     drop(conn);
-    drop(plane);
+    drop(local);
     let _ = std::fs::remove_dir_all(&scratch.0);
     Ok(())
 }

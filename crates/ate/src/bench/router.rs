@@ -21,7 +21,6 @@ use ate_model::{
     Actor, ActorRef, ActorStatus, ActorTemplate, Assignment, Atespace, FieldSelector, Kind,
     NamespacedName,
 };
-use ate_net::{Router, RouterConfig};
 use ate_seam::{Body, BodyError, NodeDirectory, NodeExecutor, Route, WorkerId, full_body};
 use ate_store::{Lease, ListOptions, Page, Record, RecordWrite, Store, StoreError};
 use clap::Args;
@@ -33,10 +32,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::in_process::InProcess;
 use super::machine::{percentile, rate};
 use super::store_ops::Scratch;
-use crate::edge::LifecycleActivator;
-use crate::plane::PlaneConfig;
 use crate::{local, stores};
 
 #[derive(Debug, Args)]
@@ -251,7 +249,7 @@ pub(super) fn count_of(reply: &Reply) -> anyhow::Result<u64> {
         })
 }
 
-async fn wait_golden(store: &Arc<dyn Store>) -> anyhow::Result<Duration> {
+pub(super) async fn wait_golden(store: &Arc<dyn Store>) -> anyhow::Result<Duration> {
     let key = NamespacedName::new(TEMPLATE.0, TEMPLATE.1).key();
     let start = Instant::now();
     loop {
@@ -269,7 +267,10 @@ async fn wait_golden(store: &Arc<dyn Store>) -> anyhow::Result<Duration> {
     }
 }
 
-async fn create_actors(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<Vec<ActorRef>> {
+pub(super) async fn create_actors(
+    store: &Arc<dyn Store>,
+    n: usize,
+) -> anyhow::Result<Vec<ActorRef>> {
     match store
         .create(Atespace {
             name: ATESPACE.into(),
@@ -305,10 +306,12 @@ struct TimedStore {
     inner: Arc<dyn Store>,
     on: AtomicBool,
     calls: Mutex<Vec<(Instant, Instant)>>,
+    /// What each call of the last window was (`get actors`, `claim workers`, ...).
+    names: Mutex<Vec<(Instant, String)>>,
 }
 
 impl TimedStore {
-    async fn time<T>(&self, call: impl Future<Output = T>) -> T {
+    async fn time<T>(&self, what: &str, kind: Kind, call: impl Future<Output = T>) -> T {
         if !self.on.load(Ordering::Relaxed) {
             return call.await;
         }
@@ -319,11 +322,23 @@ impl TimedStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((start, end));
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((start, format!("{what} {kind}")));
         out
+    }
+
+    /// The calls of the last window, in start order.
+    fn names(&self) -> Vec<String> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        names.sort();
+        names.into_iter().map(|(_, n)| n).collect()
     }
 
     fn start(&self) {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.on.store(true, Ordering::Relaxed);
     }
 
@@ -339,10 +354,12 @@ impl TimedStore {
 #[async_trait::async_trait]
 impl Store for TimedStore {
     async fn create_record(&self, kind: Kind, rec: RecordWrite) -> ate_store::Result<u64> {
-        self.time(self.inner.create_record(kind, rec)).await
+        self.time("create", kind, self.inner.create_record(kind, rec))
+            .await
     }
     async fn get_record(&self, kind: Kind, key: &str) -> ate_store::Result<Record> {
-        self.time(self.inner.get_record(kind, key)).await
+        self.time("get", kind, self.inner.get_record(kind, key))
+            .await
     }
     async fn update_record(
         &self,
@@ -350,8 +367,12 @@ impl Store for TimedStore {
         rec: RecordWrite,
         expected_version: u64,
     ) -> ate_store::Result<u64> {
-        self.time(self.inner.update_record(kind, rec, expected_version))
-            .await
+        self.time(
+            "update",
+            kind,
+            self.inner.update_record(kind, rec, expected_version),
+        )
+        .await
     }
     async fn delete_record(
         &self,
@@ -359,23 +380,32 @@ impl Store for TimedStore {
         key: &str,
         expected_version: Option<u64>,
     ) -> ate_store::Result<()> {
-        self.time(self.inner.delete_record(kind, key, expected_version))
-            .await
+        self.time(
+            "delete",
+            kind,
+            self.inner.delete_record(kind, key, expected_version),
+        )
+        .await
     }
     async fn list_records(
         &self,
         kind: Kind,
         opts: &ListOptions,
     ) -> ate_store::Result<Page<Record>> {
-        self.time(self.inner.list_records(kind, opts)).await
+        self.time("list", kind, self.inner.list_records(kind, opts))
+            .await
     }
     async fn claim_worker(
         &self,
         selector: &FieldSelector,
         assignment: &Assignment,
     ) -> ate_store::Result<Option<Record>> {
-        self.time(self.inner.claim_worker(selector, assignment))
-            .await
+        self.time(
+            "claim",
+            Kind::Worker,
+            self.inner.claim_worker(selector, assignment),
+        )
+        .await
     }
     async fn acquire_lease(
         &self,
@@ -383,10 +413,20 @@ impl Store for TimedStore {
         owner: &str,
         ttl: Duration,
     ) -> ate_store::Result<Lease> {
-        self.time(self.inner.acquire_lease(key, owner, ttl)).await
+        self.time(
+            "acquire lease",
+            Kind::Actor,
+            self.inner.acquire_lease(key, owner, ttl),
+        )
+        .await
     }
     async fn release_lease(&self, key: &str, owner: &str) -> ate_store::Result<()> {
-        self.time(self.inner.release_lease(key, owner)).await
+        self.time(
+            "release lease",
+            Kind::Actor,
+            self.inner.release_lease(key, owner),
+        )
+        .await
     }
     async fn watch(&self, kind: Kind) -> ate_store::Result<ate_store::Watch> {
         self.inner.watch(kind).await
@@ -458,27 +498,17 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         inner: stores::open(&url, stores::DEFAULT_PATIENCE).await?,
         on: AtomicBool::new(false),
         calls: Mutex::default(),
+        names: Mutex::default(),
     });
     let store: Arc<dyn Store> = timed.clone();
-    // The recorder `ate up` installs, so the router and lifecycle pay for their metrics
-    // as they do there.
-    crate::edge::metrics_handle()?;
-    ate_control::ensure_system_atespaces(&store).await?;
-    let plane = local::start(&store, &scratch.0, PlaneConfig::default()).await?;
+    let InProcess {
+        plane,
+        router: routes,
+        handle,
+    } = InProcess::start(&store, &scratch.0).await?;
     let golden = wait_golden(&store).await?;
     let actors = create_actors(&store, args.actors).await?;
     let nodes = plane.control.nodes.clone();
-    let router = Router::new(
-        RouterConfig::default(),
-        nodes.clone(),
-        Arc::new(LifecycleActivator(plane.control.lifecycle.clone())),
-    )
-    .context("cannot create the router")?;
-    let routes = router.clone();
-    let handle = router
-        .start("127.0.0.1:0".parse()?)
-        .await
-        .context("cannot start the router")?;
     let router_addr = handle.local_addr();
     println!(
         "store: {}; node: {} wasm workers in process; {} demo/counter actors round-robin; golden snapshot ready after {}",
@@ -621,6 +651,10 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
     println!(
         "Store calls per resume: {} (median; each component's percentiles are its own, they do not add up).",
         calls.get(calls.len() / 2).copied().unwrap_or_default()
+    );
+    println!(
+        "Store calls of the last resume, in order (other tasks' calls in the same window, e.g. the fleet recording the node's advert, included): {}.",
+        timed.names().join(", ")
     );
     println!("Activation p50 by tenth of the run: {activation_tenths}.");
     println!("Node start p50 by tenth of the run: {node_tenths}.");

@@ -39,7 +39,7 @@ const ATESPACE: &str = "bench";
 const COUNTER: &[u8] = include_bytes!("../../../../demo/counter/counter.wat");
 
 /// An `ate serve` process; killed when dropped.
-struct Process {
+pub(super) struct Process {
     child: Child,
     printed: HashMap<String, String>,
 }
@@ -78,7 +78,7 @@ impl Process {
         Ok(Self { child, printed })
     }
 
-    fn addr(&self, field: &str) -> anyhow::Result<String> {
+    pub fn addr(&self, field: &str) -> anyhow::Result<String> {
         self.printed
             .get(field)
             .map(|a| a.trim_start_matches("http://").to_string())
@@ -189,82 +189,119 @@ async fn status(
         .to_string())
 }
 
+/// A split deployment on this machine: a control plane on SQLite, two node daemons and a
+/// router, each an `ate serve` process (killed when dropped), with a pool of wasm workers,
+/// the counter template and `actors` counters in atespace `bench`.
+pub(super) struct Cluster {
+    pub api: Process,
+    pub nodes: Vec<Process>,
+    pub router: Process,
+    /// The control API's `host:port`.
+    pub endpoint: String,
+    /// The bootstrap admin token.
+    pub token: String,
+    pub actors: Vec<ActorRef>,
+}
+
+impl Cluster {
+    pub async fn start(dir: &Path, replicas: usize, actors: usize) -> anyhow::Result<Self> {
+        let db = format!("sqlite://{}", dir.join("ate.db").display());
+        let api_dir = dir.join("api").display().to_string();
+        let api = Process::serve(&[
+            "--roles",
+            "api",
+            "--store",
+            &db,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &api_dir,
+        ])?;
+        let endpoint = api.addr("control API")?;
+        let token_file = Path::new(&api_dir).join("admin.token");
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("cannot read {}", token_file.display()))?;
+        let _ = TOKEN.set(token.trim().to_string());
+        let nodes = vec![node(dir, "n1", &endpoint)?, node(dir, "n2", &endpoint)?];
+        let router_dir = dir.join("router").display().to_string();
+        let router = Process::serve(&[
+            "--roles",
+            "router",
+            "--control",
+            &endpoint,
+            "--router-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &router_dir,
+            "--token-file",
+            &token_file.display().to_string(),
+        ])?;
+        let module = dir.join("counter.wat");
+        std::fs::write(&module, COUNTER)?;
+        let manifest = dir.join("manifest.yaml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: ate.dev/v1alpha1\nkind: Atespace\nmetadata:\n  name: {ATESPACE}\n---\n\
+                 apiVersion: ate.dev/v1alpha1\nkind: WorkerPool\nmetadata:\n  namespace: default\n  name: wasm\n\
+                 spec:\n  replicas: {replicas}\n  sandboxClass: wasm\n---\n\
+                 apiVersion: ate.dev/v1alpha1\nkind: ActorTemplate\nmetadata:\n  namespace: demo\n  name: counter\n\
+                 spec:\n  sandboxClass: wasm\n  module: {}\n",
+                module.display()
+            ),
+        )?;
+        ate(&endpoint, &["apply", "-f", &manifest.display().to_string()])?;
+        wait_for("workers on both nodes", || {
+            let (n1, n2) = (
+                free_workers(&endpoint, "n1")?,
+                free_workers(&endpoint, "n2")?,
+            );
+            Ok(n1 > 0 && n2 > 0 && n1 + n2 >= replicas)
+        })
+        .await?;
+        let actors: Vec<ActorRef> = (0..actors.max(1))
+            .map(|i| ActorRef::new(ATESPACE, format!("c{i}")))
+            .collect();
+        for a in &actors {
+            ate(
+                &endpoint,
+                &[
+                    "create",
+                    "actor",
+                    &a.id,
+                    "-t",
+                    "demo/counter",
+                    "-a",
+                    ATESPACE,
+                ],
+            )?;
+        }
+        Ok(Self {
+            api,
+            nodes,
+            router,
+            endpoint,
+            token: token.trim().to_string(),
+            actors,
+        })
+    }
+}
+
 pub async fn run(args: SplitBenchArgs) -> anyhow::Result<()> {
     let scratch = Scratch::new("ate-bench-split")?;
     let dir = scratch.0.as_path();
-    let db = format!("sqlite://{}", dir.join("ate.db").display());
-    let api_dir = dir.join("api").display().to_string();
-    let api = Process::serve(&[
-        "--roles",
-        "api",
-        "--store",
-        &db,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &api_dir,
-    ])?;
-    let endpoint = api.addr("control API")?;
-    let token_file = Path::new(&api_dir).join("admin.token");
-    let token = std::fs::read_to_string(&token_file)
-        .with_context(|| format!("cannot read {}", token_file.display()))?;
-    let _ = TOKEN.set(token.trim().to_string());
-    let mut nodes = vec![node(dir, "n1", &endpoint)?, node(dir, "n2", &endpoint)?];
-    let router_dir = dir.join("router").display().to_string();
-    let router = Process::serve(&[
-        "--roles",
-        "router",
-        "--control",
-        &endpoint,
-        "--router-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &router_dir,
-        "--token-file",
-        &token_file.display().to_string(),
-    ])?;
-    let module = dir.join("counter.wat");
-    std::fs::write(&module, COUNTER)?;
-    let manifest = dir.join("manifest.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: ate.dev/v1alpha1\nkind: Atespace\nmetadata:\n  name: {ATESPACE}\n---\n\
-             apiVersion: ate.dev/v1alpha1\nkind: WorkerPool\nmetadata:\n  namespace: default\n  name: wasm\n\
-             spec:\n  replicas: {}\n  sandboxClass: wasm\n---\n\
-             apiVersion: ate.dev/v1alpha1\nkind: ActorTemplate\nmetadata:\n  namespace: demo\n  name: counter\n\
-             spec:\n  sandboxClass: wasm\n  module: {}\n",
-            4 * args.actors.max(1),
-            module.display()
-        ),
-    )?;
-    ate(&endpoint, &["apply", "-f", &manifest.display().to_string()])?;
-    wait_for("workers on both nodes", || {
-        Ok(free_workers(&endpoint, "n1")? > args.actors
-            && free_workers(&endpoint, "n2")? > args.actors)
-    })
-    .await?;
-    let actors: Vec<ActorRef> = (0..args.actors.max(1))
-        .map(|i| ActorRef::new(ATESPACE, format!("c{i}")))
-        .collect();
-    for a in &actors {
-        ate(
-            &endpoint,
-            &[
-                "create",
-                "actor",
-                &a.id,
-                "-t",
-                "demo/counter",
-                "-a",
-                ATESPACE,
-            ],
-        )?;
-    }
+    let Cluster {
+        api,
+        mut nodes,
+        router,
+        endpoint,
+        token,
+        actors,
+    } = Cluster::start(dir, 4 * args.actors.max(1), args.actors).await?;
     let mut client = ControlClient::with_interceptor(
         ate_seam::endpoint(&endpoint)?.connect().await?,
         Bearer::new(Some(token.trim()))?,
