@@ -249,3 +249,80 @@ async fn a_request_waits_for_a_busy_worker_or_gets_503_when_its_wait_runs_out() 
     assert_eq!((a.status, a.body.as_str()), (200, "2"));
     up.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_actors_taking_one_worker_from_each_other_answer_every_request() {
+    // One worker, two clients each asking its own actor with a short pause between
+    // requests: the actors keep evicting each other, and requests often reach an actor
+    // while it is being evicted (handed back, then resumed). Every answer must be exact.
+    const REQUESTS: usize = 40;
+    const THINK: Duration = Duration::from_millis(10);
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    up.ok(&["create", "atespace", "team-a"]);
+    eventually("the demo templates' golden snapshots", || {
+        ready_templates(&up, up.demo_templates())
+    });
+    let pool = dir.path().join("pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: ate.dev/v1alpha1\nkind: WorkerPool\nmetadata:\n  namespace: default\n  name: wasm\nspec:\n  replicas: 1\n  sandboxClass: wasm\n",
+    )
+    .unwrap();
+    up.ok(&["apply", "-f", &pool.display().to_string()]);
+    eventually("one wasm worker left", || {
+        let w = up.ok(&["get", "workers", "-A"]);
+        w.lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("wasm"))
+            .count()
+            == 1
+    });
+    for id in ["ping", "pong"] {
+        up.create_counter(id);
+    }
+    let mut clients = tokio::task::JoinSet::new();
+    for id in ["ping", "pong"] {
+        let url = format!("{}/a/team-a/{id}/", up.router);
+        clients.spawn(async move {
+            let client = http::client();
+            for n in 1..=REQUESTS {
+                let req = http::request("GET", &url, None, "").unwrap();
+                let a = http::send(&client, req, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (a.status, a.body.as_str()),
+                    (200, n.to_string().as_str()),
+                    "{id}"
+                );
+                // A client that never pauses keeps its actor busy, and the other waits
+                // for a gap it may not see (see docs/operations.md).
+                tokio::time::sleep(THINK).await;
+            }
+        });
+    }
+    clients.join_all().await;
+    let evicted = up
+        .metric(r#"ate_actor_evictions_total{outcome="ok"}"#)
+        .await;
+    let page = ate_testkit::http::get(&up.metrics, None)
+        .await
+        .unwrap()
+        .body;
+    let lines: Vec<&str> = page
+        .lines()
+        .filter(|l| {
+            l.contains("evictions")
+                || l.contains("activations_total")
+                || l.contains("resumes_total")
+        })
+        .collect();
+    assert!(
+        evicted >= 8.0,
+        "only {evicted} evictions: {lines:#?}\n{}\n{}",
+        up.ok(&["get", "actors", "-A", "-o", "wide"]),
+        up.ok(&["get", "workers", "-A"])
+    );
+    assert_one_actor_per_worker(&up);
+    up.stop();
+}
