@@ -135,8 +135,8 @@ impl Lifecycle {
         Ok(out)
     }
 
-    /// Evicts one candidate under its lease. `None` when it turned out not to be one
-    /// (another workflow holds it, it moved, its template forbids it).
+    /// Evicts one candidate under its lease. `None` when it turned out not to be one (it
+    /// moved, its template forbids it); `Busy` when another workflow holds it.
     async fn evict(
         &self,
         c: &Candidate,
@@ -146,7 +146,9 @@ impl Lifecycle {
         let Some(lease) =
             ActorLease::acquire(self.store(), victim, self.inner.config.lease_ttl).await?
         else {
-            return Ok(None);
+            return Err(LifecycleError::Busy {
+                actor: victim.to_string(),
+            });
         };
         let result = self.evict_locked(c, successor).await;
         lease.release().await;

@@ -266,42 +266,19 @@ impl Lifecycle {
         actor: &ActorRef,
         hot: Option<String>,
     ) -> Result<(), LifecycleError> {
-        for _ in 0..8 {
-            let mut w = match self.store().get::<Worker>(key).await {
-                Ok(w) => w,
-                Err(StoreError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if w.assignment.as_ref().map(|a| &a.actor) != Some(actor) {
-                return Ok(());
-            }
-            w.assignment = None;
-            if let Some(h) = &hot {
-                w.cached_snapshots = vec![h.clone()];
-            }
-            match self.store().update(w).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(LifecycleError::Store(StoreError::Conflict {
-            kind: ate_model::Kind::Worker,
-            key: key.into(),
-        }))
+        self.rebind_worker(key, actor, None, hot).await.map(drop)
     }
 
-    /// Rebinds `worker` from `from` (which just left it) to `to`, keeping `hot` as the
-    /// snapshot it holds warm, in one conditional write: no claim can take the worker in
-    /// between. `None` if the worker no longer hosts `from` (the fleet removed it, say);
-    /// `from` has left it either way.
-    async fn hand_over_worker(
+    /// Moves `worker` from `from` (which just left it) to `to`, or frees it with `None`,
+    /// in one conditional write (no claim can take it in between), keeping `hot` as the
+    /// snapshot it holds warm. Returns the worker as written; `None` if it no longer
+    /// hosts `from` (the fleet removed it, say): `from` has left it either way.
+    async fn rebind_worker(
         &self,
         key: &str,
         from: &ActorRef,
-        to: &Assignment,
-        hot: String,
+        to: Option<&Assignment>,
+        hot: Option<String>,
     ) -> Result<Option<Worker>, LifecycleError> {
         for _ in 0..8 {
             let mut w = match self.store().get::<Worker>(key).await {
@@ -312,8 +289,10 @@ impl Lifecycle {
             if w.assignment.as_ref().map(|a| &a.actor) != Some(from) {
                 return Ok(None);
             }
-            w.assignment = Some(to.clone());
-            w.cached_snapshots = vec![hot.clone()];
+            w.assignment = to.cloned();
+            if let Some(h) = &hot {
+                w.cached_snapshots = vec![h.clone()];
+            }
             match self.store().update(w).await {
                 Ok(w) => return Ok(Some(w)),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -325,6 +304,16 @@ impl Lifecycle {
             kind: ate_model::Kind::Worker,
             key: key.into(),
         }))
+    }
+
+    /// Writes `a` if nobody wrote the actor since it was read; `None` if someone did, for
+    /// a step that must then read it again and decide afresh rather than re-apply itself.
+    async fn write_if_unchanged(&self, a: Actor) -> Result<Option<Actor>, LifecycleError> {
+        match self.store().update(a).await {
+            Ok(a) => Ok(Some(a)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Stops the actor on its worker, if the node is there to ask. A stop of an actor the

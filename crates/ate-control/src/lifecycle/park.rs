@@ -199,11 +199,7 @@ impl Lifecycle {
             Park::Suspend => ActorStatus::Suspending,
             Park::Pause => ActorStatus::Pausing,
         };
-        match self.store().update(x).await {
-            Ok(a) => Ok(Some(a)),
-            Err(StoreError::Conflict { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.write_if_unchanged(x).await
     }
 
     /// Completes a park from SUSPENDING/PAUSING: checkpoint (again, to the same URI),
@@ -287,7 +283,7 @@ impl Lifecycle {
                 None
             }
             Some(e) => {
-                self.hand_over_worker(&worker_key(&p), &aref, e.successor, hot)
+                self.rebind_worker(&worker_key(&p), &aref, Some(e.successor), Some(hot))
                     .await?
             }
         };

@@ -15,7 +15,6 @@ use ate_snapshots::cache_key;
 use super::lease::ActorLease;
 use super::schedule::Locality;
 use super::{Lifecycle, LifecycleError, crashpoint, placement, state_lost, worker_id, worker_key};
-use ate_store::StoreError;
 
 /// How often a resume waiting for another control plane's resume looks again.
 const RESUME_POLL: Duration = Duration::from_millis(20);
@@ -113,11 +112,7 @@ impl Lifecycle {
     async fn mark_resuming(&self, a: Actor) -> Result<Option<Actor>, LifecycleError> {
         let mut x = a;
         x.status = ActorStatus::Resuming;
-        match self.store().update(x).await {
-            Ok(a) => Ok(Some(a)),
-            Err(StoreError::Conflict { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.write_if_unchanged(x).await
     }
 
     async fn resume_locked(&self, seen: Actor, boot: bool) -> Result<Actor, LifecycleError> {
