@@ -202,13 +202,10 @@ async fn logs(c: &mut Client, a: LogsArgs) -> Result<String, CliError> {
     Ok(String::new())
 }
 
-/// `-A` lists the users' atespaces: the system atespace (golden actors) only shows when
-/// asked for by name (`-a ate-golden`) or by a field selector on `atespace`.
+/// `-A` lists the users' atespaces: the system atespace (golden actors) shows only when
+/// asked for by name (`-a ate-golden`), whatever the field selector says.
 fn hide_system_actors(scope: &str, field_selector: String) -> String {
-    let names_atespace = field_selector
-        .split(',')
-        .any(|t| t.trim_start().starts_with("atespace"));
-    if !scope.is_empty() || names_atespace {
+    if !scope.is_empty() {
         return field_selector;
     }
     let hide = format!("atespace!={}", ate_model::names::GOLDEN_ATESPACE);
@@ -237,7 +234,8 @@ async fn get(
                     actor_ref: Some(actor_ref(&ate_model::ActorRef::new(scope, id))),
                 };
                 let a = c.get_actor(r).await.map_err(CliError::rpc("get actor"))?;
-                return render_one(&actor_from_pb(a.get_ref()), format);
+                let a = a.into_inner().actor.unwrap_or_default();
+                return render_one(&actor_from_pb(&a), format);
             }
             let field_selector = hide_system_actors(&scope, field_selector);
             let mut actors = Vec::new();
@@ -270,7 +268,7 @@ async fn get(
                     .await
                     .map_err(CliError::rpc("get atespace"))?;
                 let a = ate_model::Atespace {
-                    name: a.into_inner().name,
+                    name: a.into_inner().atespace.unwrap_or_default().name,
                     version: 0,
                 };
                 return render_one(&a, format);
@@ -365,7 +363,7 @@ async fn create(c: &mut Client, what: CreateCommand) -> Result<String, CliError>
                 .await
                 .map_err(CliError::rpc("create atespace"))?;
             let a = ate_model::Atespace {
-                name: a.into_inner().name,
+                name: a.into_inner().atespace.unwrap_or_default().name,
                 version: 0,
             };
             render_one(&a, output.output)
@@ -389,7 +387,8 @@ async fn create(c: &mut Client, what: CreateCommand) -> Result<String, CliError>
                 .create_actor(r)
                 .await
                 .map_err(CliError::rpc("create actor"))?;
-            render_one(&actor_from_pb(a.get_ref()), output.output)
+            let a = a.into_inner().actor.unwrap_or_default();
+            render_one(&actor_from_pb(&a), output.output)
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use ate_model::{Actor, ActorTemplate, Atespace, Node, Worker, WorkerPool};
 use serde::Serialize;
+use std::fmt::Write;
 
 use crate::CliError;
 use crate::table::Table;
@@ -42,9 +43,8 @@ pub fn render<T: Printable>(items: &[T], format: Format) -> Result<String, CliEr
         }
         Format::Json => {
             let value = serde_json::json!({ T::LIST_KEY: items });
-            let mut s = serde_json::to_string_pretty(&value).map_err(CliError::output)?;
-            s.push('\n');
-            Ok(s)
+            let s = serde_json::to_string_pretty(&value).map_err(CliError::output)?;
+            Ok(escape_json_controls(s) + "\n")
         }
         Format::Yaml => {
             let mut map = std::collections::BTreeMap::new();
@@ -58,11 +58,34 @@ pub fn render<T: Printable>(items: &[T], format: Format) -> Result<String, CliEr
 pub fn render_one<T: Printable>(item: &T, format: Format) -> Result<String, CliError> {
     match format {
         Format::Json => serde_json::to_string_pretty(item)
-            .map(|s| s + "\n")
+            .map(|s| escape_json_controls(s) + "\n")
             .map_err(CliError::output),
         Format::Yaml => serde_yaml_ng::to_string(item).map_err(CliError::output),
         _ => render(std::slice::from_ref(item), format),
     }
+}
+
+/// JSON with the characters a terminal acts on written as `\uXXXX` escapes, which JSON
+/// reads back as the same characters. serde_json escapes only what JSON requires (`"`,
+/// `\` and the C0 controls), leaving DEL, the C1 controls (U+009B starts a control
+/// sequence as ESC [ does) and the bidirectional controls as they are. Outside strings
+/// JSON is ASCII, so every such character is inside a string, where an escape is valid.
+/// YAML needs no such pass: its emitter escapes every C0 and C1 control itself.
+fn escape_json_controls(json: String) -> String {
+    let unsafe_char = |c: char| c != '\n' && crate::table::is_terminal_control(c);
+    if !json.contains(unsafe_char) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if unsafe_char(c) {
+            // Every such character is in the Basic Multilingual Plane: one escape each.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Printable for Atespace {

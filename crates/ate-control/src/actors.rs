@@ -22,7 +22,10 @@ pub(crate) fn actor_ref(r: Option<&pb::ActorRef>) -> Result<ActorRef, Status> {
 }
 
 impl ControlService {
-    pub(crate) async fn create_atespace_impl(&self, name: &str) -> Result<pb::Atespace, Status> {
+    pub(crate) async fn create_atespace_impl(
+        &self,
+        name: &str,
+    ) -> Result<pb::CreateAtespaceResponse, Status> {
         validate_user_atespace("name", name).map_err(invalid)?;
         let a = self
             .store
@@ -33,13 +36,20 @@ impl ControlService {
             .await
             .map_err(errors::store)?;
         tracing::info!(atespace = %a.name, "atespace created");
-        Ok(pb::Atespace { name: a.name })
+        Ok(pb::CreateAtespaceResponse {
+            atespace: Some(pb::Atespace { name: a.name }),
+        })
     }
 
-    pub(crate) async fn get_atespace_impl(&self, name: &str) -> Result<pb::Atespace, Status> {
+    pub(crate) async fn get_atespace_impl(
+        &self,
+        name: &str,
+    ) -> Result<pb::GetAtespaceResponse, Status> {
         validate_label("name", name).map_err(invalid)?;
         let a: Atespace = self.store.get(name).await.map_err(errors::store)?;
-        Ok(pb::Atespace { name: a.name })
+        Ok(pb::GetAtespaceResponse {
+            atespace: Some(pb::Atespace { name: a.name }),
+        })
     }
 
     pub(crate) async fn list_atespaces_impl(&self) -> Result<pb::ListAtespacesResponse, Status> {
@@ -72,7 +82,7 @@ impl ControlService {
     pub(crate) async fn create_actor_impl(
         &self,
         r: &pb::CreateActorRequest,
-    ) -> Result<pb::Actor, Status> {
+    ) -> Result<pb::CreateActorResponse, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
         validate_user_atespace("actor_ref.atespace", &aref.atespace).map_err(invalid)?;
         validate_label("actor_template_namespace", &r.actor_template_namespace).map_err(invalid)?;
@@ -99,16 +109,20 @@ impl ControlService {
         };
         let created = self.store.create(actor).await.map_err(errors::store)?;
         tracing::info!(actor = %created.actor_ref(), template = %created.template, "actor created");
-        Ok(actor_to_pb(&created))
+        Ok(pb::CreateActorResponse {
+            actor: Some(actor_to_pb(&created)),
+        })
     }
 
     pub(crate) async fn get_actor_impl(
         &self,
         r: &pb::GetActorRequest,
-    ) -> Result<pb::Actor, Status> {
+    ) -> Result<pb::GetActorResponse, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
         let a: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
-        Ok(actor_to_pb(&a))
+        Ok(pb::GetActorResponse {
+            actor: Some(actor_to_pb(&a)),
+        })
     }
 
     pub(crate) async fn update_actor_impl(
@@ -138,23 +152,25 @@ impl ControlService {
 
     /// Resumes the actor; the reply carries its route timeout, so a router can forward at
     /// once.
+    /// Resumes the actor; the reply, and whether anything changed (it was not running).
     pub(crate) async fn resume_impl(
         &self,
         r: Option<&pb::ActorRef>,
         boot: bool,
-    ) -> Result<pb::ResumeActorResponse, Status> {
+    ) -> Result<(pb::ResumeActorResponse, bool), Status> {
         let aref = actor_ref(r)?;
-        let (a, route) = self
+        let (a, changed, route) = self
             .run_workflow(move |l| async move {
-                let a = l.resume(&aref, boot).await?;
+                let (a, changed) = l.resume_reporting(&aref, boot).await?;
                 let route = l.route_of(&a).await?;
-                Ok((a, route))
+                Ok((a, changed, route))
             })
             .await?;
-        Ok(pb::ResumeActorResponse {
+        let reply = pb::ResumeActorResponse {
             actor: Some(actor_to_pb(&a)),
             route_timeout_ms: route.map_or(0, |r| r.timeout_ms),
-        })
+        };
+        Ok((reply, changed))
     }
 
     pub(crate) async fn suspend_impl(&self, r: Option<&pb::ActorRef>) -> Result<pb::Actor, Status> {

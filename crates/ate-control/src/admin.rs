@@ -247,7 +247,9 @@ impl Admin for AdminService {
         r: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let c = &self.control;
-        let caller = c.admit(&r, Scope::Cluster, Access::Read).await?;
+        let caller = c
+            .admit(&r, "ListAuditEvents", Scope::Cluster, Access::Read)
+            .await?;
         let q = r.get_ref();
         let visible = caller.visible_atespaces();
         // An admin of some atespaces reads the events in those.
@@ -295,7 +297,10 @@ impl Admin for AdminService {
         &self,
         r: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = self.control.admit(&r, Scope::Cluster, Access::Read).await?;
+        let caller = self
+            .control
+            .admit(&r, "WhoAmI", Scope::Cluster, Access::Read)
+            .await?;
         Ok(Response::new(match caller {
             crate::Caller::Token(c) => pb::WhoAmIResponse {
                 subject: c.sub.clone(),

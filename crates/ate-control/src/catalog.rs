@@ -1,5 +1,9 @@
-//! Templates, pools and nodes: the declared shape of the system.
+//! Templates, pools and nodes: the declared shape of the system. A template's `env` values
+//! are shown to admins of every atespace only (they may change templates anyway); every
+//! other reader gets the names with [`REDACTED`] for the values, since values are often
+//! credentials.
 
+use ate_auth::{Access, Scope};
 use ate_model::PoolStatus;
 use ate_model::names::{GOLDEN_ATESPACE, validate_label, validate_subdomain};
 use ate_model::{ActorTemplate, FieldSelector, NamespacedName, Node, TemplateStatus, WorkerPool};
@@ -11,7 +15,23 @@ use tonic::Status;
 
 use crate::errors;
 use crate::golden::golden_actor;
-use crate::{ControlService, LifecycleError};
+use crate::{Caller, ControlService, LifecycleError};
+
+/// What a template's `env` value reads as for a caller who may not see it.
+pub const REDACTED: &str = "<redacted>";
+
+/// The template as `caller` may see it: `env` values replaced by [`REDACTED`] unless the
+/// caller administers every atespace (the callers who may apply templates).
+fn visible_to(caller: &Caller, mut t: pb::ActorTemplate) -> pb::ActorTemplate {
+    if caller.authorize(Scope::Cluster, Access::Admin).is_err()
+        && let Some(spec) = t.spec.as_mut()
+    {
+        for var in &mut spec.env {
+            var.value = REDACTED.to_string();
+        }
+    }
+    t
+}
 
 fn object_id(namespace: &str, name: &str) -> Result<NamespacedName, Status> {
     validate_label("namespace", namespace).map_err(invalid)?;
@@ -71,18 +91,22 @@ impl ControlService {
         }
     }
 
+    /// One template, as `caller` may see it (see [`REDACTED`]).
     pub(crate) async fn get_template_impl(
         &self,
+        caller: &Caller,
         namespace: &str,
         name: &str,
     ) -> Result<pb::ActorTemplate, Status> {
         let id = object_id(namespace, name)?;
         let t: ActorTemplate = self.store.get(&id.key()).await.map_err(errors::store)?;
-        Ok(template_to_pb(&t))
+        Ok(visible_to(caller, template_to_pb(&t)))
     }
 
+    /// The templates of a namespace (all when empty), as `caller` may see them.
     pub(crate) async fn list_templates_impl(
         &self,
+        caller: &Caller,
         namespace: &str,
     ) -> Result<pb::ListActorTemplatesResponse, Status> {
         let all = self
@@ -91,7 +115,10 @@ impl ControlService {
             .await
             .map_err(errors::store)?;
         Ok(pb::ListActorTemplatesResponse {
-            templates: all.iter().map(template_to_pb).collect(),
+            templates: all
+                .iter()
+                .map(|t| visible_to(caller, template_to_pb(t)))
+                .collect(),
         })
     }
 

@@ -28,15 +28,16 @@ impl ControlService {
         }
     }
 
-    /// Admits a read: the caller, if allowed `access` in `scope`.
+    /// Admits a read: the caller, if allowed to call `method` with `access` in `scope`.
     pub(crate) async fn admit<T>(
         &self,
         r: &Request<T>,
+        method: &'static str,
         scope: Scope<'_>,
         access: Access,
     ) -> Result<Caller, Status> {
         let caller = self.caller(r).await?;
-        caller.authorize(scope, access)?;
+        caller.admits(method, scope, access)?;
         Ok(caller)
     }
 
@@ -52,12 +53,25 @@ impl ControlService {
         let admitted = caller
             .as_ref()
             .map_err(Clone::clone)
-            .and_then(|c| c.authorize(scope, access));
+            .and_then(|c| c.admits(call.method, scope, access));
         match admitted {
             Ok(()) => caller,
             Err(status) => {
-                let (subject, role) = audit::who(caller.as_ref().ok());
-                audit::record(&self.store, subject, role, call, Err(&status)).await;
+                match caller.as_ref() {
+                    Ok(c) => {
+                        let (subject, role) = audit::who(Some(c));
+                        audit::record(&self.store, subject, role, call, Err(&status)).await;
+                    }
+                    // Anyone can send these, as fast as they like: counted per peer.
+                    Err(_) => {
+                        let peer = r
+                            .remote_addr()
+                            .map_or_else(|| "an unknown peer".to_string(), |a| a.ip().to_string());
+                        self.refusals
+                            .record(&self.store, &peer, call, &status)
+                            .await;
+                    }
+                }
                 Err(status)
             }
         }

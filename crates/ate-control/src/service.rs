@@ -7,8 +7,8 @@ use ate_proto::ateapi as pb;
 use ate_proto::ateapi::control_server::Control;
 use ate_seam::NodeDirectory;
 
-use crate::auth::Authenticator;
 use crate::auth::audit::Call;
+use crate::auth::{Authenticator, Caller, is_reserved};
 use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use ate_auth::{Access, Scope};
 use ate_store::Store;
@@ -25,6 +25,8 @@ pub struct ControlService {
     pub(crate) lifecycle: Lifecycle,
     /// `None` only where no authentication is wanted (the service alone, in tests).
     pub(crate) auth: Option<Authenticator>,
+    /// Refusals of unauthenticated calls, counted before they are audited.
+    pub(crate) refusals: Arc<crate::auth::audit::Refusals>,
 }
 
 impl std::fmt::Debug for ControlService {
@@ -41,6 +43,7 @@ impl ControlService {
             nodes: None,
             lifecycle,
             auth: None,
+            refusals: Arc::default(),
         }
     }
 
@@ -92,6 +95,16 @@ fn named(namespace: &str, name: &str) -> String {
 /// Cluster-wide changes (templates, pools, nodes) need an administrator of every atespace.
 const CLUSTER_ADMIN: (Scope<'static>, Access) = (Scope::Cluster, Access::Admin);
 
+/// What changing an actor in atespace `ns` needs. The system's actors (golden snapshots)
+/// are everyone's: changing them takes an administrator of every atespace.
+fn actor_change_needs(ns: &str) -> (Scope<'_>, Access) {
+    if is_reserved(ns) {
+        CLUSTER_ADMIN
+    } else {
+        (Scope::Atespace(ns), Access::Write)
+    }
+}
+
 impl ControlService {
     /// Runs an actor-changing call: admitted for `access` in the actor's atespace, audited.
     async fn actor_change<Q, T>(
@@ -103,9 +116,8 @@ impl ControlService {
     ) -> Reply<T> {
         let (ns, target) = actor_of(actor);
         let call = Call::new(method, &ns, target);
-        let caller = self
-            .admit_change(r, &call, Scope::Atespace(&ns), Access::Write)
-            .await?;
+        let (scope, access) = actor_change_needs(&ns);
+        let caller = self.admit_change(r, &call, scope, access).await?;
         let result = run(self).await;
         self.audited(&caller, &call, result).await
     }
@@ -126,13 +138,17 @@ impl ControlService {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    async fn get_actor(&self, r: Request<pb::GetActorRequest>) -> Reply<pb::Actor> {
+    async fn get_actor(&self, r: Request<pb::GetActorRequest>) -> Reply<pb::GetActorResponse> {
         let (ns, _) = actor_of(r.get_ref().actor_ref.as_ref());
-        self.admit(&r, Scope::Atespace(&ns), Access::Read).await?;
+        self.admit(&r, "GetActor", Scope::Atespace(&ns), Access::Read)
+            .await?;
         ok(self.get_actor_impl(r.get_ref()).await)
     }
 
-    async fn create_actor(&self, r: Request<pb::CreateActorRequest>) -> Reply<pb::Actor> {
+    async fn create_actor(
+        &self,
+        r: Request<pb::CreateActorRequest>,
+    ) -> Reply<pb::CreateActorResponse> {
         let q = r.get_ref();
         self.actor_change(&r, "CreateActor", q.actor_ref.as_ref(), async |s| {
             s.create_actor_impl(q).await
@@ -182,10 +198,23 @@ impl Control for ControlService {
         r: Request<pb::ResumeActorRequest>,
     ) -> Reply<pb::ResumeActorResponse> {
         let q = r.get_ref();
-        self.actor_change(&r, "ResumeActor", q.actor_ref.as_ref(), async |s| {
-            s.resume_impl(q.actor_ref.as_ref(), q.boot).await
-        })
-        .await
+        let (ns, target) = actor_of(q.actor_ref.as_ref());
+        let call = Call::new("ResumeActor", &ns, target);
+        let (scope, access) = actor_change_needs(&ns);
+        let caller = self.admit_change(&r, &call, scope, access).await?;
+        let result = self.resume_impl(q.actor_ref.as_ref(), q.boot).await;
+        // A router resumes for whatever traffic arrives: a name nobody created, or an actor
+        // that is running already, changed nothing, and recording it would let anyone on
+        // the internet write to the store at the rate they send requests.
+        let unchanged = match &result {
+            Ok((_, changed)) => !changed,
+            Err(status) => status.code() == tonic::Code::NotFound,
+        };
+        let result = result.map(|(reply, _)| reply);
+        if unchanged && matches!(caller, Caller::Component(_)) {
+            return ok(result);
+        }
+        self.audited(&caller, &call, result).await
     }
 
     async fn delete_actor(
@@ -203,7 +232,8 @@ impl Control for ControlService {
         &self,
         r: Request<pb::ListWorkersRequest>,
     ) -> Reply<pb::ListWorkersResponse> {
-        self.admit(&r, Scope::Cluster, Access::Admin).await?;
+        self.admit(&r, "ListWorkers", Scope::Cluster, Access::Admin)
+            .await?;
         ok(self.list_workers_impl(r.get_ref()).await)
     }
 
@@ -213,9 +243,10 @@ impl Control for ControlService {
     ) -> Reply<pb::ListActorsResponse> {
         let q = r.get_ref();
         let caller = if q.atespace.is_empty() {
-            self.admit(&r, Scope::Cluster, Access::Read).await?
+            self.admit(&r, "ListActors", Scope::Cluster, Access::Read)
+                .await?
         } else {
-            self.admit(&r, Scope::Atespace(&q.atespace), Access::Read)
+            self.admit(&r, "ListActors", Scope::Atespace(&q.atespace), Access::Read)
                 .await?
         };
         ok(self
@@ -223,7 +254,10 @@ impl Control for ControlService {
             .await)
     }
 
-    async fn create_atespace(&self, r: Request<pb::CreateAtespaceRequest>) -> Reply<pb::Atespace> {
+    async fn create_atespace(
+        &self,
+        r: Request<pb::CreateAtespaceRequest>,
+    ) -> Reply<pb::CreateAtespaceResponse> {
         let name = &r.get_ref().name;
         let call = Call::new("CreateAtespace", name, name.clone());
         let caller = self
@@ -233,9 +267,13 @@ impl Control for ControlService {
         self.audited(&caller, &call, result).await
     }
 
-    async fn get_atespace(&self, r: Request<pb::GetAtespaceRequest>) -> Reply<pb::Atespace> {
+    async fn get_atespace(
+        &self,
+        r: Request<pb::GetAtespaceRequest>,
+    ) -> Reply<pb::GetAtespaceResponse> {
         let name = &r.get_ref().name;
-        self.admit(&r, Scope::Atespace(name), Access::Read).await?;
+        self.admit(&r, "GetAtespace", Scope::Atespace(name), Access::Read)
+            .await?;
         ok(self.get_atespace_impl(name).await)
     }
 
@@ -243,7 +281,9 @@ impl Control for ControlService {
         &self,
         r: Request<pb::ListAtespacesRequest>,
     ) -> Reply<pb::ListAtespacesResponse> {
-        let caller = self.admit(&r, Scope::Cluster, Access::Read).await?;
+        let caller = self
+            .admit(&r, "ListAtespaces", Scope::Cluster, Access::Read)
+            .await?;
         let mut all = self.list_atespaces_impl().await?;
         if let Some(visible) = caller.visible_atespaces() {
             all.atespaces.retain(|a| visible.contains(&a.name));
@@ -281,17 +321,23 @@ impl Control for ControlService {
         &self,
         r: Request<pb::GetActorTemplateRequest>,
     ) -> Reply<pb::ActorTemplate> {
-        self.admit(&r, Scope::Cluster, Access::Read).await?;
+        let caller = self
+            .admit(&r, "GetActorTemplate", Scope::Cluster, Access::Read)
+            .await?;
         let r = r.get_ref();
-        ok(self.get_template_impl(&r.namespace, &r.name).await)
+        ok(self.get_template_impl(&caller, &r.namespace, &r.name).await)
     }
 
     async fn list_actor_templates(
         &self,
         r: Request<pb::ListActorTemplatesRequest>,
     ) -> Reply<pb::ListActorTemplatesResponse> {
-        self.admit(&r, Scope::Cluster, Access::Read).await?;
-        ok(self.list_templates_impl(&r.get_ref().namespace).await)
+        let caller = self
+            .admit(&r, "ListActorTemplates", Scope::Cluster, Access::Read)
+            .await?;
+        ok(self
+            .list_templates_impl(&caller, &r.get_ref().namespace)
+            .await)
     }
 
     async fn delete_actor_template(
@@ -320,7 +366,8 @@ impl Control for ControlService {
     }
 
     async fn get_worker_pool(&self, r: Request<pb::GetWorkerPoolRequest>) -> Reply<pb::WorkerPool> {
-        self.admit(&r, Scope::Cluster, Access::Read).await?;
+        self.admit(&r, "GetWorkerPool", Scope::Cluster, Access::Read)
+            .await?;
         let r = r.get_ref();
         ok(self.get_pool_impl(&r.namespace, &r.name).await)
     }
@@ -329,7 +376,8 @@ impl Control for ControlService {
         &self,
         r: Request<pb::ListWorkerPoolsRequest>,
     ) -> Reply<pb::ListWorkerPoolsResponse> {
-        self.admit(&r, Scope::Cluster, Access::Read).await?;
+        self.admit(&r, "ListWorkerPools", Scope::Cluster, Access::Read)
+            .await?;
         ok(self.list_pools_impl(&r.get_ref().namespace).await)
     }
 
@@ -346,7 +394,8 @@ impl Control for ControlService {
     }
 
     async fn list_nodes(&self, r: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
-        self.admit(&r, Scope::Cluster, Access::Admin).await?;
+        self.admit(&r, "ListNodes", Scope::Cluster, Access::Admin)
+            .await?;
         ok(self.list_nodes_impl().await)
     }
 
@@ -376,7 +425,8 @@ impl Control for ControlService {
         r: Request<pb::GetActorLogsRequest>,
     ) -> Reply<Self::GetActorLogsStream> {
         let (ns, _) = actor_of(r.get_ref().actor_ref.as_ref());
-        self.admit(&r, Scope::Atespace(&ns), Access::Read).await?;
+        self.admit(&r, "GetActorLogs", Scope::Atespace(&ns), Access::Read)
+            .await?;
         ok(self.actor_logs_impl(r.get_ref()).await)
     }
 }

@@ -320,7 +320,9 @@ async fn create_actor_checks_template_atespace_and_selector() {
         .create_actor(create("team-a", "demo", "counter", bad_sel("tier", "gold")))
         .await
         .expect("create")
-        .into_inner();
+        .into_inner()
+        .actor
+        .expect("actor in the response");
     assert_eq!(
         (made.version, made.status),
         (1, pb::actor::Status::Suspended as i32)
@@ -404,7 +406,10 @@ async fn atespace_rpcs() {
         })
         .await
         .expect("system atespace");
-    assert_eq!(golden.into_inner().name, "ate-golden");
+    assert_eq!(
+        golden.into_inner().atespace.expect("atespace").name,
+        "ate-golden"
+    );
 }
 
 #[tokio::test]

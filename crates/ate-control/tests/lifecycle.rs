@@ -14,7 +14,11 @@ async fn system(nodes: &[&str], replicas: u32) -> System {
 }
 
 fn snapshot_ids(s: &System, actor: &str) -> Vec<String> {
-    let dir = s.snapshots().join("team-a").join(actor);
+    snapshot_ids_in(s, "team-a", actor)
+}
+
+fn snapshot_ids_in(s: &System, atespace: &str, actor: &str) -> Vec<String> {
+    let dir = s.snapshots().join(atespace).join(actor);
     let mut ids: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
@@ -377,6 +381,26 @@ async fn a_template_gets_a_golden_snapshot_that_new_actors_start_from() {
     let r = s.lifecycle.resume(&a, false).await.unwrap();
     assert_eq!(r.worker.unwrap().name, hot.name);
     assert_eq!(s.hit(&a).await, "1");
+
+    // The golden actor's own later suspends never retire the baked snapshot, whatever the
+    // template's `keep` (3) says.
+    let golden_id = baked.status.golden_snapshot.rsplit('/').next().unwrap();
+    for _ in 0..4 {
+        s.lifecycle.resume(&gref, false).await.unwrap();
+        s.lifecycle.suspend(&gref).await.unwrap();
+    }
+    wait_for("retention of the golden actor's snapshots", || async {
+        snapshot_ids_in(&s, &gref.atespace, &gref.id).len() == 4
+    })
+    .await;
+    assert!(
+        snapshot_ids_in(&s, &gref.atespace, &gref.id).contains(&golden_id.to_string()),
+        "the baked snapshot {golden_id} was deleted"
+    );
+    let b = s.actor("c2", &t).await;
+    s.lifecycle.resume(&b, false).await.unwrap();
+    assert_eq!(s.hit(&b).await, "1");
+    s.lifecycle.suspend(&b).await.unwrap();
 
     // A template whose module cannot load is retried and says why; no worker is kept.
     let mut broken = s.store.get::<ActorTemplate>(&t.key()).await.unwrap();

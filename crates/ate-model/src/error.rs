@@ -14,6 +14,23 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Longest part of a rejected value an error repeats: enough to recognise it, and a
+/// megabyte-long name does not come back in the reply, the log and the audit trail.
+pub const MAX_ECHOED_VALUE: usize = 96;
+
+/// `text` cut to at most `max` bytes on a character boundary, saying how long it was when
+/// cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
 /// A value that failed validation. The message always names the field, so a user who sent
 /// a whole manifest or request can tell which part to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +59,7 @@ impl ModelError {
     ) -> Self {
         Self::Invalid {
             field: field.into(),
-            value: value.into(),
+            value: clip(&value.into(), MAX_ECHOED_VALUE),
             reason: reason.into(),
         }
     }
@@ -71,5 +88,21 @@ impl ModelError {
                 reason,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_echoed_clipped_on_a_character_boundary() {
+        let long = "é".repeat(1_000_000);
+        let e = ModelError::invalid("name", long, "too long");
+        let text = e.to_string();
+        assert!(text.len() < 200, "{text}");
+        assert!(text.contains("(2000000 bytes)"), "{text}");
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("abcdef", 3), "abc... (6 bytes)");
     }
 }

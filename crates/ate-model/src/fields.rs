@@ -107,6 +107,15 @@ impl Kind {
         }
     }
 
+    /// Whether records of this kind hold secrets: the private token-signing keys, and
+    /// templates, whose `env` values are credentials as often as not. This is the one place
+    /// that says so. Stores never put the body of such a record in a change notification
+    /// (which anyone allowed to listen on the channel reads, whatever they may read
+    /// otherwise): a watcher of a secret kind is told the key and reads the record itself.
+    pub fn is_secret(self) -> bool {
+        matches!(self, Kind::SigningKey | Kind::ActorTemplate)
+    }
+
     /// Whether records of this kind carry labels that label selectors can match.
     pub fn has_labels(self) -> bool {
         matches!(self, Kind::WorkerPool | Kind::Node | Kind::Worker)
@@ -461,6 +470,12 @@ impl fmt::Display for FieldSelector {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn secret_kinds_are_signing_keys_and_templates() {
+        let secret: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.is_secret()).collect();
+        assert_eq!(secret, [Kind::ActorTemplate, Kind::SigningKey]);
+    }
 
     fn req(field: &str, op: Op, value: &str) -> Requirement {
         Requirement {

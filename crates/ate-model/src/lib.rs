@@ -16,7 +16,7 @@ pub mod template;
 pub use actor::*;
 pub use duration::Duration;
 pub use egress::EgressPolicy;
-pub use error::{ErrorKind, ModelError};
+pub use error::{ErrorKind, MAX_ECHOED_VALUE, ModelError, clip};
 pub use fields::{FieldSelector, Indexed, Kind, Op, Requirement};
 pub use labels::{LabelSelector, Labels};
 pub use resources::*;

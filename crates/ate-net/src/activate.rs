@@ -54,6 +54,8 @@ pub trait Activator: Send + Sync + std::fmt::Debug {
 pub(crate) enum Wait {
     /// The actor's queue, or the router's, is full.
     Overflow,
+    /// As many actors as the router allows are starting already.
+    TooManyActivations,
     /// The activation outlived the request's wait.
     TimedOut,
     /// No worker freed up within the request's wait.
@@ -93,7 +95,51 @@ impl Drop for Queued<'_> {
 pub(crate) struct Limits {
     pub queue_len: usize,
     pub queue_total: usize,
+    /// Most activations under way at once: each costs the control plane store writes, so
+    /// requests for many names at once (random ones, say) are turned away past this.
+    pub activations: usize,
     pub wait: Duration,
+}
+
+/// How long an actor the control plane said does not exist is answered 404 without asking
+/// again: long enough that requests for names nobody created cost the store one read per
+/// name and second, short enough that an actor created a moment ago is soon reached.
+const UNKNOWN_FOR: Duration = Duration::from_secs(1);
+/// Most unknown names remembered; past this the oldest half is forgotten.
+const MAX_UNKNOWN: usize = 16_384;
+
+/// Actors recently found not to exist, with when that was learnt and what was said.
+#[derive(Debug, Default)]
+struct Unknown(Mutex<HashMap<ActorRef, (Instant, String)>>);
+
+impl Unknown {
+    fn get(&self, actor: &ActorRef) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(actor)
+            .filter(|(at, _)| at.elapsed() < UNKNOWN_FOR)
+            .map(|(_, why)| why.clone())
+    }
+
+    fn insert(&self, actor: ActorRef, why: String) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_UNKNOWN {
+            map.retain(|_, (at, _)| at.elapsed() < UNKNOWN_FOR);
+            if map.len() >= MAX_UNKNOWN {
+                let mut ages: Vec<Instant> = map.values().map(|(at, _)| *at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                map.retain(|_, (at, _)| *at > cut);
+            }
+        }
+        map.insert(actor, (Instant::now(), why));
+    }
+
+    fn forget(&self, actor: &ActorRef) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(actor);
+    }
 }
 
 /// The activations under way in one router.
@@ -108,6 +154,7 @@ pub(crate) struct Activations {
     /// The turn of parked activations to try again: one at a time, first come first
     /// served, so a crowd of them does not hammer the control plane on every departure.
     turn: Arc<Semaphore>,
+    unknown: Arc<Unknown>,
 }
 
 /// How long a resumed actor's route may take to appear before the router asks again.
@@ -130,6 +177,7 @@ impl Activations {
             flights: Arc::default(),
             depth: AtomicUsize::new(0),
             turn: Arc::new(Semaphore::new(1)),
+            unknown: Arc::default(),
         }
     }
 
@@ -150,8 +198,17 @@ impl Activations {
             match flights.get(actor) {
                 Some(f) => (f.clone(), false),
                 // An activation finished between the caller's look at the routes and now.
-                None if self.routes.get(actor).is_some() => return Ok(None),
+                None if self.routes.get(actor).is_some() => {
+                    self.unknown.forget(actor);
+                    return Ok(None);
+                }
                 None => {
+                    if let Some(why) = self.unknown.get(actor) {
+                        return Err(Wait::Failed(ActivateError::NotFound(why)));
+                    }
+                    if flights.len() >= self.limits.activations {
+                        return Err(Wait::TooManyActivations);
+                    }
                     let (tx, rx) = watch::channel(None);
                     let f = Arc::new(Flight {
                         waiting: AtomicUsize::new(0),
@@ -205,6 +262,7 @@ impl Activations {
         let flights = self.flights.clone();
         let wait = self.limits.wait;
         let turn = self.turn.clone();
+        let unknown = self.unknown.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let parking = Parking {
@@ -226,6 +284,9 @@ impl Activations {
             metrics::counter!(crate::metrics::ACTIVATIONS, "outcome" => label).increment(1);
             if let Err(e) = &outcome {
                 tracing::info!(actor = %actor, error = %e, "activation failed");
+            }
+            if let Err(ActivateError::NotFound(why)) = &outcome {
+                unknown.insert(actor.clone(), why.clone());
             }
             // Later requests start afresh; then the waiters learn the outcome.
             {

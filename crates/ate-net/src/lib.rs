@@ -26,4 +26,4 @@ pub use limits::{
 };
 pub use names::{ActorNames, DEFAULT_DOMAIN, NameError, PATH_PREFIX, parse_path};
 pub use routes::RouteTable;
-pub use server::{Router, RouterConfig, RouterError, RouterHandle};
+pub use server::{DEFAULT_MAX_ACTIVATIONS, Router, RouterConfig, RouterError, RouterHandle};

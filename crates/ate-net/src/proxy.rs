@@ -127,6 +127,14 @@ impl Proxy {
             Ok(t) => t,
             Err(resp) => return resp,
         };
+        // The system's actors (golden snapshots) serve no traffic: they are not there for
+        // anyone outside.
+        if actor
+            .atespace
+            .starts_with(ate_model::names::RESERVED_PREFIX)
+        {
+            return answer(StatusCode::NOT_FOUND, format!("no actor {actor}"));
+        }
         if let Some(gate) = &self.gate
             && let Err(refused) = gate.admit(&actor, req.headers_mut())
         {
@@ -168,6 +176,10 @@ impl Proxy {
                         Wait::Overflow => retry_later(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("too many requests waiting for actor {actor}"),
+                        ),
+                        Wait::TooManyActivations => retry_later(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("too many actors starting at once to start {actor}"),
                         ),
                         // A parked activation ends with NoCapacity only at the same deadline
                         // the waiter has: whichever is seen first, the client hears the same.

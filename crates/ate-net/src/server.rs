@@ -22,6 +22,10 @@ use crate::proxy::Proxy;
 use crate::routes::RouteTable;
 
 /// How the router behaves.
+/// Default for [`RouterConfig::max_activations`]: far more actors than a node has workers
+/// starting at one moment, yet a bounded number of store writes for a burst of names.
+pub const DEFAULT_MAX_ACTIVATIONS: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// The domain actor hosts live under (`<actor>.<atespace>.actors.<domain>`).
@@ -31,6 +35,9 @@ pub struct RouterConfig {
     /// Most requests that may wait over all actors (for an activation or a free worker);
     /// more get 503.
     pub queue_total: usize,
+    /// Most actors starting at once (activations under way, parked ones included); a
+    /// request that would start one more gets 503.
+    pub max_activations: usize,
     /// Longest a request waits for its actor to start: then it gets 503 with
     /// `Retry-After` if no worker freed up for it, else 504.
     pub queue_wait: Duration,
@@ -48,6 +55,7 @@ impl Default for RouterConfig {
             domain: DEFAULT_DOMAIN.into(),
             queue_len: 1024,
             queue_total: 4096,
+            max_activations: DEFAULT_MAX_ACTIVATIONS,
             queue_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_request_body: MAX_REQUEST_BODY_BYTES,
@@ -95,6 +103,7 @@ impl Router {
         let limits = Limits {
             queue_len: config.queue_len.max(1),
             queue_total: config.queue_total.max(1),
+            activations: config.max_activations.max(1),
             wait: config.queue_wait,
         };
         let proxy = Proxy {

@@ -411,9 +411,25 @@ async fn malformed_unknown_and_unnamed_requests() {
         0
     );
 
-    // Well formed but unknown to the activator.
+    // The system's atespaces are not reachable: nothing is asked.
+    for path in ["/a/ate-golden/echo/", "/a/ate-other/x/"] {
+        let a = env.get(None, path).await;
+        assert_eq!(a.status, 404, "{path}: {a:?}");
+    }
+    let a = env.get(Some("echo.ate-golden.actors.ate.test"), "/").await;
+    assert_eq!(a.status, 404, "{a:?}");
+    assert_eq!(
+        env.activator.known_calls() + env.activator.unknown_calls(),
+        0
+    );
+
+    // Well formed but unknown to the activator: asked once, then remembered for a moment.
     let a = env.get(Some("ghost.team-a.actors.ate.test"), "/").await;
     assert_eq!(a.status, 404, "{a:?}");
+    let a = env.get(None, "/a/team-a/ghost/x").await;
+    assert_eq!(a.status, 404, "{a:?}");
+    assert_eq!(env.activator.unknown_calls(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let a = env.get(None, "/a/team-a/ghost/x").await;
     assert_eq!(a.status, 404, "{a:?}");
     assert_eq!(env.activator.unknown_calls(), 2);
@@ -655,4 +671,34 @@ async fn shutdown_gives_up_on_open_streams_after_the_drain_timeout() {
         start.elapsed() < Duration::from_secs(4),
         "the stream was not cut"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_past_the_router_bound_get_503() {
+    let env = harness()
+        .config(|c| c.max_activations = 2)
+        .actor("e1", echo("e1", 0))
+        .actor("e2", echo("e2", 0))
+        .actor("e3", echo("e3", 0))
+        .start()
+        .await;
+    env.activator.close_gate();
+    let mut held = JoinSet::new();
+    for id in ["e1", "e2"] {
+        let url = env.url(&format!("/a/team-a/{id}/"));
+        held.spawn(async move { client::get(&url, None).await.unwrap() });
+    }
+    eventually("two activations under way", Duration::from_secs(10), || {
+        env.activator.known_calls() == 2
+    })
+    .await;
+    let third = env.get(None, "/a/team-a/e3/").await;
+    assert_retry_later(&third, "a third activation at once");
+    assert!(third.body.contains("too many actors starting"), "{third:?}");
+    assert_eq!(env.activator.calls(&actor("e3")), 0);
+    env.activator.open_gate();
+    while let Some(a) = held.join_next().await {
+        assert_eq!(a.unwrap().status, 200);
+    }
+    assert_eq!(env.get(None, "/a/team-a/e3/").await.status, 200);
 }

@@ -134,7 +134,14 @@ impl Node {
     /// Starts the node and registers it with `seam`. Needs a tokio runtime: the node
     /// watches its actors for idleness in the background.
     pub fn start(config: NodeConfig, seam: &LocalSeam) -> Result<Self, NodeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::DataDir {
+        // Owner-only: it holds the snapshot cache (actors' memory) and the default
+        // `file://` snapshot store.
+        std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            ate_snapshots::DIR_MODE,
+        )
+        .create(&config.data_dir)
+        .map_err(|e| NodeError::DataDir {
             dir: config.data_dir.display().to_string(),
             reason: e.to_string(),
         })?;

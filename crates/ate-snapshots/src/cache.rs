@@ -93,7 +93,7 @@ impl SnapshotCache {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io)?;
         }
-        std::fs::create_dir_all(&dir).map_err(io)?;
+        crate::private::create_dir(&dir).map_err(io)?;
         Ok(Self {
             dir,
             max_bytes,
@@ -159,10 +159,10 @@ impl SnapshotCache {
         let bytes = manifest.total_size();
         let staging = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io)?;
+        crate::private::create_dir(&staging).map_err(io)?;
         for (name, data) in files {
             validate_file_name(name)?;
-            std::fs::write(staging.join(name), data).map_err(io)?;
+            crate::private::write_file(&staging.join(name), data).map_err(io)?;
         }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&staging, &dir).map_err(io)?;

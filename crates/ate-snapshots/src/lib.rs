@@ -4,10 +4,13 @@
 //! every file against the manifest and refuse a corrupt or incomplete snapshot. Locations are
 //! URLs: `file:///var/lib/ate/snapshots` (the default), `s3://bucket/prefix`,
 //! `gs://bucket/prefix` (credentials from the environment, as the cloud SDKs read them).
-//! [`SnapshotCache`] keeps recent snapshots on the node's disk within a size bound.
+//! [`SnapshotCache`] keeps recent snapshots on the node's disk within a size bound. On a
+//! local disk (a `file://` store, the cache) directories are 0700 and files 0600: snapshots
+//! are tenants' data.
 
 mod cache;
 mod manifest;
+mod private;
 mod store;
 
 pub use cache::{CachedSnapshot, SnapshotCache, key as cache_key};
@@ -15,6 +18,7 @@ pub use manifest::{
     FORMAT, FileEntry, MAX_MANIFEST_BYTES, Manifest, describe_files, validate_actor,
     validate_file_name, validate_id,
 };
+pub use private::{DIR_MODE, FILE_MODE};
 pub use store::{SnapshotStore, new_snapshot_id};
 
 /// Everything snapshot storage can fail with.

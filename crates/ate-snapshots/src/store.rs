@@ -67,8 +67,8 @@ impl std::fmt::Debug for SnapshotStore {
 }
 
 impl SnapshotStore {
-    /// Opens a location: `file:///DIR` (created if missing), `s3://BUCKET/PREFIX` or
-    /// `gs://BUCKET/PREFIX`.
+    /// Opens a location: `file:///DIR` (created if missing, and made the owner's only),
+    /// `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX`.
     pub fn open(location: &str) -> Result<Self, SnapshotError> {
         let bad = |reason: String| SnapshotError::InvalidLocation {
             url: location.into(),
@@ -80,7 +80,7 @@ impl SnapshotStore {
                 let dir = url
                     .to_file_path()
                     .map_err(|_| bad("not an absolute file path".into()))?;
-                std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                crate::private::create_dir(&dir).map_err(|e| bad(e.to_string()))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(e.to_string()))?;
                 (Arc::new(fs), Path::default(), Some(dir))
@@ -134,6 +134,10 @@ impl SnapshotStore {
         files: Vec<(String, Bytes)>,
     ) -> Result<Manifest, SnapshotError> {
         let dir = self.snapshot_dir(actor, id)?;
+        if let Some(local) = self.local_path(&dir) {
+            // Made here, owner-only, before the object store makes it with the umask's mode.
+            crate::private::create_dir(&local).map_err(|e| SnapshotError::Io(e.to_string()))?;
+        }
         let mut entries = Vec::with_capacity(files.len());
         for (name, data) in files {
             validate_file_name(&name)?;
@@ -151,23 +155,34 @@ impl SnapshotStore {
                 compressed_size: packed.len() as u64,
                 sha256: digest,
             });
-            self.store
-                .put(
-                    &dir.clone().join(format!("{name}.zst")),
-                    PutPayload::from(packed),
-                )
-                .await
-                .map_err(os_err)?;
+            self.put(&dir.clone().join(format!("{name}.zst")), packed)
+                .await?;
         }
         let manifest = Manifest::new(actor, id, sandbox_class, scope, runtime, entries);
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Io(e.to_string()))?;
-        self.store
-            .put(&dir.join(MANIFEST), PutPayload::from(json))
-            .await
-            .map_err(os_err)?;
+        self.put(&dir.join(MANIFEST), json).await?;
         tracing::debug!(actor = %actor, id, bytes = manifest.total_size(), "snapshot written");
         Ok(manifest)
+    }
+
+    /// Where an object lives on the local disk, for a `file://` store.
+    fn local_path(&self, path: &Path) -> Option<std::path::PathBuf> {
+        self.local.as_ref().map(|root| {
+            path.parts()
+                .fold(root.clone(), |p, part| p.join(part.as_ref()))
+        })
+    }
+
+    /// Stores one object; on a local disk, owner-only (the object store writes files with
+    /// the umask's mode, inside directories that are already the owner's only).
+    async fn put(&self, path: &Path, data: impl Into<PutPayload>) -> Result<(), SnapshotError> {
+        self.store.put(path, data.into()).await.map_err(os_err)?;
+        if let Some(local) = self.local_path(path) {
+            crate::private::tighten(&local, crate::private::FILE_MODE)
+                .map_err(|e| SnapshotError::Io(format!("{}: {e}", local.display())))?;
+        }
+        Ok(())
     }
 
     /// Reads a snapshot's manifest.

@@ -6,6 +6,8 @@
 mod schema;
 mod watch;
 
+pub use watch::CHANNEL;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -1,7 +1,9 @@
 //! Watches over `LISTEN/NOTIFY`. Every write notifies channel `ate_events` inside its
 //! transaction, so notifications arrive after commit and in commit order. The body rides
-//! along when it fits in a notification; otherwise the watcher reads the record. A lost
-//! listening connection is re-established with backoff and reported as `Resync`.
+//! along when it fits in a notification and its kind is not secret (`Kind::is_secret`: any
+//! role that may connect may `LISTEN`, whatever it may `SELECT`); otherwise the watcher reads
+//! the record. A lost listening connection is re-established with backoff and reported as
+//! `Resync`.
 
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ pub fn payload(kind: Kind, op: Op, key: &str, version: u64, body: Option<&str>) 
         key: key.into(),
         version,
         body: body
-            .filter(|b| b.len() <= MAX_INLINE_BODY)
+            .filter(|b| b.len() <= MAX_INLINE_BODY && !kind.is_secret())
             .map(str::to_string),
     };
     serde_json::to_string(&p).unwrap_or_default()

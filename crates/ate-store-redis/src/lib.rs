@@ -6,7 +6,8 @@
 //! pool cpu). Every write, claim, atespace delete and lease change is one Lua script, so
 //! indexes change atomically with records; selectors walk the smallest matching index, never
 //! the keyspace. All keys share the hash tag of the prefix (one cluster slot). Writes publish
-//! events on `<prefix>events` for watches.
+//! events on `<prefix>events` for watches; those of a secret kind (`Kind::is_secret`) carry
+//! the key and version only, and the watch reads the record.
 
 mod scripts;
 mod watch;
@@ -80,7 +81,12 @@ fn build_schema(kind: Kind) -> String {
     for f in kind.fields().iter().filter(|f| f.multi) {
         multi.insert(f.name.into(), true.into());
     }
-    serde_json::json!({ "multi": multi, "compound": kind.compound_indexes() }).to_string()
+    serde_json::json!({
+        "multi": multi,
+        "compound": kind.compound_indexes(),
+        "secret": kind.is_secret(),
+    })
+    .to_string()
 }
 
 fn entries(index: &IndexValues) -> String {
@@ -369,6 +375,6 @@ impl Store for RedisStore {
     }
 
     async fn watch(&self, kind: Kind) -> Result<Watch> {
-        watch::start(self.client.clone(), format!("{}events", self.prefix), kind).await
+        watch::start(self.clone(), format!("{}events", self.prefix), kind).await
     }
 }

@@ -1,16 +1,17 @@
 //! Watches over pub/sub. Scripts publish every change on one channel; a watch subscribes on
-//! its own connection and keeps the events of its kind. When the subscription is lost it
+//! its own connection and keeps the events of its kind. Events of a secret kind carry no
+//! body: the watch reads the record before reporting it. When the subscription is lost it
 //! re-subscribes with backoff and reports `Resync`.
 
 use std::time::Duration;
 
 use ate_model::Kind;
-use ate_store::{Record, Result, WATCH_BUFFER, Watch, WatchEvent};
+use ate_store::{Record, Result, Store, StoreError, WATCH_BUFFER, Watch, WatchEvent};
 use redis::Client;
 use serde::Deserialize;
 use tokio_stream::StreamExt;
 
-use crate::redis_err;
+use crate::{RedisStore, redis_err};
 
 #[derive(Debug, Deserialize)]
 struct Payload {
@@ -22,22 +23,37 @@ struct Payload {
     body: Option<String>,
 }
 
-fn event(kind: Kind, raw: &str) -> Option<WatchEvent> {
+async fn event(store: &RedisStore, kind: Kind, raw: &str) -> Option<WatchEvent> {
     let p: Payload = serde_json::from_str(raw).ok()?;
     if p.kind != kind.plural() {
         return None;
     }
-    let rec = |body: Option<String>| Record {
-        key: p.key.clone(),
-        version: p.version,
-        body: body.unwrap_or_default().into_bytes(),
+    let created = match p.op.as_str() {
+        "c" => true,
+        "u" => false,
+        "d" => return Some(WatchEvent::Deleted { key: p.key }),
+        _ => return None,
     };
-    match p.op.as_str() {
-        "c" => Some(WatchEvent::Created(rec(p.body))),
-        "u" => Some(WatchEvent::Updated(rec(p.body))),
-        "d" => Some(WatchEvent::Deleted { key: p.key }),
-        _ => None,
-    }
+    let rec = match p.body {
+        Some(body) => Record {
+            key: p.key,
+            version: p.version,
+            body: body.into_bytes(),
+        },
+        None => match store.get_record(kind, &p.key).await {
+            Ok(r) => r,
+            // Deleted meanwhile: its own event follows.
+            Err(StoreError::NotFound { .. }) => return None,
+            Err(e) => {
+                tracing::warn!(%kind, key = %p.key, error = %e, "cannot read a changed record; asking for resync");
+                return Some(WatchEvent::Resync);
+            }
+        },
+    };
+    Some(match created {
+        true => WatchEvent::Created(rec),
+        false => WatchEvent::Updated(rec),
+    })
 }
 
 async fn subscribe(client: &Client, channel: &str) -> Result<redis::aio::PubSub> {
@@ -46,7 +62,8 @@ async fn subscribe(client: &Client, channel: &str) -> Result<redis::aio::PubSub>
     Ok(ps)
 }
 
-pub async fn start(client: Client, channel: String, kind: Kind) -> Result<Watch> {
+pub async fn start(store: RedisStore, channel: String, kind: Kind) -> Result<Watch> {
+    let client = store.client.clone();
     let mut pubsub = subscribe(&client, &channel).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
     tokio::spawn(async move {
@@ -62,7 +79,7 @@ pub async fn start(client: Client, channel: String, kind: Kind) -> Result<Watch>
                     let Ok(raw) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    if let Some(e) = event(kind, &raw)
+                    if let Some(e) = event(&store, kind, &raw).await
                         && tx.send(e).await.is_err()
                     {
                         return;

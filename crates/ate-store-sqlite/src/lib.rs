@@ -67,6 +67,52 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Mode of the store file and of its `-wal` and `-shm` companions: the store holds the token
+/// signing keys and every record of every tenant, so only its owner may read it.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories the store creates for its file.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates the store file owner-only before SQLite does (SQLite would create it 0644 less the
+/// umask, and gives its `-wal` and `-shm` files the mode of the database file), and tightens
+/// the files an older version left readable by others.
+fn private_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let fail = |p: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot prepare sqlite file {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|e| fail(dir, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| fail(path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        let mode = match std::fs::metadata(&file) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(fail(&file, e)),
+        };
+        if mode & !FILE_MODE != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(FILE_MODE))
+                .map_err(|e| fail(&file, e))?;
+            tracing::info!(path = %file.display(), from = format!("{mode:o}"), to = format!("{FILE_MODE:o}"), "store file mode tightened");
+        }
+    }
+    Ok(())
+}
+
 fn connect(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -87,14 +133,11 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store file and brings its schema up to date.
+    /// Opens (creating if needed) the store file and brings its schema up to date. The file
+    /// and its `-wal` and `-shm` companions are the owner's only (see [`FILE_MODE`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        private_files(&path)?;
         let mut writer = connect(&path)?;
         schema::migrate(&mut writer)?;
         let readers = (0..READERS)
@@ -114,6 +157,25 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The event of a change announced without its body (see [`announced`]), with the
+    /// current record read in: `None` when it was deleted meanwhile (its own event follows),
+    /// `Resync` when it cannot be read.
+    async fn reread(
+        &self,
+        kind: Kind,
+        key: &str,
+        event: fn(Record) -> WatchEvent,
+    ) -> Option<WatchEvent> {
+        match self.get_record(kind, key).await {
+            Ok(r) => Some(event(r)),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => {
+                tracing::warn!(%kind, key, error = %e, "cannot read a changed record; asking for resync");
+                Some(WatchEvent::Resync)
+            }
+        }
     }
 
     /// Runs `f` in an `IMMEDIATE` transaction on the writer, off the async runtime. The
@@ -224,6 +286,17 @@ fn stored(rec: RecordWrite, version: u64) -> Record {
     }
 }
 
+/// The record a change event carries: without its body for a secret kind (`Kind::is_secret`),
+/// so no secret waits in the event buffer; watchers of such a kind read the record (a
+/// stored body is JSON, never empty, so an empty one says "read it").
+fn announced(kind: Kind, rec: RecordWrite, version: u64) -> Record {
+    let mut rec = stored(rec, version);
+    if kind.is_secret() {
+        rec.body.clear();
+    }
+    rec
+}
+
 fn put(
     tx: &Transaction<'_>,
     kind: Kind,
@@ -264,7 +337,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::AlreadyExists { kind, key: rec.key });
             }
             put(tx, kind, &rec, 1, true)?;
-            events.push((kind, WatchEvent::Created(stored(rec, 1))));
+            events.push((kind, WatchEvent::Created(announced(kind, rec, 1))));
             Ok(1)
         })
         .await
@@ -286,7 +359,10 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict { kind, key: rec.key });
             }
             put(tx, kind, &rec, expected + 1, false)?;
-            events.push((kind, WatchEvent::Updated(stored(rec, expected + 1))));
+            events.push((
+                kind,
+                WatchEvent::Updated(announced(kind, rec, expected + 1)),
+            ));
             Ok(expected + 1)
         })
         .await
@@ -397,6 +473,9 @@ impl Store for SqliteStore {
     async fn watch(&self, kind: Kind) -> Result<Watch> {
         let mut events = self.inner.events.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        // Weak: a watch must not keep the store (and its broadcast sender, whose closing
+        // ends this task) alive.
+        let store = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             loop {
                 let event = match events.recv().await {
@@ -408,6 +487,24 @@ impl Store for SqliteStore {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
+                // A change announced without its body (a secret kind) is read in.
+                let announced: Option<(&str, fn(Record) -> WatchEvent)> = match &event {
+                    WatchEvent::Created(r) if r.body.is_empty() => {
+                        Some((&r.key, WatchEvent::Created))
+                    }
+                    WatchEvent::Updated(r) if r.body.is_empty() => {
+                        Some((&r.key, WatchEvent::Updated))
+                    }
+                    _ => None,
+                };
+                let event = match announced {
+                    Some((key, make)) => {
+                        let Some(inner) = store.upgrade() else { return };
+                        SqliteStore { inner }.reread(kind, key, make).await
+                    }
+                    None => Some(event),
+                };
+                let Some(event) = event else { continue };
                 if tx.send(event).await.is_err() {
                     return;
                 }

@@ -23,6 +23,14 @@ pub enum StoreError {
     LeaseNotHeld { key: String },
     #[error(transparent)]
     Invalid(#[from] ModelError),
+    /// A record of a sealed kind could not be sealed or unsealed (see [`crate::sealed`]):
+    /// the reason names the key-encryption key in use.
+    #[error("{} {key}: {reason}", singular(*kind))]
+    Sealing {
+        kind: Kind,
+        key: String,
+        reason: String,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store internal error: {0}")]
@@ -41,7 +49,7 @@ impl StoreError {
             StoreError::LeaseNotHeld { .. } => ErrorKind::FailedPrecondition,
             StoreError::Invalid(_) => ErrorKind::InvalidArgument,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
-            StoreError::Internal(_) => ErrorKind::Internal,
+            StoreError::Sealing { .. } | StoreError::Internal(_) => ErrorKind::Internal,
         }
     }
 

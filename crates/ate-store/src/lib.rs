@@ -2,10 +2,12 @@
 //! JSON body, index values derived from the model's field registry); the typed methods on
 //! `dyn Store` in [`typed`] turn those into atespaces, actors, templates, pools, nodes and
 //! workers. Field and label selectors travel down to the backend, which must answer them
-//! from indexes. The `testsuite` feature exports the conformance suite.
+//! from indexes. [`SealedStore`] wraps any backend to keep the kinds of a [`Sealer`] sealed
+//! at rest. The `testsuite` feature exports the conformance suite.
 
 mod error;
 mod options;
+pub mod sealed;
 pub mod sql;
 pub mod typed;
 
@@ -20,6 +22,7 @@ use ate_model::{Assignment, FieldSelector, Kind};
 
 pub use error::{Result, StoreError, singular};
 pub use options::{ListOptions, MAX_PAGE, Page, decode_token, encode_token};
+pub use sealed::{SealedStore, Sealer, Unsealed};
 pub use typed::Object;
 
 /// A stored record.
@@ -133,7 +136,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watches one kind: every committed create, update (claims included) and delete, in
     /// commit order, from the moment this returns. A `Resync` event says some may have been
-    /// lost; callers subscribe first, then list, then apply events.
+    /// lost; callers subscribe first, then list, then apply events. For a secret kind
+    /// (`Kind::is_secret`) the notification the backend sends carries the key only, never
+    /// the body: the watch reads the record before it reports the change (it may then
+    /// report a later version than the change's; a record deleted meanwhile is reported by
+    /// its `Deleted` event only).
     async fn watch(&self, kind: Kind) -> Result<Watch>;
 }
 

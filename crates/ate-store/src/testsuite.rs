@@ -9,7 +9,7 @@ use std::time::Duration;
 use ate_model::{
     Actor, ActorRef, ActorStatus, ActorTemplate, Assignment, Atespace, FieldSelector, Indexed,
     Kind, LabelSelector, NamespacedName, Node, Op, PoolSpec, Requirement, RevokedToken,
-    TemplateSpec, Worker, WorkerPlacement, WorkerPool,
+    SigningKeyRecord, TemplateSpec, Worker, WorkerPlacement, WorkerPool,
 };
 
 use crate::{ListOptions, Object, Store, StoreError, Watch, WatchEvent, encode_token};
@@ -29,7 +29,8 @@ macro_rules! conformance_tests {
             claim_is_idempotent_per_actor, claim_respects_selectors, claim_by_capability,
             pagination_is_exact,
             field_selectors_match_reference, label_selectors, unknown_fields_rejected,
-            leases, every_kind_round_trips, watch_reports_changes_in_order);
+            leases, every_kind_round_trips, watch_reports_changes_in_order,
+            watch_of_a_secret_kind_reports_whole_records);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -919,6 +920,74 @@ pub async fn watch_reports_changes_in_order(store: Shared) {
         .create(actor("team-a", "z"))
         .await
         .expect("create after drop");
+}
+
+/// Notifications of secret kinds carry no body (`Kind::is_secret`), yet a watch of one still
+/// reports every change with the whole record, read from the store.
+pub async fn watch_of_a_secret_kind_reports_whole_records(store: Shared) {
+    assert!(Kind::SigningKey.is_secret() && Kind::ActorTemplate.is_secret());
+    let mut keys = store.watch(Kind::SigningKey).await.expect("watch keys");
+    let mut templates = store
+        .watch(Kind::ActorTemplate)
+        .await
+        .expect("watch templates");
+    let key = SigningKeyRecord {
+        kid: "k1".into(),
+        created_ms: 1,
+        private_key: "c2VjcmV0LWtleS1tYXRlcmlhbA==".into(),
+        version: 0,
+    };
+    // One change at a time: the record an event reports is read when the event arrives.
+    let created = store.create(key).await.expect("create key");
+    match next_event(&mut keys).await {
+        WatchEvent::Created(r) => {
+            assert_eq!((r.key.as_str(), r.version), ("k1", 1));
+            let got: SigningKeyRecord = crate::typed::decode(&r).expect("decode");
+            assert_eq!(got, created);
+        }
+        other => panic!("expected Created, got {other:?}"),
+    }
+    let mut changed = created.clone();
+    changed.created_ms = 2;
+    let changed = store.update(changed).await.expect("update key");
+    match next_event(&mut keys).await {
+        WatchEvent::Updated(r) => {
+            let got: SigningKeyRecord = crate::typed::decode(&r).expect("decode");
+            assert_eq!(got, changed);
+        }
+        other => panic!("expected Updated, got {other:?}"),
+    }
+    store
+        .delete::<SigningKeyRecord>("k1", None)
+        .await
+        .expect("delete key");
+    assert_eq!(
+        next_event(&mut keys).await,
+        WatchEvent::Deleted { key: "k1".into() }
+    );
+
+    let mut t = ActorTemplate {
+        namespace: "demo".into(),
+        name: "secretive".into(),
+        spec: TemplateSpec {
+            sandbox_class: "wasm".into(),
+            module: "m.wasm".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    t.spec.env = vec![ate_model::EnvVar {
+        name: "API_KEY".into(),
+        value: "sk-live-0123".into(),
+    }];
+    let t = store.create(t).await.expect("create template");
+    match next_event(&mut templates).await {
+        WatchEvent::Created(r) => {
+            let got: ActorTemplate = crate::typed::decode(&r).expect("decode");
+            assert_eq!(got, t);
+        }
+        other => panic!("expected Created, got {other:?}"),
+    }
 }
 
 /// For backends with a server: `stop` takes the server down, `start` brings it back with its

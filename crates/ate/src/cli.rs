@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything on this machine with the embedded defaults.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Run chosen roles with explicit settings.
     Serve(Box<serve::ServeArgs>),
     /// Measure ate on this machine.
@@ -75,7 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
             init_tracing("info");
-            up::up(args).await
+            up::up(*args).await
         }
         Command::Serve(args) => {
             init_tracing("info");

@@ -53,6 +53,10 @@ pub struct EdgeArgs {
     /// free up); more are answered 503.
     #[arg(long, default_value_t = 4096)]
     pub queue_total: usize,
+    /// Most actors this router starts at once (activations under way, those waiting for a
+    /// worker included); a request that would start one more is answered 503.
+    #[arg(long, default_value_t = ate_net::DEFAULT_MAX_ACTIVATIONS)]
+    pub max_activations: usize,
     /// Longest a request waits for its actor to start: then it is answered 503 with
     /// Retry-After if no worker freed up for it, else 504.
     #[arg(long, default_value = "30s")]
@@ -355,6 +359,7 @@ impl Edge {
             domain: args.domain.clone(),
             queue_len: args.queue_len,
             queue_total: args.queue_total,
+            max_activations: args.max_activations,
             queue_wait: args.queue_wait.0,
             token_gate,
             ..Default::default()

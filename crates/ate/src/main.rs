@@ -7,6 +7,7 @@ mod edge;
 mod local;
 mod node_daemon;
 mod plane;
+mod secrets;
 mod serve;
 mod stores;
 mod tls_admin;

@@ -99,8 +99,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    crate::secrets::private_data_dir(&data_dir)?;
     let listener = match grpc {
         true => Some(bind(args.listen).await?),
         false => None,
@@ -126,6 +125,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut api = None;
     if let Some(url) = &args.store {
         let store = stores::open(url, Duration::from_secs(args.data_plane.store_timeout)).await?;
+        let kek_file = crate::secrets::kek_path(args.data_plane.kek_file.as_deref(), &data_dir);
+        let store = crate::secrets::seal_store(store, &kek_file).await?;
         ate_control::ensure_system_atespaces(&store)
             .await
             .context("cannot create the system atespaces")?;

@@ -16,7 +16,7 @@ use ate_control::LifecycleConfig;
 use crate::cli::default_data_dir;
 use crate::edge::{Edge, EdgeArgs, LifecycleActivator};
 use crate::plane::PlaneConfig;
-use crate::{local, stores};
+use crate::{local, secrets, stores};
 
 /// Where `ate up` serves the control API unless told otherwise.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7420";
@@ -24,9 +24,15 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7420";
 /// Settings of the data plane and lifecycle, shared by `up` and `serve`.
 #[derive(Debug, Args)]
 pub struct DataPlaneArgs {
-    /// Directory for ate's data (store file, snapshots).
+    /// Directory for ate's data (store file, snapshots, key-encryption key). It is made
+    /// the owner's only.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// File of the key-encryption key that seals the token signing keys in the store (32
+    /// bytes; created with a random key if missing). Every api replica of one store needs
+    /// the same file. Default: <data-dir>/kek.
+    #[arg(long, env = "ATE_KEK_FILE")]
+    pub kek_file: Option<PathBuf>,
     /// How long to wait for a store server that does not answer yet, in seconds.
     #[arg(long, default_value_t = 60)]
     pub store_timeout: u64,
@@ -151,13 +157,14 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    secrets::private_data_dir(&data_dir)?;
     let store = stores::open(
         &plan.store_url,
         Duration::from_secs(plan.data_plane.store_timeout),
     )
     .await?;
+    let kek_file = secrets::kek_path(plan.data_plane.kek_file.as_deref(), &data_dir);
+    let store = secrets::seal_store(store, &kek_file).await?;
     start_api(&store).await?;
     let (listener, api_addr) = bind(plan.api).await?;
     let data_plane = local::start(&store, &data_dir, plan.data_plane.plane_config()).await?;
@@ -193,9 +200,11 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mints an admin token for the local user and points the CLI's config file at this
-/// control API with it, so `ate` commands work without flags. Returns the file's path
-/// (`None` when there is no place for it: no `$ATE_CONFIG` and no home directory).
+/// Points the CLI's config file at this control API with an admin token for the local
+/// user, so `ate` commands work without flags: the token saved there by an earlier start
+/// while it is good (see [`secrets::reusable_admin_token`]), else a new one. Returns the
+/// file's path (`None` when there is no place for it: no `$ATE_CONFIG` and no home
+/// directory).
 async fn login_local_user(
     plane: &crate::plane::ControlPlane,
     api: SocketAddr,
@@ -205,7 +214,7 @@ async fn login_local_user(
         return Ok(None);
     };
     let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
-    let token = plane.admin_token(&format!("{user}@local")).await?;
+    let subject = format!("{user}@local");
     let mut config = match ate_cli::config::CliConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -214,8 +223,14 @@ async fn login_local_user(
             return Ok(None);
         }
     };
+    let saved = match config.token.as_deref() {
+        Some(t) => secrets::reusable_admin_token(&plane.auth, t, &subject).await,
+        None => false,
+    };
+    if !saved {
+        config.token = Some(plane.admin_token(&subject).await?);
+    }
     config.endpoint = Some(format!("http://{api}"));
-    config.token = Some(token);
     config
         .save(&path)
         .with_context(|| format!("cannot write the CLI config {}", path.display()))?;

@@ -660,3 +660,166 @@ async fn a_revoked_token_is_refused_by_the_api_and_the_router() {
     assert_eq!(ok.count(), 3, "{out}");
     up.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_actors_change_only_by_an_admin_of_every_atespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let (mut root, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    let golden = || aref("ate-golden", "demo-counter");
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while code(
+        root.get_actor(pb::GetActorRequest {
+            actor_ref: golden(),
+        })
+        .await,
+    ) != Code::Ok
+    {
+        assert!(std::time::Instant::now() < deadline, "no golden actor");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let editor_all = mint(&mut root_admin, "editor-all", &["*"], "editor", 600).await;
+    let golden_admin = mint(&mut root_admin, "golden", &["ate-golden"], "admin", 600).await;
+    for token in [editor_all, golden_admin] {
+        let (mut c, _) = clients(&up.endpoint, &token).await;
+        assert_eq!(
+            code(
+                c.get_actor(pb::GetActorRequest {
+                    actor_ref: golden()
+                })
+                .await
+            ),
+            Code::Ok
+        );
+        let changes = [
+            code(
+                c.suspend_actor(pb::SuspendActorRequest {
+                    actor_ref: golden(),
+                })
+                .await,
+            ),
+            code(
+                c.resume_actor(pb::ResumeActorRequest {
+                    actor_ref: golden(),
+                    boot: false,
+                })
+                .await,
+            ),
+            code(
+                c.update_actor(pb::UpdateActorRequest {
+                    actor_ref: golden(),
+                    worker_selector: None,
+                })
+                .await,
+            ),
+            code(
+                c.delete_actor(pb::DeleteActorRequest {
+                    actor_ref: golden(),
+                })
+                .await,
+            ),
+            code(
+                c.create_actor(pb::CreateActorRequest {
+                    actor_ref: aref("ate-golden", "planted"),
+                    actor_template_namespace: "demo".into(),
+                    actor_template_name: "counter".into(),
+                    worker_selector: None,
+                })
+                .await,
+            ),
+        ];
+        assert_eq!(changes, [Code::PermissionDenied; 5]);
+    }
+    // An administrator of every atespace may (the resume is no change to a running one).
+    assert_eq!(
+        code(
+            root.resume_actor(pb::ResumeActorRequest {
+                actor_ref: golden(),
+                boot: false,
+            })
+            .await
+        ),
+        Code::Ok
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_refusals_cost_bounded_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let (_, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    let size = || {
+        ["ate.db", "ate.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let before = size();
+    let (mut anon, _) = clients(&up.endpoint, "garbage").await;
+    for i in 0..10 {
+        let status = anon
+            .create_actor(pb::CreateActorRequest {
+                actor_ref: aref(&"a".repeat(1 << 20), &format!("{i}{}", "é".repeat(1 << 19))),
+                actor_template_namespace: "demo".into(),
+                actor_template_name: "counter".into(),
+                worker_selector: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    }
+    let grown = size().saturating_sub(before);
+    // Ten events of the requests' size would be 20 MB; the golden bakes write a little.
+    assert!(
+        grown < 4 << 20,
+        "ten refused calls grew the store by {grown} bytes"
+    );
+
+    let anonymous = async |admin: &mut Admin| {
+        admin
+            .list_audit_events(pb::ListAuditEventsRequest {
+                field_selector: "subject=anonymous".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    };
+    let events = anonymous(&mut root_admin).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "one event for the first refusal: {events:?}"
+    );
+    let e = &events[0];
+    assert_eq!(
+        (e.atespace.as_str(), e.target.as_str()),
+        ("<invalid>", "<invalid>/<invalid>")
+    );
+    assert!(e.message.len() <= 300, "{}", e.message);
+    // The rest of the window is one event with its count.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = anonymous(&mut root_admin).await;
+        if events.len() > 1 {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no count of the refusals"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[0].message.starts_with("9 calls refused in 10 s"),
+        "{}",
+        events[0].message
+    );
+    // What the server returns prints.
+    let trail = up.ok(&["get", "auditevents", "-o", "wide"]);
+    assert!(trail.contains("9 calls refused"), "{trail}");
+}

@@ -103,6 +103,18 @@ fn scenario(store: Option<&str>) {
     assert!(err.contains("template examples/nope not found"), "{err}");
 
     assert_eq!(up.ok(&["get", "actors", "-A"]), THREE_ACTORS);
+    // The system atespace shows when named, and `-A` hides it whatever the selector says.
+    let golden = up.ok(&["get", "actors", "-a", "ate-golden"]);
+    assert!(golden.lines().count() > 1, "{golden}");
+    let others = up.ok(&[
+        "get",
+        "actors",
+        "-A",
+        "--field-selector",
+        "atespace!=team-a",
+    ]);
+    assert!(!others.contains("ate-golden"), "{others}");
+    assert!(others.contains("team-b"), "{others}");
     let team_a = up.ok(&["get", "actors", "-a", "team-a"]);
     assert_eq!(team_a.lines().count(), 3, "{team_a}");
     assert!(

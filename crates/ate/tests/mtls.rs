@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ate_dataspace::{Assertion, Dataspace, Filter};
+use ate_proto::ateapi as api;
+use ate_proto::ateapi::control_client::ControlClient;
 use ate_proto::atenode as pb;
 use ate_proto::atenode::node_client::NodeClient;
 use ate_proto::atenode::registry_client::RegistryClient;
@@ -469,6 +471,85 @@ async fn a_cluster_over_tls_serves_actor_traffic_with_tokens() {
         ],
     );
     assert!(trail.contains("component:router"), "{trail}");
+
+    // The router's certificate reads and resumes actors, and does nothing else.
+    let mut as_router = ControlClient::new(dial(&router_tls, &addr, &PeerIdentity::Control).await);
+    let c1 = || {
+        Some(api::ActorRef {
+            atespace: "team-a".into(),
+            name: "c1".into(),
+        })
+    };
+    as_router
+        .get_actor(api::GetActorRequest { actor_ref: c1() })
+        .await
+        .unwrap();
+    as_router
+        .resume_actor(api::ResumeActorRequest {
+            actor_ref: c1(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = [
+        as_router
+            .create_actor(api::CreateActorRequest {
+                actor_ref: Some(api::ActorRef {
+                    atespace: "team-a".into(),
+                    name: "planted".into(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        as_router
+            .suspend_actor(api::SuspendActorRequest { actor_ref: c1() })
+            .await
+            .map(|_| ()),
+        as_router
+            .pause_actor(api::PauseActorRequest { actor_ref: c1() })
+            .await
+            .map(|_| ()),
+        as_router
+            .delete_actor(api::DeleteActorRequest { actor_ref: c1() })
+            .await
+            .map(|_| ()),
+        as_router
+            .get_actor_logs(api::GetActorLogsRequest {
+                actor_ref: c1(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        as_router
+            .list_actors(api::ListActorsRequest {
+                atespace: "team-a".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        as_router
+            .resume_actor(api::ResumeActorRequest {
+                actor_ref: Some(api::ActorRef {
+                    atespace: "ate-golden".into(),
+                    name: "demo-counter".into(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ];
+    for (i, result) in refused.into_iter().enumerate() {
+        let status = result.expect_err("a router certificate changed or read more than actors");
+        assert_eq!(status.code(), Code::PermissionDenied, "call {i}: {status}");
+    }
+    let status = cli_ok(
+        &endpoint,
+        &ca,
+        &token,
+        &["get", "actor", "c1", "-a", "team-a"],
+    );
+    assert!(status.contains("c1"), "{status}");
 
     // A revoked token reaches the router with its next key refresh.
     cli_ok(

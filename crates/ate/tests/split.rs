@@ -277,10 +277,21 @@ async fn serve_runs_api_node_and_router_in_one_process() {
 
 /// Two control-plane replicas on one store, two nodes and a router registered with both.
 async fn replicated(dir: &Path, store: &str, workers: u32) -> (Up, Up, Up, Up, Up) {
+    // Replicas of one store share its key-encryption key.
+    let kek = dir.join("kek").display().to_string();
     let replica = |name: &str| {
         Up::serve(
             &dir.join(name),
-            &["--roles", "api", "--store", store, "--lease-ttl", "3s"],
+            &[
+                "--roles",
+                "api",
+                "--store",
+                store,
+                "--lease-ttl",
+                "3s",
+                "--kek-file",
+                &kek,
+            ],
         )
     };
     let (a, b) = (replica("api-a"), replica("api-b"));

@@ -1,10 +1,11 @@
 //! The audit trail: one [`AuditEvent`] per mutating call, written after the call with its
 //! outcome (denied calls included), and read back by admins.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ate_model::{AuditEvent, Kind, security::outcome};
+use ate_model::{AuditEvent, Kind, clip, security::outcome};
 use ate_store::{ListOptions, Store, StoreError, encode_token, now_ms};
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -45,6 +46,26 @@ fn unique() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Longest subject, target part or message an event keeps: a refused call costs a bounded
+/// write whatever its request carried.
+pub const MAX_FIELD: usize = 256;
+/// What an event records in place of a name that is not one (too long, odd characters).
+pub const INVALID_NAME: &str = "<invalid>";
+
+/// `name` if it has the shape of an ate name (label, subdomain or node name), else
+/// [`INVALID_NAME`].
+fn name_or_marker(name: &str) -> String {
+    let shaped = name.len() <= ate_model::names::MAX_SUBDOMAIN_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if shaped {
+        name.to_string()
+    } else {
+        INVALID_NAME.to_string()
+    }
+}
+
 /// Records `call` by `caller` with its outcome. A failure to write is logged, not returned:
 /// the call already happened, and the log line keeps the event.
 pub async fn record(
@@ -54,6 +75,18 @@ pub async fn record(
     call: &Call,
     result: Result<(), &Status>,
 ) {
+    write(store, event(subject, role, call, result, None)).await;
+}
+
+/// The event of `call` with its outcome, every field validated or clipped; `repeats` when it
+/// stands for that many refusals.
+fn event(
+    subject: String,
+    role: String,
+    call: &Call,
+    result: Result<(), &Status>,
+    repeats: Option<(u64, Duration)>,
+) -> AuditEvent {
     let time_ms = now_ms();
     let (result, code, message) = match result {
         Ok(()) => (outcome::OK, "OK".to_string(), String::new()),
@@ -73,19 +106,38 @@ pub async fn record(
             )
         }
     };
-    let event = AuditEvent {
+    let message = match repeats {
+        Some((n, within)) => format!(
+            "{n} calls refused in {} s, the last: {message}",
+            within.as_secs().max(1)
+        ),
+        None => message,
+    };
+    AuditEvent {
         id: AuditEvent::key_for(time_ms, &unique()),
         time_ms,
-        subject,
-        role,
+        subject: clip(&subject, MAX_FIELD),
+        role: clip(&role, MAX_FIELD),
         method: call.method.to_string(),
-        atespace: call.atespace.clone(),
-        target: call.target.clone(),
+        atespace: if call.atespace.is_empty() {
+            String::new()
+        } else {
+            name_or_marker(&call.atespace)
+        },
+        target: call
+            .target
+            .splitn(2, '/')
+            .map(name_or_marker)
+            .collect::<Vec<_>>()
+            .join("/"),
         result: result.to_string(),
         code,
-        message,
+        message: clip(&message, MAX_FIELD),
         version: 0,
-    };
+    }
+}
+
+async fn write(store: &Arc<dyn Store>, event: AuditEvent) {
     tracing::info!(
         target: "ate::audit",
         subject = %event.subject,
@@ -95,8 +147,117 @@ pub async fn record(
         result = %event.result,
         "audit"
     );
+    let method = event.method.clone();
     if let Err(e) = store.create(event).await {
-        tracing::error!(error = %e, method = call.method, "cannot write audit event");
+        tracing::error!(error = %e, %method, "cannot write audit event");
+    }
+}
+
+/// The subject of calls whose caller could not be authenticated.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// `status` with the peer it was given to in front of its message.
+fn from_peer(peer: &str, status: &Status) -> Status {
+    Status::new(status.code(), format!("from {peer}: {}", status.message()))
+}
+
+/// How long refusals of unauthenticated calls from one peer are counted into one event.
+pub const REFUSALS_WINDOW: Duration = Duration::from_secs(10);
+/// Peers counted apart; past this, refusals from further peers share one count, so a crowd
+/// of addresses cannot grow the table.
+const MAX_PEERS: usize = 4096;
+/// The peer under which refusals beyond [`MAX_PEERS`] are counted.
+const OTHER_PEERS: &str = "other peers";
+
+/// Refusals of unauthenticated calls, counted per peer: the first from a peer is written at
+/// once, the rest of the window as one event with their count when it ends. An anonymous
+/// client then costs at most two writes per window however fast it calls.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    counting: Mutex<HashMap<String, Counted>>,
+}
+
+#[derive(Debug)]
+struct Counted {
+    count: u64,
+    last: Option<(Call, Status)>,
+}
+
+impl Refusals {
+    /// Records the refusal of an unauthenticated `call` from `peer`.
+    pub async fn record(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        peer: &str,
+        call: &Call,
+        status: &Status,
+    ) {
+        let first = {
+            let mut counting = self.counting.lock().unwrap_or_else(|p| p.into_inner());
+            let peer = if counting.len() < MAX_PEERS || counting.contains_key(peer) {
+                peer
+            } else {
+                OTHER_PEERS
+            };
+            match counting.get_mut(peer) {
+                Some(c) => {
+                    c.count += 1;
+                    c.last = Some((call.clone(), status.clone()));
+                    false
+                }
+                None => {
+                    counting.insert(
+                        peer.to_string(),
+                        Counted {
+                            count: 0,
+                            last: None,
+                        },
+                    );
+                    let (me, store, peer) = (self.clone(), store.clone(), peer.to_string());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(REFUSALS_WINDOW).await;
+                        me.flush(&store, &peer).await;
+                    });
+                    true
+                }
+            }
+        };
+        if first {
+            let status = from_peer(peer, status);
+            write(
+                store,
+                event(ANONYMOUS.into(), String::new(), call, Err(&status), None),
+            )
+            .await;
+        }
+    }
+
+    /// Ends the window of `peer`: one event for the refusals counted in it, if any.
+    async fn flush(&self, store: &Arc<dyn Store>, peer: &str) {
+        let counted = self
+            .counting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+        if let Some(Counted {
+            count,
+            last: Some((call, status)),
+        }) = counted
+        {
+            let status = from_peer(peer, &status);
+            let repeats = Some((count, REFUSALS_WINDOW));
+            write(
+                store,
+                event(
+                    ANONYMOUS.into(),
+                    String::new(),
+                    &call,
+                    Err(&status),
+                    repeats,
+                ),
+            )
+            .await;
+        }
     }
 }
 
@@ -104,7 +265,7 @@ pub async fn record(
 pub fn who(caller: Option<&Caller>) -> (String, String) {
     match caller {
         Some(c) => (c.subject(), c.role()),
-        None => ("anonymous".into(), String::new()),
+        None => (ANONYMOUS.into(), String::new()),
     }
 }
 

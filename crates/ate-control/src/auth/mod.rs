@@ -26,7 +26,7 @@ pub enum Caller {
     /// A verified bearer token.
     Token(Claims),
     /// An ate component identified by its client certificate (`router`, `control`): it may
-    /// read and change actors in any atespace, nothing cluster-wide.
+    /// make the calls in [`COMPONENT_CALLS`] in the users' atespaces, nothing else.
     Component(&'static str),
 }
 
@@ -55,18 +55,55 @@ impl Caller {
     }
 
     /// Whether this caller may have `access` in `scope`; `PermissionDenied` saying why not.
+    /// A component's certificate stands for no access by itself: only for the calls
+    /// [`Caller::admits`] names.
     pub fn authorize(&self, scope: Scope<'_>, access: Access) -> Result<(), Status> {
         match self {
             Caller::Unrestricted => Ok(()),
             Caller::Token(claims) => ate_auth::authorize(claims, scope, access)
                 .map_err(|denied| Status::permission_denied(denied.to_string())),
-            Caller::Component(name) => match (scope, access) {
-                (Scope::Atespace(_), Access::Read | Access::Write) => Ok(()),
-                _ => Err(Status::permission_denied(format!(
-                    "component {name} may not {access} cluster-wide or as an administrator"
-                ))),
-            },
+            Caller::Component(name) => Err(Status::permission_denied(format!(
+                "component {name} may not {access} {}",
+                describe(scope)
+            ))),
         }
+    }
+
+    /// Whether this caller may make the call `method`, which needs `access` in `scope`.
+    /// Tokens go by their role and atespaces; a component certificate by
+    /// [`COMPONENT_CALLS`], in the users' atespaces only.
+    pub fn admits(&self, method: &str, scope: Scope<'_>, access: Access) -> Result<(), Status> {
+        match (self, scope) {
+            (Caller::Component(name), Scope::Atespace(ns))
+                if COMPONENT_CALLS.contains(&method) && !is_reserved(ns) =>
+            {
+                tracing::trace!(component = %name, %method, atespace = %ns, "component call admitted");
+                Ok(())
+            }
+            (Caller::Component(name), _) => Err(Status::permission_denied(format!(
+                "component {name} may not call {method} {}: a component certificate stands only \
+                 for reading and resuming actors in the users' atespaces",
+                describe(scope)
+            ))),
+            _ => self.authorize(scope, access),
+        }
+    }
+}
+
+/// The calls a component certificate (router, replica) may make: a router reads and resumes
+/// actors for the traffic it carries, and nothing else; creating, changing, deleting actors
+/// and reading their logs takes a token.
+pub const COMPONENT_CALLS: [&str; 2] = ["GetActor", "ResumeActor"];
+
+/// Whether `atespace` is one the system owns (golden actors).
+pub fn is_reserved(atespace: &str) -> bool {
+    atespace.starts_with(ate_model::names::RESERVED_PREFIX)
+}
+
+fn describe(scope: Scope<'_>) -> String {
+    match scope {
+        Scope::Atespace(ns) => format!("in atespace {ns}"),
+        Scope::Cluster => "cluster-wide".into(),
     }
 }
 

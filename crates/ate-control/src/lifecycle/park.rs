@@ -364,10 +364,26 @@ impl Lifecycle {
         let Some(latest) = &a.latest_snapshot else {
             return;
         };
+        // A golden actor's baked snapshot is what new actors of its template start from:
+        // it stays whatever the retention says, and if the template cannot be read now,
+        // nothing is deleted.
+        let mut golden = None;
+        if a.atespace == ate_model::names::GOLDEN_ATESPACE {
+            match self.inner.specs.template(self.store(), &a.template).await {
+                Ok(t) => golden = Some(t.status.golden_snapshot),
+                Err(ate_store::StoreError::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(actor = %a.actor_ref(), error = %e, "snapshot retention skipped: cannot read the template");
+                    return;
+                }
+            }
+        }
+        let mut protect = vec![latest.uri()];
+        protect.extend(golden.as_deref().filter(|g| !g.is_empty()));
         match self
             .inner
             .snapshots
-            .retain(&a.actor_ref(), latest.uri(), keep, &[latest.uri()])
+            .retain(&a.actor_ref(), latest.uri(), keep, &protect)
             .await
         {
             Ok(gone) if !gone.is_empty() => {

@@ -46,10 +46,20 @@ impl Lifecycle {
     /// they queue behind it, across control planes they wait for the lease holder's
     /// resume to finish. A suspend or pause in progress makes it `Busy`.
     pub async fn resume(&self, aref: &ActorRef, boot: bool) -> Result<Actor, LifecycleError> {
+        self.resume_reporting(aref, boot).await.map(|(a, _)| a)
+    }
+
+    /// [`Lifecycle::resume`], saying whether it changed anything: `false` when the actor
+    /// was running already.
+    pub async fn resume_reporting(
+        &self,
+        aref: &ActorRef,
+        boot: bool,
+    ) -> Result<(Actor, bool), LifecycleError> {
         self.nodes()?;
         let a = self.actor(aref).await?;
         if a.status == ActorStatus::Running {
-            return Ok(a);
+            return Ok((a, false));
         }
         let gate = {
             let mut gates = self
@@ -74,7 +84,7 @@ impl Lifecycle {
         }
         let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
         metrics::counter!(crate::metrics::RESUMES, "outcome" => outcome).increment(1);
-        result
+        result.map(|a| (a, true))
     }
 
     /// Takes the lease and resumes. `seen` is the record read before: it is carried into

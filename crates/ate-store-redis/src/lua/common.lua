@@ -29,6 +29,13 @@ local function index_rem(keys, key)
   for _, k in ipairs(keys) do redis.call('ZREM', k, key) end
 end
 
+-- The body an event carries: none for a secret kind (the schema says which), whose
+-- watchers read the record instead, so the channel never carries a secret.
+local function event_body(schema, body)
+  if schema.secret then return nil end
+  return body
+end
+
 local function publish(kind, op, key, version, body)
   local event = {kind = kind, op = op, key = key, version = version}
   if body then event.body = body end

@@ -9,5 +9,5 @@ index_rem(ixkeys(kind, cjson.decode(redis.call('HGET', rk, 'e')), schema), key)
 local nv = tonumber(v) + 1
 redis.call('HSET', rk, 'v', nv, 'b', body, 'e', ARGV[5])
 index_add(ixkeys(kind, cjson.decode(ARGV[5]), schema), key)
-publish(kind, 'u', key, nv, body)
+publish(kind, 'u', key, nv, event_body(schema, body))
 return {'ok'}

@@ -182,7 +182,9 @@ async fn status(
             actor_ref: Some(ate_proto::convert::actor_ref(actor)),
         })
         .await?
-        .into_inner();
+        .into_inner()
+        .actor
+        .unwrap_or_default();
     Ok(ate_proto::convert::actor_from_pb(&a)
         .status
         .as_str()
