@@ -222,6 +222,8 @@ impl ControlService {
             selector = selector.and_eq("atespace", &r.atespace);
         } else if let Some([only]) = visible {
             selector = selector.and_eq("atespace", only);
+        } else if let Some(several) = visible {
+            return self.list_covered(r, selector, several).await;
         }
         let opts = ListOptions {
             field_selector: selector,
@@ -242,6 +244,67 @@ impl ControlService {
                 .map(actor_to_pb)
                 .collect(),
             next_page_token: page.continue_token.unwrap_or_default(),
+        })
+    }
+
+    /// Lists the actors of several atespaces, one atespace at a time in name order, each
+    /// through its index: the store never reads, and a page token never names, an actor
+    /// outside them. A token is the key of the last actor returned.
+    async fn list_covered(
+        &self,
+        r: &pb::ListActorsRequest,
+        selector: FieldSelector,
+        atespaces: &[String],
+    ) -> Result<pb::ListActorsResponse, Status> {
+        let mut spaces: Vec<&str> = atespaces.iter().map(String::as_str).collect();
+        spaces.sort_unstable();
+        spaces.dedup();
+        let mut after = None;
+        if !r.page_token.is_empty() {
+            let key = ate_store::decode_token(&r.page_token).map_err(invalid)?;
+            let ns = key.split('/').next().unwrap_or_default().to_string();
+            let Some(at) = spaces.iter().position(|s| *s == ns) else {
+                return Err(Status::invalid_argument(
+                    "page_token: not a token this server issued for this caller",
+                ));
+            };
+            spaces.drain(..at);
+            after = Some(r.page_token.clone());
+        }
+        let limit = if r.page_size == 0 {
+            MAX_PAGE
+        } else {
+            r.page_size as usize
+        };
+        let mut actors = Vec::new();
+        for ns in spaces {
+            let opts = ListOptions {
+                field_selector: selector.clone().and_eq("atespace", ns),
+                limit: limit - actors.len(),
+                continue_token: after.take(),
+                ..Default::default()
+            };
+            let page = self
+                .store
+                .list::<Actor>(&opts)
+                .await
+                .map_err(errors::store)?;
+            actors.extend(page.items);
+            if actors.len() >= limit {
+                break;
+            }
+        }
+        let next_page_token = if actors.len() >= limit {
+            actors
+                .last()
+                .map(|a| ate_store::encode_token(&a.actor_ref().key()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListActorsResponse {
+            actors: actors.iter().map(actor_to_pb).collect(),
+            next_page_token,
         })
     }
 

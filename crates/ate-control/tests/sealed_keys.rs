@@ -171,3 +171,34 @@ async fn watches_of_a_sealed_store_report_the_keys() {
     let token = rotated.sign(&claims).unwrap();
     assert_eq!(auth.verify(&token).await.unwrap(), claims);
 }
+
+#[tokio::test]
+async fn tokens_naming_unknown_keys_reread_the_keys_at_most_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_store(dir.path());
+    let kek = Kek::load_or_create(&dir.path().join("kek")).unwrap();
+    let sealed = keyring::sealed_store(raw, kek).await.unwrap();
+    let auth = ate_control::Authenticator::start(sealed).await.unwrap();
+    let foreign = SigningKey::generate(ate_store::now_ms()).unwrap();
+    let claims = Claims::new(
+        "mallory",
+        &["*".into()],
+        Role::Admin,
+        Duration::from_secs(600),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let token = foreign.sign(&claims).unwrap();
+    let before = auth.reloads();
+    for _ in 0..50 {
+        assert!(auth.verify(&token).await.is_err());
+    }
+    assert_eq!(
+        auth.reloads() - before,
+        1,
+        "one reread for 50 unknown-key tokens"
+    );
+    tokio::time::sleep(ate_control::auth::UNKNOWN_KEY_RELOAD_EVERY).await;
+    assert!(auth.verify(&token).await.is_err());
+    assert_eq!(auth.reloads() - before, 2);
+}

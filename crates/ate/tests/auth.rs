@@ -823,3 +823,57 @@ async fn anonymous_refusals_cost_bounded_writes() {
     let trail = up.ok(&["get", "auditevents", "-o", "wide"]);
     assert!(trail.contains("9 calls refused"), "{trail}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_several_atespaces_never_names_another_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let (mut root, mut root_admin) = clients(&up.endpoint, &up.admin_token()).await;
+    for ns in ["team-a", "team-b", "team-c"] {
+        root.create_atespace(pb::CreateAtespaceRequest { name: ns.into() })
+            .await
+            .unwrap();
+        for i in 0..3 {
+            root.create_actor(pb::CreateActorRequest {
+                actor_ref: aref(ns, &format!("{ns}-{i}")),
+                actor_template_namespace: "demo".into(),
+                actor_template_name: "counter".into(),
+                worker_selector: None,
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let token = mint(&mut root_admin, "ac", &["team-c", "team-a"], "viewer", 600).await;
+    let (mut c, _) = clients(&up.endpoint, &token).await;
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list_actors(pb::ListActorsRequest {
+                page_size: 2,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.actors.into_iter().map(|a| a.actor_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        let bytes: Vec<u8> = (0..page.next_page_token.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&page.next_page_token[i..i + 2], 16).unwrap())
+            .collect();
+        let named = String::from_utf8(bytes).unwrap();
+        assert!(!named.contains("team-b"), "a page token names {named}");
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        [
+            "team-a-0", "team-a-1", "team-a-2", "team-c-0", "team-c-1", "team-c-2"
+        ]
+    );
+}

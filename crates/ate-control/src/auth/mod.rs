@@ -8,8 +8,9 @@ pub mod audit;
 pub mod keyring;
 pub mod revocation;
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use ate_auth::{Access, Claims, Scope, SharedVerifier, TokenError, Verifier};
 use ate_model::Kind;
@@ -113,7 +114,17 @@ fn describe(scope: Scope<'_>) -> String {
 pub struct Authenticator {
     store: Arc<dyn Store>,
     keys: SharedVerifier,
+    /// When a token naming an unknown key last made this replica reread the keys.
+    unknown_key_reload: Arc<Mutex<Option<Instant>>>,
+    reloads: Arc<AtomicU64>,
 }
+
+/// Least time between rereads of the keys for tokens naming a key not loaded: anyone can
+/// send such tokens, and each reread costs the store two listings.
+pub const UNKNOWN_KEY_RELOAD_EVERY: Duration = Duration::from_secs(1);
+/// How often the keys and revocations are reread whatever the watches say, so that a
+/// missed store notification cannot leave a revoked token accepted for long.
+pub const REREAD_EVERY: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +144,8 @@ impl Authenticator {
         let auth = Self {
             store,
             keys: SharedVerifier::default(),
+            unknown_key_reload: Arc::default(),
+            reloads: Arc::default(),
         };
         for kind in [Kind::SigningKey, Kind::RevokedToken] {
             let mut watch = auth.store.watch(kind).await?;
@@ -149,7 +162,38 @@ impl Authenticator {
             });
         }
         auth.reload().await?;
+        // Holds the store weakly: the loop ends when the store is dropped.
+        let weak = (
+            Arc::downgrade(&auth.store),
+            auth.keys.clone(),
+            Arc::downgrade(&auth.reloads),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REREAD_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (Some(store), Some(reloads)) = (weak.0.upgrade(), weak.2.upgrade()) else {
+                    return;
+                };
+                let auth = Self {
+                    store,
+                    keys: weak.1.clone(),
+                    unknown_key_reload: Arc::default(),
+                    reloads,
+                };
+                if let Err(e) = auth.reload().await {
+                    tracing::warn!(error = %e, "cannot reread signing keys and revocations");
+                }
+            }
+        });
         Ok(auth)
+    }
+
+    /// How many times the keys and revocations were read from the store.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     /// The verification keys, for in-process routers.
@@ -163,6 +207,7 @@ impl Authenticator {
 
     /// Rereads the stored keys and revoked tokens.
     pub async fn reload(&self) -> Result<(), KeyringError> {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         let keys = keyring::verification_keys(&self.store).await?;
         let revoked = revocation::revoked_jtis(&self.store).await?;
         self.keys
@@ -170,11 +215,25 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Verifies a token, rereading the keys once if it names one not loaded yet (a key
-    /// rotated in a moment ago).
+    /// Verifies a token, rereading the keys if it names one not loaded yet (a key rotated
+    /// in a moment ago), at most once per [`UNKNOWN_KEY_RELOAD_EVERY`].
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         match self.keys.verify(token, SystemTime::now()) {
-            Err(TokenError::UnknownKey { .. }) => {
+            Err(unknown @ TokenError::UnknownKey { .. }) => {
+                let due = {
+                    let mut last = self
+                        .unknown_key_reload
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let due = last.is_none_or(|at| at.elapsed() >= UNKNOWN_KEY_RELOAD_EVERY);
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                };
+                if !due {
+                    return Err(unknown);
+                }
                 if let Err(e) = self.reload().await {
                     tracing::warn!(error = %e, "cannot reload signing keys");
                 }
