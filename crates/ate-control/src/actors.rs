@@ -150,9 +150,8 @@ impl ControlService {
         Ok(pb::DeleteActorResponse {})
     }
 
-    /// Resumes the actor; the reply carries its route timeout, so a router can forward at
-    /// once.
-    /// Resumes the actor; the reply, and whether anything changed (it was not running).
+    /// Resumes the actor: the reply (with its route timeout, so a router can forward at
+    /// once), and whether anything changed (it was not running).
     pub(crate) async fn resume_impl(
         &self,
         r: Option<&pb::ActorRef>,
