@@ -5,13 +5,15 @@
 //! workers are removed and none are created there, while busy ones stay until their actor
 //! leaves. It also copies what each worker advertises as hot into the worker's
 //! `cached_snapshots`, and each node's capabilities into its workers' `capabilities`: the
-//! fields the scheduler selects on.
+//! fields the scheduler selects on. A node is taken only from a registration asserted under
+//! its own name, and an advert is recorded only on a worker of the node that sent it: one
+//! node never changes what the fleet knows of another.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ate_dataspace::{Event, Filter};
+use ate_dataspace::{Event, Filter, Id};
 use ate_model::{Kind, Node, Worker, WorkerPool};
 use ate_seam::{NodeDirectory, NodeRegistration, WorkerAdvert};
 use ate_store::{ListOptions, Store, StoreError};
@@ -83,6 +85,7 @@ impl Fleet {
             .dataspace()
             .list::<NodeRegistration>(&Filter::All)
             .into_iter()
+            .filter(|(id, n)| *id == Id::Str(n.name.clone()))
             .map(|(_, n)| (n.name.clone(), n))
             .collect()
     }
@@ -379,7 +382,9 @@ impl Fleet {
         Ok(None)
     }
 
-    /// Copies a worker's advert into its record, retrying over concurrent claims.
+    /// Copies a worker's advert into its record, retrying over concurrent claims. An
+    /// advert from a node other than the worker's is ignored: a worker id does not name its
+    /// node, and a removed worker's name may be reused on another node.
     pub async fn record_advert(&self, advert: &WorkerAdvert) -> Result<(), StoreError> {
         for _ in 0..5 {
             let mut w = match self.store.get::<Worker>(&advert.worker.to_string()).await {
@@ -387,6 +392,10 @@ impl Fleet {
                 Err(StoreError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
             };
+            if w.node_name != advert.node {
+                tracing::debug!(worker = %advert.worker, node = %advert.node, owner = %w.node_name, "ignoring an advert for another node's worker");
+                return Ok(());
+            }
             if w.cached_snapshots == advert.snapshots {
                 return Ok(());
             }

@@ -275,3 +275,48 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
         .unwrap();
     assert_eq!(found.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_cannot_change_what_the_fleet_knows_of_another() {
+    use ate_seam::{NodeDirectory, NodeRegistration, WorkerAdvert, WorkerId};
+
+    let e = env();
+    let _a = e.node("node-a", &[]);
+    e.pool("wasm", 1, &[]).await;
+    e.fleet.reconcile().await.unwrap();
+    let w = e.workers().await.remove(0);
+    let real = e
+        .seam
+        .dataspace()
+        .get::<NodeRegistration>(&"node-a".into())
+        .unwrap();
+    // node-a's registration, with another incarnation, under another id: taken for
+    // node-a, it would make node-a's workers (and the actors on them) look lost.
+    let intruder = e.seam.dataspace().owner("intruder");
+    intruder
+        .assert(
+            "node-z",
+            NodeRegistration {
+                incarnation: "forged".into(),
+                ..real.clone()
+            },
+        )
+        .unwrap();
+    e.fleet.reconcile().await.unwrap();
+    let node = e.store.get::<Node>("node-a").await.unwrap();
+    assert_eq!(node.incarnation, real.incarnation);
+    assert_eq!(node.status, NODE_READY);
+    let now = e.workers().await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].key(), w.key());
+    assert_eq!(now[0].node_incarnation, real.incarnation);
+    // Another node's advert for node-a's worker is not recorded on it.
+    let forged = WorkerAdvert {
+        node: "node-b".into(),
+        worker: WorkerId::new(&w.namespace, &w.pool, &w.name),
+        snapshots: vec!["team-a/x/forged".into()],
+    };
+    e.fleet.record_advert(&forged).await.unwrap();
+    let stored = e.store.get::<Worker>(&w.key()).await.unwrap();
+    assert!(stored.cached_snapshots.is_empty(), "{stored:?}");
+}

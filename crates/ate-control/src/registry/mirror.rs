@@ -1,5 +1,7 @@
 //! Every live node's assertions, from the store into this replica's dataspace, and the
-//! reaper that retracts nodes whose lease nobody renews.
+//! reaper that retracts nodes whose lease nobody renews. Only records whose value names the
+//! node that holds them, under the id that value gives, are shown (what the sessions write
+//! is checked already; this keeps out what a replica of an older version may have written).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use ate_seam::carry::{self, RawAssertion};
 use ate_store::typed::decode;
 use ate_store::{ListOptions, StoreError, WatchEvent};
 
-use super::{REAP_EVERY, Registry, delete_assertions, node_lease};
+use super::{REAP_EVERY, Registry, delete_assertions, node_lease, trust};
 
 /// How long a reaper holds a node's lease while it deletes what the node left.
 const REAP_LEASE: Duration = Duration::from_secs(10);
@@ -38,15 +40,20 @@ impl Mirror {
         if self.by_key.get(&key) == Some(&a) {
             return;
         }
-        let slot = (a.type_tag.clone(), a.id.clone());
-        let keys = self.slots.entry(slot).or_default();
-        keys.retain(|k| *k != key);
-        keys.push(key.clone());
         let raw = RawAssertion {
             type_tag: a.type_tag.clone(),
             id: a.id.clone(),
             value_json: a.value.clone(),
         };
+        if let Err(why) = trust::inspect(&raw, &a.node, &a.incarnation) {
+            tracing::warn!(node = %a.node, %key, %why, "not mirroring a node assertion its node may not make");
+            self.remove(&key);
+            return;
+        }
+        let slot = (a.type_tag.clone(), a.id.clone());
+        let keys = self.slots.entry(slot).or_default();
+        keys.retain(|k| *k != key);
+        keys.push(key.clone());
         self.by_key.insert(key, a);
         if let Err(e) = carry::assert_raw(&self.owner, &raw) {
             tracing::warn!(type_tag = %raw.type_tag, id = %raw.id, error = %e, "cannot mirror a node assertion");

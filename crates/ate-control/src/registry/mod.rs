@@ -1,15 +1,17 @@
 //! The node registry of a control-plane replica, for the split deployment. Node daemons
 //! hold a `Register` stream to any replica; the replica keeps the node's liveness lease in
 //! the store while heartbeats arrive and writes the node's assertions to the store as
-//! [`NodeAssertion`] records. Every replica mirrors those records into its own dataspace,
-//! so the fleet, the scheduler and idle suspension see every node whichever replica it is
-//! connected to, and routers follow them with `Watch`. A stream that ends retracts the
-//! node's assertions; a lease nobody renews is found expired by the next replica that
-//! looks, which takes it over (so the node, should it come back, learns it was declared
-//! lost) and deletes what the node left behind.
+//! [`NodeAssertion`] records, only those a node may make about itself (see `trust`). Every
+//! replica mirrors those records into its own dataspace, so the fleet, the scheduler and
+//! idle suspension see every node whichever replica it is connected to, and routers follow
+//! them with `Watch`. A stream that ends retracts the node's assertions; a lease nobody
+//! renews is found expired by the next replica that looks, which takes it over (so the
+//! node, should it come back, learns it was declared lost) and deletes what the node left
+//! behind.
 
 mod mirror;
 mod session;
+mod trust;
 
 use std::collections::HashSet;
 use std::pin::Pin;
