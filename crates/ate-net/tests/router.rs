@@ -311,13 +311,14 @@ async fn activation_errors_become_statuses() {
     let parked_calls = env.activator.calls(&actor("second"));
     assert!(parked_calls > 1, "{parked_calls}");
 
-    // Errors the activator is told to return; each request starts a new activation.
+    // Errors the activator is told to return; each request starts a new activation (but
+    // for a moment after NotFound, which the router remembers: so it comes last).
     let cases = [
         (ActivateError::NoCapacity("full".into()), 503),
         (ActivateError::Unavailable("node down".into()), 503),
-        (ActivateError::NotFound("gone".into()), 404),
         (ActivateError::Refused("no token".into()), 502),
         (ActivateError::Failed("broken".into()), 500),
+        (ActivateError::NotFound("gone".into()), 404),
     ];
     for (error, status) in cases {
         env.activator.set_fail(Some(error.clone()));
