@@ -84,6 +84,7 @@ fn actor(v: &mut Values) -> Actor {
     Actor {
         atespace: v.s(),
         id: v.s(),
+        uid: Some(v.s()),
         version: v.next as u64,
         template: NamespacedName::new(v.s(), v.s()),
         status: ActorStatus::ALL[v.next % ActorStatus::ALL.len()],

@@ -102,6 +102,7 @@ impl ControlService {
         let actor = Actor {
             atespace: aref.atespace,
             id: aref.id,
+            uid: crate::new_actor_uid(),
             template,
             status: ActorStatus::Suspended,
             worker_selector: selector,

@@ -74,6 +74,7 @@ impl Golden {
         let golden = Actor {
             atespace: gref.atespace.clone(),
             id: gref.id.clone(),
+            uid: crate::new_actor_uid(),
             template: t.id(),
             status: ActorStatus::Suspended,
             ..Default::default()

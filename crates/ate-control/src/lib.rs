@@ -56,3 +56,30 @@ pub async fn ensure_system_atespaces(store: &Arc<dyn Store>) -> Result<(), Store
         Err(e) => Err(e),
     }
 }
+
+/// `N` random bytes in hex: audit keys, actor uids.
+pub(crate) fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The time and a process-wide counter still keep ids apart within this process.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            let src = if i < 8 {
+                n.to_le_bytes()[i]
+            } else {
+                t.to_le_bytes()[i % 8]
+            };
+            *b = src;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new actor's uid (see [`ate_model::Actor::uid`]): 128 random bits.
+pub(crate) fn new_actor_uid() -> Option<String> {
+    Some(random_hex::<16>())
+}

@@ -36,10 +36,7 @@ impl ControlService {
         r: &pb::GetActorLogsRequest,
     ) -> Result<LogEntries, Status> {
         let aref = actor_ref(r.actor_ref.as_ref())?;
-        self.store
-            .get::<Actor>(&aref.key())
-            .await
-            .map_err(errors::store)?;
+        let actor: Actor = self.store.get(&aref.key()).await.map_err(errors::store)?;
         let (tx, rx) = mpsc::channel::<Result<pb::LogEntry, Status>>(1024);
         let mut backlog = Vec::new();
         let mut live = Vec::new();
@@ -48,7 +45,7 @@ impl ControlService {
                 let Ok(exec) = nodes.executor(&reg.name) else {
                     continue;
                 };
-                let mut lines = match exec.logs(&aref, r.follow).await {
+                let mut lines = match exec.logs(&aref, actor.uid.as_deref(), r.follow).await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(node = %reg.name, actor = %aref, error = %e, "cannot read logs");

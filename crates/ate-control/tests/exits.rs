@@ -161,8 +161,13 @@ impl NodeExecutor for TestNode {
         self.wasm.evictable().await
     }
 
-    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
-        self.wasm.logs(actor, follow).await
+    async fn logs(
+        &self,
+        actor: &ActorRef,
+        actor_uid: Option<&str>,
+        follow: bool,
+    ) -> Result<LogStream, SeamError> {
+        self.wasm.logs(actor, actor_uid, follow).await
     }
 }
 

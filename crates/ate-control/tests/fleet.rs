@@ -238,6 +238,7 @@ async fn a_worker_advertises_its_hot_snapshot_into_its_record() {
     exec.run(RunRequest {
         worker: worker.clone(),
         actor: actor.clone(),
+        actor_uid: None,
         workload: workload.clone(),
     })
     .await

@@ -108,6 +108,16 @@ async fn counter_state_survives_suspend_pause_and_resume() {
     l.delete(&a).await.unwrap();
     assert!(snapshot_ids(&s, "c1").is_empty());
     s.assert_consistent().await;
+    // Nothing of the actor's lease outlives it: a new actor of the name starts afresh.
+    let lease = s
+        .store
+        .acquire_lease("actor/team-a/c1", "next", std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.generation, 1,
+        "the deleted actor's lease was left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,7 @@ async fn logs_are_gathered_from_every_node_and_followed() {
     let run = |worker: &WorkerId| RunRequest {
         worker: worker.clone(),
         actor: actor.clone(),
+        actor_uid: None,
         workload: workload.clone(),
     };
     seam.executor("node-a")

@@ -120,6 +120,12 @@ pub fn parse_snapshot_uri(uri: &str) -> Option<(String, ActorRef, String)> {
 pub struct Actor {
     pub atespace: String,
     pub id: String,
+    /// This incarnation of the name, set when the actor is created: an actor deleted and
+    /// created again under the same name is another actor, and nothing of the first one
+    /// (its log lines on a node) is shown as the second's. `None` on records written
+    /// before actors had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     #[serde(default)]
     pub version: u64,
     pub template: NamespacedName,

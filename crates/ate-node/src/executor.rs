@@ -324,6 +324,7 @@ impl NodeExecutor for NodeService {
         if self.take_vacancy(&req.worker, &req.actor).await? {
             return Ok(());
         }
+        self.logs.begin(&req.actor, req.actor_uid.as_deref());
         let sandbox = match self.class_of(&req.workload) {
             Class::Wasm => self.wasm_start(&req.actor, &req.workload, None).await?,
             Class::Process => {
@@ -339,6 +340,7 @@ impl NodeExecutor for NodeService {
         if self.take_vacancy(&req.worker, &req.actor).await? {
             return Ok(());
         }
+        self.logs.begin(&req.actor, req.actor_uid.as_deref());
         let sandbox = match self.class_of(&req.workload) {
             Class::Wasm => {
                 let image = self.wasm_image(&req).await?;
@@ -426,7 +428,12 @@ impl NodeExecutor for NodeService {
         Ok(self.slots.evictable())
     }
 
-    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
-        Ok(self.logs.read(actor, follow))
+    async fn logs(
+        &self,
+        actor: &ActorRef,
+        actor_uid: Option<&str>,
+        follow: bool,
+    ) -> Result<LogStream, SeamError> {
+        Ok(self.logs.read(actor, actor_uid, follow))
     }
 }

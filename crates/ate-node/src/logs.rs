@@ -1,5 +1,8 @@
 //! Actors' logs on this node: the last lines each actor wrote, kept across suspend and
-//! resume on this node, and live followers.
+//! resume on this node, and live followers. Lines belong to one incarnation of an actor's
+//! name (its uid): a node that starts a new incarnation drops the old one's lines, and a
+//! reader sees only the lines of the incarnation it names, so an actor deleted and created
+//! again, even in a deleted and recreated atespace, never shows its namesake's output.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,9 +23,13 @@ const FOLLOW_BUFFER: usize = 1024;
 
 #[derive(Default)]
 struct ActorLog {
+    /// The incarnation whose lines these are.
+    uid: Option<String>,
     lines: VecDeque<LogLine>,
     partial: [Vec<u8>; 2],
-    followers: Vec<mpsc::Sender<LogLine>>,
+    /// Followers and the incarnation each follows: one may wait for an incarnation that
+    /// has not started here yet.
+    followers: Vec<(Option<String>, mpsc::Sender<LogLine>)>,
 }
 
 /// Every actor's log on this node.
@@ -49,7 +56,20 @@ impl LogBook {
         self.actors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Where a guest of `actor` writes its output.
+    /// A new run of `actor` starts here: lines of another incarnation are dropped, with
+    /// their followers.
+    pub fn begin(&self, actor: &ActorRef, uid: Option<&str>) {
+        let mut actors = self.lock();
+        let log = actors.entry(actor.to_string()).or_default();
+        if log.uid.as_deref() != uid {
+            log.uid = uid.map(str::to_string);
+            log.lines.clear();
+            log.partial = Default::default();
+            log.followers.retain(|(u, _)| u.as_deref() == uid);
+        }
+    }
+
+    /// Where a guest of `actor` writes its output (the incarnation last begun).
     pub fn sink(&self, actor: &ActorRef) -> LogSink {
         let book = self.clone();
         let key = actor.to_string();
@@ -80,24 +100,32 @@ impl LogBook {
         }
     }
 
-    /// The actor's recent lines, then new ones while `follow` and the caller listens.
-    pub fn read(&self, actor: &ActorRef, follow: bool) -> LogStream {
+    /// The recent lines of incarnation `uid` of the actor, then new ones while `follow`
+    /// and the caller listens.
+    pub fn read(&self, actor: &ActorRef, uid: Option<&str>, follow: bool) -> LogStream {
         let mut actors = self.lock();
         let log = actors.entry(actor.to_string()).or_default();
-        let (tx, rx) = mpsc::channel(log.lines.len() + FOLLOW_BUFFER);
-        for line in &log.lines {
+        let backlog = if log.uid.as_deref() == uid {
+            log.lines.len()
+        } else {
+            0
+        };
+        let (tx, rx) = mpsc::channel(backlog + FOLLOW_BUFFER);
+        for line in log.lines.iter().take(backlog) {
             // The channel has room for the whole backlog.
             let _ = tx.try_send(line.clone());
         }
         if follow {
-            log.followers.push(tx);
+            log.followers.push((uid.map(str::to_string), tx));
         }
         rx
     }
 }
 
 fn push(log: &mut ActorLog, line: LogLine) {
-    log.followers.retain(|f| f.try_send(line.clone()).is_ok());
+    let uid = log.uid.clone();
+    log.followers
+        .retain(|(u, f)| *u != uid || f.try_send(line.clone()).is_ok());
     if log.lines.len() == LINES_PER_ACTOR {
         log.lines.pop_front();
     }
@@ -116,14 +144,14 @@ mod tests {
         sink(OutputStream::Stdout, b"one\ntw");
         sink(OutputStream::Stderr, b"err\n");
         sink(OutputStream::Stdout, b"o\n");
-        let mut past = book.read(&actor, false);
+        let mut past = book.read(&actor, None, false);
         let mut got = Vec::new();
         while let Some(l) = past.recv().await {
             got.push(format!("{}:{}", l.stream, l.text));
         }
         assert_eq!(got, ["stdout:one", "stderr:err", "stdout:two"]);
 
-        let mut live = book.read(&actor, true);
+        let mut live = book.read(&actor, None, true);
         for _ in 0..3 {
             live.recv().await.unwrap();
         }
@@ -132,7 +160,57 @@ mod tests {
         for i in 0..LINES_PER_ACTOR + 5 {
             sink(OutputStream::Stdout, format!("{i}\n").as_bytes());
         }
-        let mut past = book.read(&ActorRef::new("a", "x"), false);
+        let mut past = book.read(&ActorRef::new("a", "x"), None, false);
         assert_eq!(past.recv().await.unwrap().text, "5");
+    }
+
+    async fn texts(mut lines: LogStream) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(l) = lines.try_recv() {
+            got.push(l.text);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn an_incarnation_sees_only_its_own_lines() {
+        let book = LogBook::default();
+        let actor = ActorRef::new("a", "x");
+        book.begin(&actor, Some("one"));
+        book.sink(&actor)(OutputStream::Stdout, b"first life\n");
+        // A follower of the next incarnation waits for it; one of the first is dropped
+        // when the next begins.
+        let mut next = book.read(&actor, Some("two"), true);
+        let mut old = book.read(&actor, Some("one"), true);
+        assert_eq!(old.recv().await.unwrap().text, "first life");
+        assert!(
+            texts(book.read(&actor, Some("two"), false))
+                .await
+                .is_empty()
+        );
+        assert!(texts(book.read(&actor, None, false)).await.is_empty());
+
+        book.begin(&actor, Some("two"));
+        assert!(
+            texts(book.read(&actor, Some("one"), false))
+                .await
+                .is_empty()
+        );
+        book.sink(&actor)(OutputStream::Stdout, b"second life\n");
+        assert_eq!(next.recv().await.unwrap().text, "second life");
+        assert!(
+            old.recv().await.is_none(),
+            "the old incarnation's follower is dropped"
+        );
+        assert_eq!(
+            texts(book.read(&actor, Some("two"), false)).await,
+            ["second life"]
+        );
+        // Beginning the same incarnation again (a resume here) keeps its lines.
+        book.begin(&actor, Some("two"));
+        assert_eq!(
+            texts(book.read(&actor, Some("two"), false)).await,
+            ["second life"]
+        );
     }
 }

@@ -55,6 +55,7 @@ impl Fixture {
         RunRequest {
             worker: worker.clone(),
             actor: actor.clone(),
+            actor_uid: None,
             workload: self.workload.clone(),
         }
     }
@@ -82,6 +83,7 @@ impl Fixture {
         RestoreRequest {
             worker: worker.clone(),
             actor: actor.clone(),
+            actor_uid: None,
             workload: self.workload.clone(),
             snapshot: snapshot.clone(),
         }
@@ -188,7 +190,7 @@ async fn counter_moves_between_nodes_through_a_snapshot() {
     assert_eq!(cache_b.snapshots, vec![key]);
 
     // The guest's stdout is the actor's log on the node that ran it.
-    let mut logs = eb.logs(&actor, false).await.unwrap();
+    let mut logs = eb.logs(&actor, None, false).await.unwrap();
     let mut lines = Vec::new();
     while let Some(l) = logs.recv().await {
         lines.push(l.text);

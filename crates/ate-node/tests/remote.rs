@@ -146,6 +146,7 @@ async fn checkpoint_stop_and_restore_keep_the_state() {
         .restore(RestoreRequest {
             worker: w2.clone(),
             actor: actor.clone(),
+            actor_uid: None,
             workload: counter.clone(),
             snapshot: cp.snapshot.clone(),
         })
@@ -264,6 +265,7 @@ async fn a_request_read_but_refused_at_a_seal_comes_back_whole() {
         .restore(RestoreRequest {
             worker: w2.clone(),
             actor: actor.clone(),
+            actor_uid: None,
             workload: counter.clone(),
             snapshot: cp.snapshot,
         })
@@ -329,11 +331,14 @@ async fn logs_come_back_and_follow() {
     let remote = &served.remote;
     let counter = f.workload("counter", COUNTER, |_| {});
     let (w1, actor) = (worker("w1"), ActorRef::new("team-a", "c1"));
-    remote.run(run(&w1, &actor, &counter)).await.unwrap();
+    // The incarnation travels with the run and the read.
+    let mut first = run(&w1, &actor, &counter);
+    first.actor_uid = Some("uid-1".into());
+    remote.run(first).await.unwrap();
     count(remote, &w1, &actor).await;
     count(remote, &w1, &actor).await;
 
-    let mut past = remote.logs(&actor, false).await.unwrap();
+    let mut past = remote.logs(&actor, Some("uid-1"), false).await.unwrap();
     let mut lines = Vec::new();
     while let Some(l) = past.recv().await {
         assert_eq!(l.stream, "stdout");
@@ -341,8 +346,13 @@ async fn logs_come_back_and_follow() {
         lines.push(l.text);
     }
     assert_eq!(lines, ["counter: request 1", "counter: request 2"]);
+    let mut namesake = remote.logs(&actor, Some("uid-2"), false).await.unwrap();
+    assert!(
+        namesake.recv().await.is_none(),
+        "another incarnation has no lines"
+    );
 
-    let mut follow = remote.logs(&actor, true).await.unwrap();
+    let mut follow = remote.logs(&actor, Some("uid-1"), true).await.unwrap();
     for n in 1..=2 {
         let l = follow.recv().await.unwrap();
         assert_eq!(l.text, format!("counter: request {n}"));
@@ -382,7 +392,10 @@ async fn a_dead_node_is_unavailable_and_unsent_requests_come_back() {
         remote.stop(stop(&w1, &actor)).await.unwrap_err(),
         unavailable
     );
-    assert_eq!(remote.logs(&actor, false).await.unwrap_err(), unavailable);
+    assert_eq!(
+        remote.logs(&actor, None, false).await.unwrap_err(),
+        unavailable
+    );
     let body = b"never sent".to_vec();
     let err = remote
         .invoke(&w1, &actor, tagged_request(full_body(body.clone())))
@@ -418,11 +431,23 @@ async fn a_malformed_call_is_refused_naming_the_field() {
                 spec_json: "{not json".into(),
                 ..Default::default()
             }),
+            actor_uid: String::new(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("workload.spec_json"), "{status}");
+    let status = client
+        .run(pb::RunRequest {
+            worker: Some(pb::WorkerId::default()),
+            actor: Some(pb::ActorRef::default()),
+            workload: None,
+            actor_uid: "u".repeat(1 << 20),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("actor_uid"), "{status}");
 
     // An exchange must open with the request head.
     let frames = tokio_stream::iter([pb::HttpFrame {

@@ -106,6 +106,7 @@ pub fn actor_to_pb(a: &m::Actor) -> pb::Actor {
                 time_ms: c.time_ms,
             })
             .collect(),
+        uid: a.uid.clone().unwrap_or_default(),
     }
 }
 
@@ -120,6 +121,7 @@ pub fn actor_from_pb(a: &pb::Actor) -> m::Actor {
     m::Actor {
         atespace: a.atespace.clone(),
         id: a.actor_id.clone(),
+        uid: (!a.uid.is_empty()).then(|| a.uid.clone()),
         version: a.version.max(0) as u64,
         template: m::NamespacedName::new(&a.actor_template_namespace, &a.actor_template_name),
         status: m::ActorStatus::from_wire(a.status).unwrap_or_default(),
@@ -558,6 +560,7 @@ mod tests {
         let a = m::Actor {
             atespace: "team-a".into(),
             id: "x".into(),
+            uid: Some("0f3c".into()),
             version: 7,
             template: m::NamespacedName::new("demo", "counter"),
             status: m::ActorStatus::Running,

@@ -76,6 +76,9 @@ impl SnapshotRef {
 pub struct RunRequest {
     pub worker: WorkerId,
     pub actor: ActorRef,
+    /// The actor's incarnation ([`ate_model::Actor::uid`]): the node keeps log lines per
+    /// incarnation, so a new actor of a deleted one's name starts with none.
+    pub actor_uid: Option<String>,
     pub workload: Workload,
 }
 
@@ -84,6 +87,8 @@ pub struct RunRequest {
 pub struct RestoreRequest {
     pub worker: WorkerId,
     pub actor: ActorRef,
+    /// As in [`RunRequest::actor_uid`].
+    pub actor_uid: Option<String>,
     pub workload: Workload,
     pub snapshot: SnapshotRef,
 }
@@ -186,6 +191,12 @@ pub trait NodeExecutor: Send + Sync + fmt::Debug {
     /// request may arrive for any of them the next moment, which an evicting checkpoint
     /// (`evict`) then refuses.
     async fn evictable(&self) -> Result<Vec<Evictable>, SeamError>;
-    /// The actor's recent log lines, then (with `follow`) new ones as they are written.
-    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError>;
+    /// The recent log lines of this incarnation of the actor (`actor_uid`, as in
+    /// [`RunRequest::actor_uid`]), then (with `follow`) new ones as they are written.
+    async fn logs(
+        &self,
+        actor: &ActorRef,
+        actor_uid: Option<&str>,
+        follow: bool,
+    ) -> Result<LogStream, SeamError>;
 }

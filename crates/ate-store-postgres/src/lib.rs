@@ -181,6 +181,23 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Runs `sql` (a release or a retire, bound to key and owner) on a lease `owner` holds.
+    async fn give_up_lease(&self, sql: &'static str, key: &str, owner: &str) -> Result<()> {
+        let done = sqlx::query(sql)
+            .bind(key)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?
+            .rows_affected();
+        if done == 0 {
+            return Err(StoreError::LeaseNotHeld { key: key.into() });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_record(&self, kind: Kind, rec: RecordWrite) -> Result<u64> {
@@ -465,19 +482,21 @@ impl Store for PgStore {
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<()> {
-        let done = sqlx::query(
+        self.give_up_lease(
             "UPDATE leases SET owner = '', expires_at = 0 WHERE key = $1 AND owner = $2",
+            key,
+            owner,
         )
-        .bind(key)
-        .bind(owner)
-        .execute(&self.pool)
         .await
-        .map_err(pg_err)?
-        .rows_affected();
-        if done == 0 {
-            return Err(StoreError::LeaseNotHeld { key: key.into() });
-        }
-        Ok(())
+    }
+
+    async fn retire_lease(&self, key: &str, owner: &str) -> Result<()> {
+        self.give_up_lease(
+            "DELETE FROM leases WHERE key = $1 AND owner = $2",
+            key,
+            owner,
+        )
+        .await
     }
 
     async fn watch(&self, kind: Kind) -> Result<Watch> {

@@ -140,6 +140,15 @@ fn record(key: &Value, version: &Value, body: &Value) -> Result<Record> {
 }
 
 impl RedisStore {
+    /// Releases (`release`) or retires (`retire`) a lease `owner` holds.
+    async fn give_up_lease(&self, how: &str, key: &str, owner: &str) -> Result<()> {
+        let reply = self.run(&scripts::LEASE, &[how, key, owner, "0"]).await?;
+        match status(&reply)?.as_str() {
+            "ok" => Ok(()),
+            _ => Err(StoreError::LeaseNotHeld { key: key.into() }),
+        }
+    }
+
     /// Connects (one attempt; callers retry). Commands time out after 5 s, and a lost
     /// connection is re-established in the background.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -365,13 +374,11 @@ impl Store for RedisStore {
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<()> {
-        let reply = self
-            .run(&scripts::LEASE, &["release", key, owner, "0"])
-            .await?;
-        match status(&reply)?.as_str() {
-            "ok" => Ok(()),
-            _ => Err(StoreError::LeaseNotHeld { key: key.into() }),
-        }
+        self.give_up_lease("release", key, owner).await
+    }
+
+    async fn retire_lease(&self, key: &str, owner: &str) -> Result<()> {
+        self.give_up_lease("retire", key, owner).await
     }
 
     async fn watch(&self, kind: Kind) -> Result<Watch> {

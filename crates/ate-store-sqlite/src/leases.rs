@@ -1,4 +1,5 @@
-//! Leases in a table, keeping each key's generation across releases so that it only grows.
+//! Leases in a table, keeping each key's generation across releases so that it only grows,
+//! until the lease is retired with its subject.
 
 use std::time::Duration;
 
@@ -46,6 +47,17 @@ pub fn release(tx: &Transaction<'_>, key: &str, owner: &str) -> Result<()> {
         .prepare_cached(
             "UPDATE leases SET owner = '', expires_at = 0 WHERE key = ?1 AND owner = ?2",
         )
+        .and_then(|mut s| s.execute(params![key, owner]))
+        .map_err(sql_err)?;
+    if changed == 0 {
+        return Err(StoreError::LeaseNotHeld { key: key.into() });
+    }
+    Ok(())
+}
+
+pub fn retire(tx: &Transaction<'_>, key: &str, owner: &str) -> Result<()> {
+    let changed = tx
+        .prepare_cached("DELETE FROM leases WHERE key = ?1 AND owner = ?2")
         .and_then(|mut s| s.execute(params![key, owner]))
         .map_err(sql_err)?;
     if changed == 0 {

@@ -470,6 +470,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn retire_lease(&self, key: &str, owner: &str) -> Result<()> {
+        let (key, owner) = (key.to_string(), owner.to_string());
+        self.write(move |tx, _| leases::retire(tx, &key, &owner))
+            .await
+    }
+
     async fn watch(&self, kind: Kind) -> Result<Watch> {
         let mut events = self.inner.events.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);

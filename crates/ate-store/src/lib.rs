@@ -134,6 +134,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives a lease up. `LeaseNotHeld` if `owner` does not hold it.
     async fn release_lease(&self, key: &str, owner: &str) -> Result<()>;
 
+    /// Gives a lease up and forgets it, for a lease whose subject is gone (a deleted
+    /// actor): nothing of it remains, and a later lease of the same key (a new actor of
+    /// the same name) starts afresh at generation 1. `LeaseNotHeld` if `owner` does not
+    /// hold it.
+    async fn retire_lease(&self, key: &str, owner: &str) -> Result<()>;
+
     /// Watches one kind: every committed create, update (claims included) and delete, in
     /// commit order, from the moment this returns. A `Resync` event says some may have been
     /// lost; callers subscribe first, then list, then apply events. For a secret kind

@@ -173,6 +173,10 @@ impl Store for SealedStore {
         self.inner.release_lease(key, owner).await
     }
 
+    async fn retire_lease(&self, key: &str, owner: &str) -> Result<()> {
+        self.inner.retire_lease(key, owner).await
+    }
+
     async fn watch(&self, kind: Kind) -> Result<Watch> {
         let mut events = self.inner.watch(kind).await?;
         if !self.sealer.seals(kind) {

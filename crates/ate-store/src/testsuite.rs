@@ -775,6 +775,22 @@ pub async fn leases(store: Shared) {
         matches!(late, Err(StoreError::LeaseNotHeld { .. })),
         "{late:?}"
     );
+
+    // A retired lease is forgotten: its next holder starts at generation 1.
+    let wrong = store.retire_lease("lock/team-a/x", "owner-1").await;
+    assert!(
+        matches!(wrong, Err(StoreError::LeaseNotHeld { .. })),
+        "{wrong:?}"
+    );
+    store
+        .retire_lease("lock/team-a/x", "owner-2")
+        .await
+        .expect("retire");
+    let fresh = store
+        .acquire_lease("lock/team-a/x", "owner-3", ttl)
+        .await
+        .expect("acquire after retire");
+    assert_eq!(fresh.generation, 1, "nothing of the retired lease remains");
 }
 
 pub async fn every_kind_round_trips(store: Shared) {

@@ -147,8 +147,13 @@ impl NodeExecutor for CurrentNode {
     async fn evictable(&self) -> Result<Vec<Evictable>, SeamError> {
         self.get()?.evictable().await
     }
-    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
-        self.get()?.logs(actor, follow).await
+    async fn logs(
+        &self,
+        actor: &ActorRef,
+        actor_uid: Option<&str>,
+        follow: bool,
+    ) -> Result<LogStream, SeamError> {
+        self.get()?.logs(actor, actor_uid, follow).await
     }
 }
 

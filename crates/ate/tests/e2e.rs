@@ -446,3 +446,28 @@ fn ate_up_runs_a_local_node_with_a_default_wasm_pool() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_recreated_actor_never_shows_the_logs_of_its_namesake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(dir.path());
+    let logs = || up.ok(&["logs", "actor", "c1", "-a", "team-a"]);
+    up.ok(&["create", "atespace", "team-a"]);
+    up.create_counter("c1");
+    for _ in 0..2 {
+        let (status, _) = common::http_get(&up.router, "/a/team-a/c1/", None);
+        assert_eq!(status, 200);
+    }
+    assert_eq!(logs(), "counter: request 1\ncounter: request 2\n");
+
+    // The actor and its atespace go; new ones of the same names start with nothing.
+    up.ok(&["suspend", "actor", "c1", "-a", "team-a"]);
+    up.ok(&["delete", "actor", "c1", "-a", "team-a"]);
+    up.ok(&["delete", "atespace", "team-a"]);
+    up.ok(&["create", "atespace", "team-a"]);
+    up.create_counter("c1");
+    assert_eq!(logs(), "");
+    let (status, _) = common::http_get(&up.router, "/a/team-a/c1/", None);
+    assert_eq!(status, 200);
+    assert_eq!(logs(), "counter: request 1\n");
+}

@@ -35,17 +35,6 @@ impl Call {
     }
 }
 
-fn unique() -> String {
-    let mut bytes = [0u8; 6];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The time and a process-wide counter still keep keys apart within this process.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bytes.copy_from_slice(&n.to_be_bytes()[2..]);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Longest subject, target part or message an event keeps: a refused call costs a bounded
 /// write whatever its request carried.
 pub const MAX_FIELD: usize = 256;
@@ -114,7 +103,7 @@ fn event(
         None => message,
     };
     AuditEvent {
-        id: AuditEvent::key_for(time_ms, &unique()),
+        id: AuditEvent::key_for(time_ms, &crate::random_hex::<6>()),
         time_ms,
         subject: clip(&subject, MAX_FIELD),
         role: clip(&role, MAX_FIELD),

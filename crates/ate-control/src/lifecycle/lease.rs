@@ -65,13 +65,31 @@ impl ActorLease {
     }
 
     /// Gives the lease up now.
-    pub(crate) async fn release(mut self) {
+    pub(crate) async fn release(self) {
+        self.give_up(false).await
+    }
+
+    /// Gives the lease up and forgets it: its actor is deleted, and a new actor of the
+    /// same name starts with a lease of its own. A crash before this leaves the lease to
+    /// expire; the next actor of the name takes it over then.
+    pub(crate) async fn retire(self) {
+        self.give_up(true).await
+    }
+
+    async fn give_up(mut self, retire: bool) {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        match self.store.release_lease(&self.key, &self.owner).await {
+        let given = if retire {
+            self.store.retire_lease(&self.key, &self.owner).await
+        } else {
+            self.store.release_lease(&self.key, &self.owner).await
+        };
+        match given {
             Ok(()) | Err(StoreError::LeaseNotHeld { .. }) => {}
-            Err(e) => tracing::warn!(lease = %self.key, error = %e, "cannot release actor lease"),
+            Err(e) => {
+                tracing::warn!(lease = %self.key, retire, error = %e, "cannot give up actor lease")
+            }
         }
     }
 }

@@ -447,7 +447,10 @@ impl Lifecycle {
     pub async fn delete(&self, aref: &ActorRef) -> Result<(), LifecycleError> {
         let lease = self.lease(aref).await?;
         let result = self.delete_locked(aref).await;
-        lease.release().await;
+        match result {
+            Ok(()) => lease.retire().await,
+            Err(_) => lease.release().await,
+        }
         result
     }
 

@@ -326,6 +326,7 @@ impl Lifecycle {
                 exec.restore(RestoreRequest {
                     worker,
                     actor,
+                    actor_uid: a.uid.clone(),
                     workload,
                     snapshot: s.clone(),
                 })
@@ -335,6 +336,7 @@ impl Lifecycle {
                 exec.run(RunRequest {
                     worker,
                     actor,
+                    actor_uid: a.uid.clone(),
                     workload,
                 })
                 .await?

@@ -223,6 +223,7 @@ impl Activator for TestActivator {
         let run = RunRequest {
             worker,
             actor: actor.clone(),
+            actor_uid: None,
             workload: workload.clone(),
         };
         exec.run(run).await.map_err(|e| match e {

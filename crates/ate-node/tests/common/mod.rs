@@ -75,6 +75,7 @@ pub fn run(w: &WorkerId, a: &ActorRef, workload: &Workload) -> RunRequest {
     RunRequest {
         worker: w.clone(),
         actor: a.clone(),
+        actor_uid: None,
         workload: workload.clone(),
     }
 }
@@ -102,6 +103,7 @@ pub fn restore(w: &WorkerId, a: &ActorRef, workload: &Workload, s: &SnapshotRef)
     RestoreRequest {
         worker: w.clone(),
         actor: a.clone(),
+        actor_uid: None,
         workload: workload.clone(),
         snapshot: s.clone(),
     }

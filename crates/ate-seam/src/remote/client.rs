@@ -156,10 +156,16 @@ impl NodeExecutor for RemoteExecutor {
         invoke::call(self.client.clone(), &self.node, worker, actor, request).await
     }
 
-    async fn logs(&self, actor: &ActorRef, follow: bool) -> Result<LogStream, SeamError> {
+    async fn logs(
+        &self,
+        actor: &ActorRef,
+        actor_uid: Option<&str>,
+        follow: bool,
+    ) -> Result<LogStream, SeamError> {
         let req = pb::LogsRequest {
             actor: Some(actor_to_pb(actor)),
             follow,
+            actor_uid: actor_uid.unwrap_or_default().to_string(),
         };
         let mut lines = self
             .client

@@ -16,7 +16,7 @@ use super::MAX_MESSAGE_BYTES;
 use super::invoke::{self, ResponseFrames};
 use super::wire::{
     actor_from_pb, checkpoint_request_from_pb, checkpoint_to_pb, evictable_to_pb, log_to_pb,
-    restore_from_pb, run_from_pb, status_of, stop_from_pb,
+    restore_from_pb, run_from_pb, status_of, stop_from_pb, uid_from_pb,
 };
 use crate::{NodeExecutor, SeamError};
 
@@ -124,7 +124,12 @@ impl Node for NodeGrpc {
         self.control_only(&request, "node.logs")?;
         let req = request.into_inner();
         let actor = actor_from_pb(req.actor, "actor").map_err(fail)?;
-        let lines = self.executor.logs(&actor, req.follow).await.map_err(fail)?;
+        let uid = uid_from_pb(req.actor_uid, "actor_uid").map_err(fail)?;
+        let lines = self
+            .executor
+            .logs(&actor, uid.as_deref(), req.follow)
+            .await
+            .map_err(fail)?;
         let lines = tokio_stream::StreamExt::map(ReceiverStream::new(lines), |l| Ok(log_to_pb(l)));
         Ok(Response::new(Box::pin(lines)))
     }

@@ -25,6 +25,20 @@ fn missing(field: &str) -> SeamError {
     }
 }
 
+/// Longest actor uid taken off the wire (the control plane makes 32 hex digits).
+const MAX_ACTOR_UID: usize = 128;
+
+/// An actor uid from the wire: empty is none.
+pub(crate) fn uid_from_pb(uid: String, field: &str) -> Result<Option<String>, SeamError> {
+    if uid.len() > MAX_ACTOR_UID {
+        return Err(SeamError::InvalidWorkload {
+            field: field.into(),
+            reason: format!("longer than {MAX_ACTOR_UID} bytes"),
+        });
+    }
+    Ok((!uid.is_empty()).then_some(uid))
+}
+
 pub(crate) fn worker_to_pb(w: &WorkerId) -> pb::WorkerId {
     pb::WorkerId {
         namespace: w.namespace.clone(),
@@ -134,6 +148,7 @@ pub(crate) fn run_to_pb(r: &RunRequest) -> Result<pb::RunRequest, SeamError> {
         worker: Some(worker_to_pb(&r.worker)),
         actor: Some(actor_to_pb(&r.actor)),
         workload: Some(workload_to_pb(&r.workload)?),
+        actor_uid: r.actor_uid.clone().unwrap_or_default(),
     })
 }
 
@@ -141,6 +156,7 @@ pub(crate) fn run_from_pb(r: pb::RunRequest) -> Result<RunRequest, SeamError> {
     Ok(RunRequest {
         worker: worker_from_pb(r.worker, "worker")?,
         actor: actor_from_pb(r.actor, "actor")?,
+        actor_uid: uid_from_pb(r.actor_uid, "actor_uid")?,
         workload: workload_from_pb(r.workload)?,
     })
 }
@@ -151,6 +167,7 @@ pub(crate) fn restore_to_pb(r: &RestoreRequest) -> Result<pb::RestoreRequest, Se
         actor: Some(actor_to_pb(&r.actor)),
         workload: Some(workload_to_pb(&r.workload)?),
         snapshot: Some(snapshot_to_pb(&r.snapshot)),
+        actor_uid: r.actor_uid.clone().unwrap_or_default(),
     })
 }
 
@@ -158,6 +175,7 @@ pub(crate) fn restore_from_pb(r: pb::RestoreRequest) -> Result<RestoreRequest, S
     Ok(RestoreRequest {
         worker: worker_from_pb(r.worker, "worker")?,
         actor: actor_from_pb(r.actor, "actor")?,
+        actor_uid: uid_from_pb(r.actor_uid, "actor_uid")?,
         workload: workload_from_pb(r.workload)?,
         snapshot: snapshot_from_pb(r.snapshot, "snapshot")?,
     })

@@ -1,4 +1,4 @@
--- ARGV: prefix, 'acquire' | 'release', key, owner, ttl ms
+-- ARGV: prefix, 'acquire' | 'release' | 'retire', key, owner, ttl ms
 -- The server's clock decides expiry, so replicas with skewed clocks agree.
 local lk = P .. 'lease:' .. ARGV[3]
 local owner = ARGV[4]
@@ -6,6 +6,11 @@ local cur = redis.call('HMGET', lk, 'o', 'x', 'g')
 if ARGV[2] == 'release' then
   if cur[1] ~= owner then return {'notheld'} end
   redis.call('HSET', lk, 'o', '', 'x', 0)
+  return {'ok'}
+end
+if ARGV[2] == 'retire' then
+  if cur[1] ~= owner then return {'notheld'} end
+  redis.call('DEL', lk)
   return {'ok'}
 end
 local t = redis.call('TIME')

@@ -428,6 +428,15 @@ impl Store for TimedStore {
         )
         .await
     }
+
+    async fn retire_lease(&self, key: &str, owner: &str) -> ate_store::Result<()> {
+        self.time(
+            "retire lease",
+            Kind::Actor,
+            self.inner.retire_lease(key, owner),
+        )
+        .await
+    }
     async fn watch(&self, kind: Kind) -> ate_store::Result<ate_store::Watch> {
         self.inner.watch(kind).await
     }
