@@ -85,6 +85,7 @@ fn actor(v: &mut Values) -> Actor {
         atespace: v.s(),
         id: v.s(),
         uid: Some(v.s()),
+        lease_generation: v.next as u64,
         version: v.next as u64,
         template: NamespacedName::new(v.s(), v.s()),
         status: ActorStatus::ALL[v.next % ActorStatus::ALL.len()],
@@ -148,6 +149,7 @@ fn worker(v: &mut Values) -> Worker {
         assignment: assigned.then(|| Assignment {
             actor: ActorRef::new(v.s(), v.s()),
             template: NamespacedName::new(v.s(), v.s()),
+            lease_generation: 0,
         }),
         cached_snapshots: v.list(),
         capabilities: v.list(),

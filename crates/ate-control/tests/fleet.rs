@@ -143,6 +143,7 @@ async fn pools_follow_nodes_and_replicas_and_keep_busy_workers() {
         let claim = Assignment {
             actor: ActorRef::new("team-a", id),
             template: NamespacedName::new("demo", "counter"),
+            lease_generation: 0,
         };
         e.store
             .claim(&sel, &claim)

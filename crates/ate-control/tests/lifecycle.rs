@@ -179,6 +179,7 @@ async fn occupy(s: &System, key: &str, who: &str) {
         w.assignment = Some(Assignment {
             actor: ate_model::ActorRef::new("team-b", who),
             template: ate_model::NamespacedName::new("demo", "counter"),
+            lease_generation: 0,
         });
         match s.store.update(w).await {
             Ok(_) => return,
@@ -457,6 +458,7 @@ async fn operations_a_dead_control_plane_left_behind_are_settled() {
             &Assignment {
                 actor: r.clone(),
                 template: t.clone(),
+                lease_generation: 0,
             },
         )
         .await
@@ -552,4 +554,36 @@ async fn a_busy_actor_refuses_a_second_operation() {
         .unwrap();
     s.lifecycle.resume(&other, false).await.unwrap();
     s.lifecycle.suspend(&other).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_cannot_be_settled_never_stops_the_sweep() {
+    let s = system(&["node-a"], 1).await;
+    let t = s.template("counter", 2).await;
+    let broken = s.actor("broken", &t).await;
+    let fine = s.actor("fine", &t).await;
+    // A pause that died, whose snapshot's store is gone; a resume that died.
+    let mut b = s.get(&broken).await;
+    b.status = ActorStatus::Pausing;
+    b.latest_snapshot = Some(SnapshotInfo::Local {
+        prefix: "gone://bucket/team-a/broken/1".into(),
+        nodes: vec![],
+        fallback: String::new(),
+    });
+    s.store.update(b).await.unwrap();
+    let mut f = s.get(&fine).await;
+    f.status = ActorStatus::Resuming;
+    s.store.update(f).await.unwrap();
+
+    let first = s.lifecycle.recover().await.expect("the sweep goes on");
+    assert_eq!((first.settled, first.failed), (1, 1), "{first:?}");
+    assert_eq!(s.get(&fine).await.status, ActorStatus::Suspended);
+    assert_eq!(s.get(&broken).await.status, ActorStatus::Pausing);
+    // Tried again only after a backoff.
+    let next = s.lifecycle.recover().await.expect("sweep");
+    assert_eq!((next.deferred, next.failed), (1, 0), "{next:?}");
+    wait_for("the broken actor is tried again", || async {
+        s.lifecycle.recover().await.expect("sweep").failed == 1
+    })
+    .await;
 }

@@ -32,18 +32,31 @@ use tonic::transport::Channel;
 
 /// A replica serving its registry on a free port.
 async fn replica(store: &Arc<dyn Store>) -> (Registry, ate_control::RegistryHandle, String) {
+    let (registry, handle, addr, _server) = replica_server(store).await;
+    (registry, handle, addr)
+}
+
+/// A replica as [`replica`], and its server task: aborting it cuts every node off.
+async fn replica_server(
+    store: &Arc<dyn Store>,
+) -> (
+    Registry,
+    ate_control::RegistryHandle,
+    String,
+    tokio::task::JoinHandle<()>,
+) {
     let (registry, handle) = Registry::start(store.clone(), Dataspace::new());
     registry.synced().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let service = registry.service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
+            .await;
     });
-    (registry, handle, addr)
+    (registry, handle, addr, server)
 }
 
 fn hello(node: &str, incarnation: &str, generation: u64, ttl_ms: u64) -> pb::NodeMessage {
@@ -341,6 +354,7 @@ async fn worker(
             assignment: hosts.map(|a| Assignment {
                 actor: a.clone(),
                 template: NamespacedName::new("team-a", "counter"),
+                lease_generation: 0,
             }),
             ..Default::default()
         })
@@ -887,4 +901,62 @@ async fn a_node_s_assertions_are_bounded() {
         a.dataspace().list::<WorkerAdvert>(&Filter::All).is_empty()
     })
     .await;
+}
+
+/// Wall-clock milliseconds, comparable across the node's and the store's view.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_fences_itself_before_its_lease_can_be_taken_over() {
+    let (_dir, store) = store();
+    let (a, _ha, addr, server) = replica_server(&store).await;
+    let timeout = Duration::from_secs(2);
+    let node = Dataspace::new();
+    let owner = node.owner("node");
+    owner.assert("n1", node_registration("n1", "i1")).unwrap();
+    let mut reg = ate_seam::Registration::start(
+        node.clone(),
+        ate_seam::RegistrationConfig {
+            controls: vec![addr],
+            liveness_timeout: timeout,
+            dialer: ate_seam::Dialer::plaintext(),
+        },
+    );
+    until("n1 registered", Duration::from_secs(5), || {
+        registered(&a, "n1").is_some()
+    })
+    .await;
+    // Let a few heartbeats be confirmed, then cut the node off: its replica's server goes
+    // (the lease is left as it is), and no other replica answers.
+    tokio::time::sleep(timeout).await;
+    server.abort();
+    a.stop();
+    let fenced_at = tokio::spawn(async move {
+        let reason = reg.fenced().await;
+        (wall_ms(), reason)
+    });
+    let taken_at = loop {
+        match store
+            .acquire_lease("node/n1", "reaper", Duration::from_secs(5))
+            .await
+        {
+            Ok(_) => break wall_ms(),
+            Err(ate_store::StoreError::LeaseHeld { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (fenced_at, reason) = fenced_at.await.unwrap();
+    assert!(reason.contains("confirmed"), "{reason}");
+    // The node stopped at least a margin before anyone could take its lease over.
+    let margin = ate_seam::fencing_margin(timeout).as_millis() as u64;
+    assert!(
+        fenced_at + margin <= taken_at,
+        "fenced at {fenced_at}, lease free at {taken_at}"
+    );
 }

@@ -145,6 +145,14 @@ pub struct Actor {
     /// [`ActorCondition`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<ActorCondition>,
+    /// The generation of the actor's lease under which a workflow last wrote the record:
+    /// a workflow holding an older generation (it lost its lease) may not write it again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Something that happened to an actor that its owner should know, above all state that

@@ -267,6 +267,14 @@ impl Indexed for NodeAssertion {
 pub struct Assignment {
     pub actor: ActorRef,
     pub template: NamespacedName,
+    /// The generation of the actor's lease under which the binding was last written: a
+    /// workflow holding an older generation may not change it (see the lifecycle's fence).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One slot of a pool on a node; hosts at most one actor at a time.
@@ -388,6 +396,7 @@ mod tests {
             assignment: actor.map(|a| Assignment {
                 actor: ActorRef::new("team-a", a),
                 template: NamespacedName::new("ns", "t"),
+                lease_generation: 0,
             }),
             cached_snapshots: cached.iter().map(|s| s.to_string()).collect(),
             ..Default::default()

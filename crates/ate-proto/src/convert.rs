@@ -122,6 +122,8 @@ pub fn actor_from_pb(a: &pb::Actor) -> m::Actor {
         atespace: a.atespace.clone(),
         id: a.actor_id.clone(),
         uid: (!a.uid.is_empty()).then(|| a.uid.clone()),
+        // A fence of the control plane's workflows, never on the wire.
+        lease_generation: 0,
         version: a.version.max(0) as u64,
         template: m::NamespacedName::new(&a.actor_template_namespace, &a.actor_template_name),
         status: m::ActorStatus::from_wire(a.status).unwrap_or_default(),
@@ -168,6 +170,7 @@ pub fn worker_from_pb(w: &pb::Worker) -> m::Worker {
     let assignment = (!w.actor_id.is_empty()).then(|| m::Assignment {
         actor: m::ActorRef::new(&w.actor_atespace, &w.actor_id),
         template: m::NamespacedName::new(&w.actor_namespace, &w.actor_template),
+        lease_generation: 0,
     });
     m::Worker {
         namespace: w.worker_namespace.clone(),
@@ -561,6 +564,7 @@ mod tests {
             atespace: "team-a".into(),
             id: "x".into(),
             uid: Some("0f3c".into()),
+            lease_generation: 0,
             version: 7,
             template: m::NamespacedName::new("demo", "counter"),
             status: m::ActorStatus::Running,
@@ -595,6 +599,7 @@ mod tests {
             assignment: Some(m::Assignment {
                 actor: a.actor_ref(),
                 template: a.template.clone(),
+                lease_generation: 0,
             }),
             cached_snapshots: vec!["s1".into()],
             node_incarnation: "i1".into(),

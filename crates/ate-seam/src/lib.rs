@@ -31,7 +31,7 @@ pub use executor::{
 pub use exits::ActorExited;
 pub use follow::{ControlFollower, RemoteNodes, follow_control, follow_control_with};
 pub use local::{LocalSeam, NodeMembership};
-pub use register::{Registration, RegistrationConfig};
+pub use register::{Registration, RegistrationConfig, fencing_margin};
 pub use registry::{NodeCacheAdvert, NodeDirectory, NodeRegistration, WorkerAdvert};
 pub use remote::{
     LogLines, MAX_MESSAGE_BYTES, NodeGrpc, RemoteExecutor, node_service, node_service_with,

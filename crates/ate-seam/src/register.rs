@@ -3,11 +3,19 @@
 //! and a heartbeat. The replica holds the node's liveness lease while heartbeats arrive;
 //! when the stream breaks the node moves to the next replica and presents the lease
 //! generation it held, so a node that was declared lost in between is told so (fenced)
-//! instead of carrying on beside the actors recovered from it. A node that cannot renew its
-//! registration for the whole liveness timeout fences itself: by then the control plane may
-//! have given its actors to other nodes.
+//! instead of carrying on beside the actors recovered from it.
+//!
+//! The node fences itself before anyone can take over: the replica renews the lease for
+//! the liveness timeout plus [`fencing_margin`] at each heartbeat it receives, so the lease
+//! cannot expire before `send time of the last confirmed heartbeat + timeout + margin`,
+//! while the node stops at `that send time + timeout - margin`, on a timer set for that
+//! deadline whatever the stream is doing (connecting, stuck, or quiet).
 
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ate_dataspace::{Dataspace, Filter};
 use ate_proto::atenode::{
@@ -21,6 +29,23 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::carry::{self, NODE_TYPES, RawEvent};
 use crate::{Dialer, MAX_MESSAGE_BYTES, NodeRegistration};
+
+/// How much earlier than the control plane could declare it lost a node stops its actors,
+/// and how much longer than the liveness timeout the control plane waits: room for the
+/// heartbeat's transit and for clocks that run at slightly different rates.
+pub fn fencing_margin(liveness_timeout: Duration) -> Duration {
+    liveness_timeout / 5
+}
+
+/// The moment a node whose registration was last confirmed for a heartbeat sent at `sent`
+/// must have stopped its actors.
+fn fence_deadline(sent: Instant, liveness_timeout: Duration) -> Instant {
+    sent + liveness_timeout.saturating_sub(fencing_margin(liveness_timeout))
+}
+
+/// Heartbeats a node remembers sending unanswered. Three go out per liveness timeout, so
+/// more than this unanswered means the node is fenced long before.
+const MAX_UNANSWERED: usize = 64;
 
 /// How a node registers.
 #[derive(Debug, Clone)]
@@ -88,9 +113,10 @@ async fn run(
         let _ = fenced.send(Some("the node never asserted its registration".into()));
         return;
     };
-    let mut generation = 0u64;
-    // The last moment the control plane confirmed the registration.
-    let mut confirmed = Instant::now();
+    let held = Mutex::new(Held {
+        generation: 0,
+        confirmed: Instant::now(),
+    });
     let mut backoff = Duration::from_millis(100);
     let mut next = 0usize;
     loop {
@@ -100,15 +126,24 @@ async fn run(
         }
         let endpoint = config.controls[next % config.controls.len()].clone();
         next += 1;
-        let ended = stream_once(
-            &dataspace,
-            &config,
-            &me,
-            &endpoint,
-            &mut generation,
-            &mut confirmed,
-        )
-        .await;
+        let ended = {
+            let stream = stream_once(&dataspace, &config, &me, &endpoint, &held);
+            tokio::pin!(stream);
+            // While no registration is held nothing can be fenced; once one is, the node
+            // stops at its deadline even if connecting or the stream hangs.
+            loop {
+                let deadline = lock(&held).deadline(config.liveness_timeout);
+                tokio::select! {
+                    ended = &mut stream => break ended,
+                    () = sleep_until_some(deadline) => {
+                        let now_due = lock(&held).deadline(config.liveness_timeout);
+                        if now_due.is_some_and(|d| d <= Instant::now()) {
+                            break Ended::Fenced(unconfirmed(config.liveness_timeout));
+                        }
+                    }
+                }
+            }
+        };
         match ended {
             Ended::Fenced(reason) => {
                 tracing::warn!(node = %me.name, %reason, "node fenced");
@@ -119,17 +154,51 @@ async fn run(
                 tracing::warn!(node = %me.name, control = %endpoint, %reason, "registration stream ended; trying the next control plane");
             }
         }
-        if generation != 0 && confirmed.elapsed() >= config.liveness_timeout {
-            let reason = format!(
-                "no control plane confirmed the registration for {:?}",
-                config.liveness_timeout
-            );
-            let _ = fenced.send(Some(reason));
+        let deadline = lock(&held).deadline(config.liveness_timeout);
+        if let Some(deadline) = deadline
+            && Instant::now() + backoff >= deadline
+        {
+            tokio::time::sleep_until(deadline).await;
+            let _ = fenced.send(Some(unconfirmed(config.liveness_timeout)));
             return;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+}
+
+/// The registration a node holds: the lease generation, and when the last heartbeat (or
+/// hello) the control plane confirmed was sent.
+#[derive(Debug)]
+struct Held {
+    generation: u64,
+    confirmed: Instant,
+}
+
+impl Held {
+    /// When the node must have stopped, once it holds a registration.
+    fn deadline(&self, liveness_timeout: Duration) -> Option<Instant> {
+        (self.generation != 0).then(|| fence_deadline(self.confirmed, liveness_timeout))
+    }
+}
+
+fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unconfirmed(liveness_timeout: Duration) -> String {
+    format!(
+        "no control plane confirmed the registration in time (liveness timeout {liveness_timeout:?}, margin {:?})",
+        fencing_margin(liveness_timeout)
+    )
 }
 
 async fn own_registration(dataspace: &Dataspace) -> Option<NodeRegistration> {
@@ -176,8 +245,7 @@ async fn stream_once(
     config: &RegistrationConfig,
     me: &NodeRegistration,
     endpoint: &str,
-    generation: &mut u64,
-    confirmed: &mut Instant,
+    held: &Mutex<Held>,
 ) -> Ended {
     let deadline = config.liveness_timeout;
     let channel = match config
@@ -189,7 +257,9 @@ async fn stream_once(
         Err(e) => return Ended::Broken(e.to_string()),
     };
     let (tx, rx) = mpsc::channel::<pb::NodeMessage>(256);
-    if tx.send(hello(me, *generation, deadline)).await.is_err() {
+    let hello_sent = Instant::now();
+    let generation = lock(held).generation;
+    if tx.send(hello(me, generation, deadline)).await.is_err() {
         return Ended::Broken("stream closed".into());
     }
     let mut client = RegistryClient::new(channel)
@@ -204,14 +274,16 @@ async fn stream_once(
         Ok(Ok(Some(pb::RegistryMessage {
             message: Some(In::Accepted(a)),
         }))) => {
-            if *generation != 0 && a.generation != *generation {
+            if generation != 0 && a.generation != generation {
                 return Ended::Fenced(format!(
                     "the registration lease changed hands (generation {} to {})",
                     generation, a.generation
                 ));
             }
-            *generation = a.generation;
-            *confirmed = Instant::now();
+            *lock(held) = Held {
+                generation: a.generation,
+                confirmed: hello_sent,
+            };
         }
         Ok(Ok(Some(pb::RegistryMessage {
             message: Some(In::Fenced(f)),
@@ -220,13 +292,17 @@ async fn stream_once(
         Ok(Err(status)) => return Ended::Broken(refused(&status)),
         Err(_) => return Ended::Broken("no answer to hello".into()),
     }
-    tracing::info!(node = %me.name, control = %endpoint, generation = *generation, "node registered");
+    let generation = lock(held).generation;
+    tracing::info!(node = %me.name, control = %endpoint, generation, "node registered");
     let (mut events, _follow) = match carry::follow(dataspace, &NODE_TYPES) {
         Ok(f) => f,
         Err(e) => return Ended::Fenced(format!("cannot follow the node's assertions: {e}")),
     };
     let mut beat = tokio::time::interval(deadline / 3);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Send times of heartbeats not yet confirmed, oldest first: the replica answers each
+    // in turn, and an answer vouches for the lease only from the heartbeat it answers.
+    let mut unanswered: VecDeque<Instant> = VecDeque::new();
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -240,10 +316,10 @@ async fn stream_once(
                 }
             }
             _ = beat.tick() => {
-                if confirmed.elapsed() >= deadline {
-                    return Ended::Fenced(format!(
-                        "no control plane confirmed the registration for {deadline:?}"
-                    ));
+                // Heartbeats queue behind the node's assertions; a bounded record of them
+                // is enough, the oldest being what counts.
+                if unanswered.len() < MAX_UNANSWERED {
+                    unanswered.push_back(Instant::now());
                 }
                 let m = pb::NodeMessage { message: Some(Out::Heartbeat(pb::Done {})) };
                 if tx.send(m).await.is_err() {
@@ -252,13 +328,15 @@ async fn stream_once(
             }
             answer = inbound.message() => match answer {
                 Ok(Some(pb::RegistryMessage { message: Some(In::Accepted(a)) })) => {
-                    if a.generation != *generation {
+                    if a.generation != generation {
                         return Ended::Fenced(format!(
                             "the registration lease changed hands (generation {} to {})",
                             generation, a.generation
                         ));
                     }
-                    *confirmed = Instant::now();
+                    if let Some(sent) = unanswered.pop_front() {
+                        lock(held).confirmed = sent;
+                    }
                 }
                 Ok(Some(pb::RegistryMessage { message: Some(In::Fenced(f)) })) => {
                     return Ended::Fenced(f.reason);

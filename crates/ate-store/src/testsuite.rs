@@ -68,6 +68,7 @@ fn assignment(atespace: &str, id: &str) -> Assignment {
     Assignment {
         actor: ActorRef::new(atespace, id),
         template: NamespacedName::new("demo", "counter"),
+        lease_generation: 0,
     }
 }
 

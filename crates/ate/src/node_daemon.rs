@@ -189,6 +189,14 @@ impl Drop for NodeDaemon {
     }
 }
 
+/// A node and its registration. The node is dropped first (fields drop in order), also
+/// when the daemon is dropped mid-run: the actors stop before the stream closes, since a
+/// replica takes a closed stream as the node gone and recovers its actors at once.
+struct Running {
+    _node: Node,
+    reg: Registration,
+}
+
 async fn keep_registered(
     config: NodeConfig,
     registration: RegistrationConfig,
@@ -205,12 +213,14 @@ async fn keep_registered(
             }
         };
         current.set(Some(node.service()));
-        let mut reg = Registration::start(seam.dataspace().clone(), registration.clone());
-        let reason = reg.fenced().await;
+        let mut running = Running {
+            reg: Registration::start(seam.dataspace().clone(), registration.clone()),
+            _node: node,
+        };
+        let reason = running.reg.fenced().await;
         tracing::warn!(node = %config.name, %reason, "stopping every actor on this node and registering again");
         current.set(None);
-        drop(reg);
-        drop(node);
+        drop(running);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

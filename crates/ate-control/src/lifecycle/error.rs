@@ -40,6 +40,10 @@ pub enum LifecycleError {
     UploadPending { actor: String, node: String },
     #[error("this control plane has no data plane to run actors on")]
     NoDataPlane,
+    /// The workflow's lease could not be renewed in time or was taken over: it stopped
+    /// before another holder could act, leaving the actor to be settled by the next one.
+    #[error("the operation on actor {actor} lost its lease; retry")]
+    LeaseLost { actor: String },
 }
 
 impl LifecycleError {
@@ -48,6 +52,7 @@ impl LifecycleError {
         match self {
             LifecycleError::Store(ate_store::StoreError::NotFound { .. }) => "not_found",
             LifecycleError::Busy { .. } => "busy",
+            LifecycleError::LeaseLost { .. } => "lease_lost",
             LifecycleError::NoEligiblePool { .. } | LifecycleError::NoFreeWorker { .. } => {
                 "no_capacity"
             }
@@ -62,7 +67,7 @@ impl LifecycleError {
             LifecycleError::Store(e) => e.kind(),
             LifecycleError::Node(e) => e.kind(),
             LifecycleError::Snapshot(e) => e.kind(),
-            LifecycleError::Busy { .. } => ErrorKind::Aborted,
+            LifecycleError::Busy { .. } | LifecycleError::LeaseLost { .. } => ErrorKind::Aborted,
             LifecycleError::WrongState { .. }
             | LifecycleError::TemplateMissing { .. }
             | LifecycleError::NoEligiblePool { .. }

@@ -150,7 +150,7 @@ impl Lifecycle {
                 actor: victim.to_string(),
             });
         };
-        let result = self.evict_locked(c, successor).await;
+        let result = lease.fenced(self.evict_locked(c, successor)).await;
         lease.release().await;
         result
     }

@@ -128,7 +128,7 @@ impl Lifecycle {
                 actor: exit.actor.to_string(),
             });
         };
-        let result = async {
+        let result = lease.fenced(async {
             let a = match self.actor(&exit.actor).await {
                 Ok(a) => Some(a),
                 Err(LifecycleError::Store(StoreError::NotFound { .. })) => None,
@@ -163,7 +163,7 @@ impl Lifecycle {
                 }
             }
             Ok(Outcome::Ignored)
-        }
+        })
         .await;
         lease.release().await;
         result

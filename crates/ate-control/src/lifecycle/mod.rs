@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     specs: specs::Specs,
     /// Which nodes cache which snapshot.
     holders: holders::Holders,
+    /// Actors the recovery sweep could not settle, tried again after a backoff.
+    recovery_backoff: recovery::Backoff,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -157,6 +159,7 @@ impl Lifecycle {
                 snapshots: SnapshotStores::default(),
                 specs: specs::Specs::default(),
                 holders: holders::Holders::default(),
+                recovery_backoff: recovery::Backoff::default(),
             }),
         }
     }
@@ -222,6 +225,7 @@ impl Lifecycle {
         let mut attempts = 0;
         loop {
             let mut a = self.actor(aref).await?;
+            a.lease_generation = lease::fence_write(a.lease_generation, aref)?;
             change(&mut a);
             match self.store().update(a).await {
                 Ok(a) => return Ok(a),
@@ -241,6 +245,7 @@ impl Lifecycle {
     ) -> Result<Actor, LifecycleError> {
         let aref = current.actor_ref();
         let mut a = current;
+        a.lease_generation = lease::fence_write(a.lease_generation, &aref)?;
         change(&mut a);
         match self.store().update(a).await {
             Ok(a) => Ok(a),
@@ -271,7 +276,7 @@ impl Lifecycle {
 
     /// Moves `worker` from `from` (which just left it) to `to`, or frees it with `None`,
     /// in one conditional write (no claim can take it in between), keeping `hot` as the
-    /// snapshot it holds warm. Returns the worker as written; `None` if it no longer
+    /// snapshot it holds warm. `to` carries the generation of its own actor's lease. Returns the worker as written; `None` if it no longer
     /// hosts `from` (the fleet removed it, say): `from` has left it either way.
     async fn rebind_worker(
         &self,
@@ -286,9 +291,12 @@ impl Lifecycle {
                 Err(StoreError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            if w.assignment.as_ref().map(|a| &a.actor) != Some(from) {
+            let Some(held) = w.assignment.as_ref().filter(|a| &a.actor == from) else {
                 return Ok(None);
-            }
+            };
+            // The binding is the leaving actor's: only a holder of its lease as new as the
+            // one that wrote it may undo it.
+            lease::fence_write(held.lease_generation, from)?;
             w.assignment = to.cloned();
             if let Some(h) = &hot {
                 w.cached_snapshots = vec![h.clone()];
@@ -308,7 +316,8 @@ impl Lifecycle {
 
     /// Writes `a` if nobody wrote the actor since it was read; `None` if someone did, for
     /// a step that must then read it again and decide afresh rather than re-apply itself.
-    async fn write_if_unchanged(&self, a: Actor) -> Result<Option<Actor>, LifecycleError> {
+    async fn write_if_unchanged(&self, mut a: Actor) -> Result<Option<Actor>, LifecycleError> {
+        a.lease_generation = lease::fence_write(a.lease_generation, &a.actor_ref())?;
         match self.store().update(a).await {
             Ok(a) => Ok(Some(a)),
             Err(StoreError::Conflict { .. }) => Ok(None),

@@ -96,11 +96,15 @@ impl Lifecycle {
             Err(e) => return Err(e),
         }
         let lease = self.lease(aref).await?;
-        let result = match self.actor(aref).await {
-            Ok(a) if on_node(&a) => self.park_locked(a, Park::Suspend).await.map(Some),
-            Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => Ok(None),
-            Err(e) => Err(e),
-        };
+        let result = lease
+            .fenced(async {
+                match self.actor(aref).await {
+                    Ok(a) if on_node(&a) => self.park_locked(a, Park::Suspend).await.map(Some),
+                    Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
         lease.release().await;
         if !matches!(result, Ok(None)) {
             let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
@@ -118,7 +122,7 @@ impl Lifecycle {
         let lease = self.lease(aref).await?;
         // The record read before the lease is carried in; a write that finds it outdated
         // makes the workflow read it again and decide afresh.
-        let result = self.park_locked(a, kind).await;
+        let result = lease.fenced(self.park_locked(a, kind)).await;
         lease.release().await;
         if kind == Park::Suspend {
             let outcome = result.as_ref().map_or_else(LifecycleError::label, |_| "ok");
@@ -446,7 +450,7 @@ impl Lifecycle {
     /// so an interrupted delete is completed by the next one.
     pub async fn delete(&self, aref: &ActorRef) -> Result<(), LifecycleError> {
         let lease = self.lease(aref).await?;
-        let result = self.delete_locked(aref).await;
+        let result = lease.fenced(self.delete_locked(aref)).await;
         match result {
             Ok(()) => lease.retire().await,
             Err(_) => lease.release().await,

@@ -1,7 +1,11 @@
 //! Putting actors and workers back in order after a workflow or a node died. Everything
 //! here runs under the actor's lease, so it never races a live workflow.
 
-use ate_model::{Actor, ActorStatus, FieldSelector, SnapshotInfo, Worker};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ate_model::{Actor, ActorRef, ActorStatus, FieldSelector, SnapshotInfo, Worker};
 use ate_store::{ListOptions, StoreError};
 
 use super::lease::ActorLease;
@@ -17,6 +21,52 @@ pub struct RecoveryReport {
     pub freed: usize,
     /// Items left for the next sweep because an operation holds the actor.
     pub busy: usize,
+    /// Actors that could not be settled this time (each reported, retried with backoff).
+    pub failed: usize,
+    /// Actors skipped because their last failure's backoff has not run out.
+    pub deferred: usize,
+}
+
+/// First wait before an actor that could not be settled is tried again; it doubles with
+/// each failure up to [`RETRY_MAX`], so a broken actor (its snapshot bucket gone) costs
+/// little while the others are settled on every sweep.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between attempts at an actor that keeps failing.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Actors the sweep failed to settle, and when each may be tried again.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(Mutex<HashMap<String, (Instant, Duration)>>);
+
+impl Backoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Duration)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn waiting(&self, key: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|(next, _)| Instant::now() < *next)
+    }
+
+    fn failed(&self, key: &str) -> Duration {
+        let mut m = self.lock();
+        let wait = m
+            .get(key)
+            .map_or(RETRY_FIRST, |(_, last)| (*last * 2).min(RETRY_MAX));
+        m.insert(key.to_string(), (Instant::now() + wait, wait));
+        wait
+    }
+
+    fn settled(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Forgets actors no longer in transition (settled by someone else, or deleted), so
+    /// the map holds at most the actors the last sweep saw.
+    fn keep_only(&self, seen: &std::collections::HashSet<String>) {
+        self.lock().retain(|k, _| seen.contains(k));
+    }
 }
 
 impl Lifecycle {
@@ -117,19 +167,15 @@ impl Lifecycle {
 
     /// Stops an actor wherever it runs and returns it to its last durable snapshot,
     /// without checkpointing: for a workload that cannot be suspended.
-    pub async fn discard(
-        &self,
-        aref: &ate_model::ActorRef,
-        why: &str,
-    ) -> Result<Actor, LifecycleError> {
+    pub async fn discard(&self, aref: &ActorRef, why: &str) -> Result<Actor, LifecycleError> {
         let lease = self.lease(aref).await?;
-        let result = match self.actor(aref).await {
-            Ok(a) => {
+        let result = lease
+            .fenced(async {
+                let a = self.actor(aref).await?;
                 self.return_to_durable(a, "Discarded", why.to_string())
                     .await
-            }
-            Err(e) => Err(e),
-        };
+            })
+            .await;
         lease.release().await;
         result
     }
@@ -147,34 +193,38 @@ impl Lifecycle {
         else {
             return Ok(false);
         };
-        let result = async {
-            let a = match self.actor(&aref).await {
-                Ok(a) => a,
-                Err(LifecycleError::Store(StoreError::NotFound { .. })) => {
-                    return self.release_worker(&w.key(), &aref, None).await;
+        let result = lease
+            .fenced(async {
+                let a = match self.actor(&aref).await {
+                    Ok(a) => a,
+                    Err(LifecycleError::Store(StoreError::NotFound { .. })) => {
+                        return self.release_worker(&w.key(), &aref, None).await;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let here = a.worker.as_ref().is_some_and(|p| worker_key(p) == w.key());
+                match a.status {
+                    _ if !here => self.release_worker(&w.key(), &aref, None).await,
+                    ActorStatus::Running => self
+                        .return_to_durable(a, "NodeLost", why.to_string())
+                        .await
+                        .map(drop),
+                    _ => self.settle(a).await.map(drop),
                 }
-                Err(e) => return Err(e),
-            };
-            let here = a.worker.as_ref().is_some_and(|p| worker_key(p) == w.key());
-            match a.status {
-                _ if !here => self.release_worker(&w.key(), &aref, None).await,
-                ActorStatus::Running => self
-                    .return_to_durable(a, "NodeLost", why.to_string())
-                    .await
-                    .map(drop),
-                _ => self.settle(a).await.map(drop),
-            }
-        }
-        .await;
+            })
+            .await;
         lease.release().await;
         result.map(|()| true)
     }
 
     /// Settles every actor a dead workflow left in transition. Runs periodically (see
     /// [`Lifecycle::start_recovery`]); an actor held by a live operation is left for the
-    /// next sweep. A dead resume's stray worker is freed with its RESUMING actor.
+    /// next sweep. A dead resume's stray worker is freed with its RESUMING actor. An actor
+    /// that cannot be settled is reported and tried again after a backoff; it never stops
+    /// the sweep for the others.
     pub async fn recover(&self) -> Result<RecoveryReport, LifecycleError> {
         let mut report = RecoveryReport::default();
+        let mut seen = std::collections::HashSet::new();
         for status in [
             ActorStatus::Resuming,
             ActorStatus::Suspending,
@@ -187,29 +237,58 @@ impl Lifecycle {
                 .await?
             {
                 let aref = a.actor_ref();
-                let Some(lease) =
-                    ActorLease::acquire(self.store(), &aref, self.inner.config.lease_ttl).await?
-                else {
-                    report.busy += 1;
+                let key = aref.key();
+                seen.insert(key.clone());
+                if self.inner.recovery_backoff.waiting(&key) {
+                    report.deferred += 1;
                     continue;
-                };
-                let result = match self.actor(&aref).await {
-                    Ok(a) if Self::in_transition(a.status) => self.settle(a).await.map(|_| 1),
-                    Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => Ok(0),
-                    Err(e) => Err(e),
-                };
-                lease.release().await;
-                report.settled += result?;
+                }
+                match self.settle_one(&aref).await {
+                    Ok(Some(n)) => {
+                        self.inner.recovery_backoff.settled(&key);
+                        report.settled += n;
+                    }
+                    Ok(None) => report.busy += 1,
+                    Err(e) => {
+                        let retry_in = self.inner.recovery_backoff.failed(&key);
+                        tracing::warn!(actor = %aref, error = %e, retry_in_ms = retry_in.as_millis() as u64, "cannot settle the actor; the sweep goes on");
+                        report.failed += 1;
+                    }
+                }
             }
         }
+        self.inner.recovery_backoff.keep_only(&seen);
         if report != RecoveryReport::default() {
             tracing::info!(
                 settled = report.settled,
                 busy = report.busy,
+                failed = report.failed,
+                deferred = report.deferred,
                 "recovery sweep"
             );
         }
         Ok(report)
+    }
+
+    /// Settles one actor under its lease if it is still in transition: how many were
+    /// settled (0 or 1), or `None` if an operation holds it.
+    async fn settle_one(&self, aref: &ActorRef) -> Result<Option<usize>, LifecycleError> {
+        let Some(lease) =
+            ActorLease::acquire(self.store(), aref, self.inner.config.lease_ttl).await?
+        else {
+            return Ok(None);
+        };
+        let result = lease
+            .fenced(async {
+                match self.actor(aref).await {
+                    Ok(a) if Self::in_transition(a.status) => self.settle(a).await.map(|_| 1),
+                    Ok(_) | Err(LifecycleError::Store(StoreError::NotFound { .. })) => Ok(0),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        lease.release().await;
+        result.map(Some)
     }
 
     /// Frees every worker bound to an actor that does not record it. Every way to get
@@ -263,15 +342,16 @@ impl Lifecycle {
         else {
             return Ok(false);
         };
-        let result = async {
-            if !self.points_at(w).await? {
-                let p = placement(w);
-                self.stop_on(&p, &asg.actor).await;
-                self.release_worker(&w.key(), &asg.actor, None).await?;
-            }
-            Ok(true)
-        }
-        .await;
+        let result = lease
+            .fenced(async {
+                if !self.points_at(w).await? {
+                    let p = placement(w);
+                    self.stop_on(&p, &asg.actor).await;
+                    self.release_worker(&w.key(), &asg.actor, None).await?;
+                }
+                Ok(true)
+            })
+            .await;
         lease.release().await;
         result
     }

@@ -112,7 +112,7 @@ impl Lifecycle {
                 return Ok(a);
             }
         };
-        let result = self.resume_locked(a, boot).await;
+        let result = lease.fenced(self.resume_locked(a, boot)).await;
         lease.release().await;
         result
     }

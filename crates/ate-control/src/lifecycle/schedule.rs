@@ -131,6 +131,27 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// A claimed worker that an earlier attempt had bound (under an older lease) is
+    /// rebound under this one, so that attempt can no longer free it.
+    async fn fence_claim(&self, w: Worker, mine: &Assignment) -> Result<Worker, LifecycleError> {
+        let older = w
+            .assignment
+            .as_ref()
+            .is_some_and(|a| a.lease_generation < mine.lease_generation);
+        if !older {
+            return Ok(w);
+        }
+        match self
+            .rebind_worker(&w.key(), &mine.actor, Some(mine), None)
+            .await?
+        {
+            Some(w) => Ok(w),
+            None => Err(LifecycleError::Busy {
+                actor: mine.actor.to_string(),
+            }),
+        }
+    }
+
     /// Binds the actor to a worker, preferring snapshot locality. A worker already bound
     /// to the actor (an earlier attempt that died) is returned as it is.
     pub(crate) async fn claim(
@@ -144,6 +165,7 @@ impl Lifecycle {
         let assignment = Assignment {
             actor: actor.actor_ref(),
             template: actor.template.clone(),
+            lease_generation: super::lease::current_fence().unwrap_or_default(),
         };
         let mut tiers: Vec<(&str, String)> = Vec::new();
         if let Some(key) = &locality.hot_key {
@@ -202,7 +224,7 @@ impl Lifecycle {
                         tier = if field.is_empty() { "any" } else { *field },
                         "worker claimed"
                     );
-                    return Ok(w);
+                    return self.fence_claim(w, &assignment).await;
                 }
             }
         }

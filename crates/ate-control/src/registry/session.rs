@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ate_dataspace::Assertion;
 use ate_model::NodeAssertion;
 use ate_model::names::validate_label;
 use ate_proto::atenode::{self as pb, node_message::Message as In};
+use ate_seam::NodeRegistration;
 use ate_seam::carry::{self, RawAssertion};
 use ate_store::{Store, StoreError};
 use tokio::sync::mpsc;
@@ -21,6 +23,12 @@ use super::trust::{self, Claim, Verdict};
 use super::{LIVENESS_BOUNDS, Registry, delete_assertions, node_lease, stopped};
 
 type Out = mpsc::Sender<Result<pb::RegistryMessage, Status>>;
+
+/// The node lease's TTL for a node with liveness timeout `timeout`: the replica waits a
+/// margin beyond it, during which the node, short of confirmations, has fenced itself.
+fn lease_ttl(timeout: Duration) -> Duration {
+    timeout + ate_seam::fencing_margin(timeout)
+}
 
 /// How long a node has to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
@@ -138,7 +146,13 @@ pub(super) async fn run(
             let _ = out.send(fenced(reason.clone())).await;
             session.retract(&registry, &reason).await;
         }
-        Outcome::Ended(reason) => session.retract(&registry, &reason).await,
+        Outcome::Left(reason) => session.retract(&registry, &reason).await,
+        Outcome::Lost(reason) => {
+            // The node may only be cut off from this replica and still running its actors:
+            // it is declared lost only when its lease runs out, by which time it has
+            // fenced itself (see `ate_seam::fencing_margin`), or it comes back in time.
+            tracing::warn!(node = %node, %reason, "node stream lost; its lease decides");
+        }
         Outcome::Refused(status) => {
             tracing::warn!(node = %node, code = ?status.code(), reason = %status.message(), "node assertion refused; ending its stream");
             // Retracted before the node hears of it: the node comes back at once, and must
@@ -154,8 +168,10 @@ enum Outcome {
     Stopping,
     /// The node was declared lost.
     Fenced(String),
-    /// The stream ended or went quiet.
-    Ended(String),
+    /// The node closed its stream: it has stopped (its actors first), or starts over.
+    Left(String),
+    /// The stream broke or went quiet: the node may be cut off but alive.
+    Lost(String),
     /// The node asserted something it may not: the status tells it why.
     Refused(Status),
 }
@@ -251,7 +267,10 @@ impl Session {
         }
         let store = registry.store().clone();
         let key = node_lease(&hello.node);
-        let lease = match store.acquire_lease(&key, &hello.incarnation, ttl).await {
+        let lease = match store
+            .acquire_lease(&key, &hello.incarnation, lease_ttl(ttl))
+            .await
+        {
             Ok(l) => l,
             Err(StoreError::LeaseHeld { .. }) => {
                 return Err(Err(Status::aborted(format!(
@@ -281,10 +300,15 @@ impl Session {
             session.retract(registry, &reason).await;
             return Err(fenced(reason));
         }
-        // Whatever an earlier incarnation left behind is stale now.
+        // Whatever an earlier incarnation left behind is stale now. A node coming back to
+        // the registration it holds (its stream broke) keeps its registration, so it is
+        // never thought lost meanwhile, and sends everything else again.
         let mine = session.incarnation.clone();
-        if let Err(e) =
-            delete_assertions(&session.store, &session.node, |a| a.incarnation != mine).await
+        let resumed = hello.generation != 0;
+        if let Err(e) = delete_assertions(&session.store, &session.node, |a| {
+            a.incarnation != mine || (resumed && a.type_tag != NodeRegistration::TYPE)
+        })
+        .await
         {
             tracing::warn!(node = %session.node, error = %e, "cannot delete a former incarnation's assertions");
         }
@@ -300,7 +324,7 @@ impl Session {
         out: &Out,
     ) -> Outcome {
         if out.send(accepted(self.generation)).await.is_err() {
-            return Outcome::Ended("the node went away".into());
+            return Outcome::Lost("the node went away".into());
         }
         let mut stopping = registry.inner.stopping.subscribe();
         let mut retry = tokio::time::interval(RETRY_EVERY);
@@ -316,7 +340,7 @@ impl Session {
                             match self.renew().await {
                                 Ok(Some(generation)) => {
                                     if out.send(accepted(generation)).await.is_err() {
-                                        return Outcome::Ended("the node went away".into());
+                                        return Outcome::Lost("the node went away".into());
                                     }
                                 }
                                 Ok(None) => {}
@@ -349,14 +373,16 @@ impl Session {
                             self.pending.insert(key, Want::Absent);
                             self.flush().await;
                         }
-                        In::Hello(_) => return Outcome::Ended("hello sent twice".into()),
+                        In::Hello(_) => {
+                            return Outcome::Refused(Status::invalid_argument("hello: sent twice"));
+                        }
                     },
                     Ok(Some(_)) => {}
-                    Ok(None) => return Outcome::Ended("the node closed its stream".into()),
-                    Err(status) => return Outcome::Ended(format!("stream broke: {status}")),
+                    Ok(None) => return Outcome::Left("the node closed its stream".into()),
+                    Err(status) => return Outcome::Lost(format!("stream broke: {status}")),
                 },
                 _ = &mut quiet => {
-                    return Outcome::Ended(format!("no heartbeat for {:?}", self.ttl));
+                    return Outcome::Lost(format!("no heartbeat for {:?}", self.ttl));
                 }
                 _ = retry.tick(), if !self.pending.is_empty() || !self.held.is_empty() => {
                     if let Err(status) = self.recheck().await {
@@ -474,7 +500,7 @@ impl Session {
         let key = node_lease(&self.node);
         match self
             .store
-            .acquire_lease(&key, &self.incarnation, self.ttl)
+            .acquire_lease(&key, &self.incarnation, lease_ttl(self.ttl))
             .await
         {
             Ok(l) if l.generation == self.generation => Ok(Some(l.generation)),

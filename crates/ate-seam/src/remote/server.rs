@@ -134,3 +134,102 @@ impl Node for NodeGrpc {
         Ok(Response::new(Box::pin(lines)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use ate_model::ActorRef;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use super::*;
+    use crate::{
+        Body, Checkpoint, CheckpointRequest, Evictable, InvokeError, LogLine, LogStream,
+        RemoteExecutor, RestoreRequest, RunRequest, StopRequest, WorkerId,
+    };
+
+    /// A node that only has logs: every follow gets one line, and the node keeps the
+    /// sending end, as a node's log book does.
+    #[derive(Debug, Default)]
+    struct Followed {
+        senders: Mutex<Vec<mpsc::Sender<LogLine>>>,
+    }
+
+    fn unused() -> SeamError {
+        SeamError::Internal("not in this test".into())
+    }
+
+    #[async_trait::async_trait]
+    impl NodeExecutor for Followed {
+        async fn run(&self, _: RunRequest) -> Result<(), SeamError> {
+            Err(unused())
+        }
+        async fn restore(&self, _: RestoreRequest) -> Result<(), SeamError> {
+            Err(unused())
+        }
+        async fn checkpoint(&self, _: CheckpointRequest) -> Result<Checkpoint, SeamError> {
+            Err(unused())
+        }
+        async fn stop(&self, _: StopRequest) -> Result<(), SeamError> {
+            Err(unused())
+        }
+        async fn invoke(
+            &self,
+            _: &WorkerId,
+            _: &ActorRef,
+            request: http::Request<Body>,
+        ) -> Result<http::Response<Body>, InvokeError> {
+            Err(InvokeError::refused(unused(), request))
+        }
+        async fn evictable(&self) -> Result<Vec<Evictable>, SeamError> {
+            Err(unused())
+        }
+        async fn logs(
+            &self,
+            _: &ActorRef,
+            _: Option<&str>,
+            _: bool,
+        ) -> Result<LogStream, SeamError> {
+            let (tx, rx) = mpsc::channel(8);
+            let _ = tx.try_send(LogLine {
+                time_ms: 1,
+                stream: "stdout".into(),
+                text: "hello".into(),
+            });
+            self.senders.lock().unwrap().push(tx);
+            Ok(rx)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follow_the_caller_leaves_is_dropped_on_the_node() {
+        let node = Arc::new(Followed::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let service = node_service(node.clone() as Arc<dyn NodeExecutor>);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let remote = RemoteExecutor::connect_lazy(&address).unwrap();
+        let actor = ActorRef::new("team-a", "x");
+
+        let mut follow = remote.logs(&actor, None, true).await.unwrap();
+        assert_eq!(follow.recv().await.unwrap().text, "hello");
+        let sender = node.senders.lock().unwrap()[0].clone();
+        assert!(
+            !sender.is_closed(),
+            "the node follows while the caller listens"
+        );
+
+        // The caller leaves with no new line written: the node's receiver goes all the same.
+        drop(follow);
+        tokio::time::timeout(Duration::from_secs(5), sender.closed())
+            .await
+            .expect("the node-side receiver is dropped once the caller leaves");
+        server.abort();
+    }
+}

@@ -51,6 +51,7 @@ fn assignment(i: usize) -> Assignment {
     Assignment {
         actor: ActorRef::new("bench", format!("actor-{i:07}")),
         template: NamespacedName::new("bench", "t"),
+        lease_generation: 0,
     }
 }
 

@@ -382,6 +382,7 @@ pub async fn run(args: ScaleBenchArgs) -> anyhow::Result<()> {
             let assignment = Assignment {
                 actor: aref.clone(),
                 template: NamespacedName::new(TEMPLATE.0, TEMPLATE.1),
+                lease_generation: 0,
             };
             let t = Instant::now();
             let claimed = store.claim(&claim_selector, &assignment).await?;

@@ -215,6 +215,7 @@ async fn run_once(
                 let a = Assignment {
                     actor: ActorRef::new(n, format!("actor-{i:07}")),
                     template: NamespacedName::new("bench", "t"),
+                    lease_generation: 0,
                 };
                 s.claim(&sel, &a).await?.context("no free worker")?;
                 Ok(())
