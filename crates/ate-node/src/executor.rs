@@ -107,7 +107,11 @@ impl NodeService {
     }
 
     pub(crate) fn stop_all(&self) {
-        let n = self.slots.drain().len();
+        let gone = self.slots.drain();
+        for t in &gone {
+            self.logs.leave(&t.actor);
+        }
+        let n = gone.len();
         if n > 0 {
             tracing::info!(node = %self.config.name, actors = n, "node stopped its guests");
         }
@@ -324,7 +328,7 @@ impl NodeExecutor for NodeService {
         if self.take_vacancy(&req.worker, &req.actor).await? {
             return Ok(());
         }
-        self.logs.begin(&req.actor, req.actor_uid.as_deref());
+        let arriving = self.logs.arriving(&req.actor, req.actor_uid.as_deref());
         let sandbox = match self.class_of(&req.workload) {
             Class::Wasm => self.wasm_start(&req.actor, &req.workload, None).await?,
             Class::Process => {
@@ -332,7 +336,9 @@ impl NodeExecutor for NodeService {
                     .await?
             }
         };
-        self.install(&req.worker, &req.actor, &req.workload, sandbox)
+        self.install(&req.worker, &req.actor, &req.workload, sandbox)?;
+        arriving.arrived();
+        Ok(())
     }
 
     async fn restore(&self, req: RestoreRequest) -> Result<(), SeamError> {
@@ -340,7 +346,7 @@ impl NodeExecutor for NodeService {
         if self.take_vacancy(&req.worker, &req.actor).await? {
             return Ok(());
         }
-        self.logs.begin(&req.actor, req.actor_uid.as_deref());
+        let arriving = self.logs.arriving(&req.actor, req.actor_uid.as_deref());
         let sandbox = match self.class_of(&req.workload) {
             Class::Wasm => {
                 let image = self.wasm_image(&req).await?;
@@ -352,7 +358,9 @@ impl NodeExecutor for NodeService {
                     .await?
             }
         };
-        self.install(&req.worker, &req.actor, &req.workload, sandbox)
+        self.install(&req.worker, &req.actor, &req.workload, sandbox)?;
+        arriving.arrived();
+        Ok(())
     }
 
     async fn checkpoint(&self, req: CheckpointRequest) -> Result<Checkpoint, SeamError> {
@@ -390,6 +398,7 @@ impl NodeExecutor for NodeService {
                 p.stop().await;
             }
             drop(hosted);
+            self.logs.leave(&req.actor);
             self.advertise(&req.worker);
             tracing::info!(node = %self.config.name, worker = %req.worker, actor = %req.actor, "actor stopped");
         }

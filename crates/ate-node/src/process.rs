@@ -27,8 +27,6 @@ const IMAGE_PREFIX: &str = "criu.";
 #[derive(Debug)]
 pub(crate) struct ProcessHosted {
     sandbox: Arc<ate_process::Sandbox>,
-    /// The durable dirs: (path inside the sandbox, dir on this node).
-    durable: Vec<(String, PathBuf)>,
     /// Where this worker keeps what the actor needs on the node.
     dir: PathBuf,
     /// Dropped when the actor leaves the worker, which ends its exit watch.
@@ -253,7 +251,6 @@ impl NodeService {
         let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
         Ok(Sandbox::Process(ProcessHosted {
             sandbox: Arc::new(sandbox),
-            durable,
             dir,
             _gone: gone_tx,
             gone: Some(gone_rx),
@@ -285,8 +282,7 @@ impl NodeService {
         let Sandbox::Process(p) = &guard.sandbox else {
             return Err(SeamError::Internal("not a process actor".into()));
         };
-        let mut files = Vec::new();
-        if req.scope == SnapshotScope::Full {
+        let images = if req.scope == SnapshotScope::Full {
             if !host.can_checkpoint() {
                 return Err(SeamError::Snapshot(format!(
                     "node {} cannot take a full snapshot: criu is not usable here",
@@ -298,23 +294,31 @@ impl NodeService {
             tokio::task::spawn_blocking(move || fresh_dir(&at))
                 .await
                 .map_err(blocking_failed)??;
-            p.sandbox
-                .checkpoint(&images, true)
-                .await
-                .map_err(|e| process_error(&req.actor, e))?;
+            Some(images)
+        } else {
+            None
+        };
+        // One freeze covers the CRIU dump and the packing of the durable dirs, so the
+        // snapshot's memory and files agree; the program is thawed afterwards.
+        let dirs = p
+            .sandbox
+            .snapshot(images.as_deref())
+            .await
+            .map_err(|e| match e {
+                ProcessError::Snapshot { .. } | ProcessError::Io { .. } => {
+                    SeamError::Snapshot(e.to_string())
+                }
+                other => process_error(&req.actor, other),
+            })?;
+        let mut files = Vec::new();
+        if let Some(images) = images {
             files.extend(
                 tokio::task::spawn_blocking(move || read_images(&images))
                     .await
                     .map_err(blocking_failed)??,
             );
         }
-        let durable = p.durable.clone();
-        files.extend(
-            tokio::task::spawn_blocking(move || ate_process::pack_dirs(&durable))
-                .await
-                .map_err(blocking_failed)?
-                .map_err(|e| SeamError::Snapshot(e.to_string()))?,
-        );
+        files.extend(dirs);
         let runtime = format!("ate/{} {}", env!("CARGO_PKG_VERSION"), "process/runc");
         let (store, bytes) = self
             .write_snapshot(req, "process", req.scope, &runtime, files)

@@ -1,7 +1,10 @@
 //! Outbound HTTP for guests. A guest can reach only the hosts its template allows; every
 //! other destination is refused before a socket is opened. The client speaks plain
 //! HTTP/1.1 with `Connection: close` and returns the whole response (de-chunked), because
-//! a guest reads it from one buffer.
+//! a guest reads it from one buffer. The upstream is not trusted: everything read from it
+//! is bounded (status line, each header line, the number of headers, each chunk-size line,
+//! the body) and sizes are added with checked arithmetic, so no answer can make the node
+//! buffer without bound or panic.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,6 +12,18 @@ use std::time::Duration;
 
 /// Most bytes of a response a guest can receive.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// Longest status line (`HTTP/1.1 200 OK` and a reason): a real one is a few dozen bytes;
+/// the bound keeps an upstream from growing one line without end.
+const MAX_STATUS_LINE: usize = 8 * 1024;
+/// Longest header line, name and value: as large as common servers accept (nginx's large
+/// header buffers are 8 KiB, Node's whole head 16 KiB), far above real headers.
+const MAX_HEADER_LINE: usize = 16 * 1024;
+/// Most headers in a response; with [`MAX_HEADER_LINE`] it bounds the head the guest gets
+/// (2 MiB) apart from the body.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line: 16 hex digits reach `u64::MAX`; the rest is room for chunk
+/// extensions, which are ignored.
+const MAX_CHUNK_LINE: usize = 1024;
 
 /// Why an outbound call did not happen or failed. The guest sees each as a distinct
 /// negative return code (see `docs/sandboxes.md`).
@@ -153,24 +168,43 @@ pub fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, EgressError> {
     Ok(raw[head_end + 4..].to_vec())
 }
 
+/// One line of the response, CRLF (or LF) included, of at most `max` bytes; empty at the
+/// end of the stream. `what` names the line in errors.
+fn read_line(r: &mut impl BufRead, max: usize, what: &str) -> Result<String, EgressError> {
+    let mut line = Vec::new();
+    r.by_ref()
+        .take(max as u64)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| EgressError::Failed(e.to_string()))?;
+    if line.len() == max && !line.ends_with(b"\n") {
+        return Err(EgressError::Failed(format!(
+            "bad response: {what} longer than {max} bytes"
+        )));
+    }
+    String::from_utf8(line)
+        .map_err(|_| EgressError::Failed(format!("bad response: {what} is not utf-8")))
+}
+
 fn read_response(mut r: impl BufRead) -> Result<Vec<u8>, EgressError> {
     let failed = |e: std::io::Error| EgressError::Failed(e.to_string());
     let bad = |why: &str| EgressError::Failed(format!("bad response: {why}"));
-    let mut status_line = String::new();
-    r.read_line(&mut status_line).map_err(failed)?;
+    let status_line = read_line(&mut r, MAX_STATUS_LINE, "status line")?;
     if !status_line.starts_with("HTTP/1.") {
         return Err(bad("no HTTP/1 status line"));
     }
     let mut headers = Vec::new();
     let (mut length, mut chunked) = (None, false);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).map_err(failed)? == 0 {
+    for seen in 0.. {
+        let line = read_line(&mut r, MAX_HEADER_LINE, "header line")?;
+        if line.is_empty() {
             return Err(bad("headers cut short"));
         }
         let line = line.trim_end();
         if line.is_empty() {
             break;
+        }
+        if seen == MAX_HEADERS {
+            return Err(bad(&format!("more than {MAX_HEADERS} headers")));
         }
         let (k, v) = line
             .split_once(':')
@@ -189,21 +223,29 @@ fn read_response(mut r: impl BufRead) -> Result<Vec<u8>, EgressError> {
     let mut body = Vec::new();
     if chunked {
         loop {
-            let mut size = String::new();
-            r.read_line(&mut size).map_err(failed)?;
-            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("chunk size"))?;
+            let line = read_line(&mut r, MAX_CHUNK_LINE, "chunk-size line")?;
+            let digits = line.split(';').next().unwrap_or_default().trim();
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("chunk size"));
+            }
+            // More than 16 hex digits cannot be a size this side holds: refused as too big.
+            let size = usize::from_str_radix(digits, 16).map_err(|_| too_big())?;
             if size == 0 {
                 break;
             }
-            if body.len() + size > MAX_RESPONSE_BYTES {
-                return Err(too_big());
-            }
+            let end = body
+                .len()
+                .checked_add(size)
+                .filter(|n| *n <= MAX_RESPONSE_BYTES)
+                .ok_or_else(too_big)?;
             let start = body.len();
-            body.resize(start + size, 0);
+            body.resize(end, 0);
             r.read_exact(&mut body[start..]).map_err(failed)?;
             let mut crlf = [0u8; 2];
             r.read_exact(&mut crlf).map_err(failed)?;
+            if crlf != *b"\r\n" {
+                return Err(bad("chunk not followed by CRLF"));
+            }
         }
     } else if let Some(n) = length {
         if n > MAX_RESPONSE_BYTES {
@@ -232,6 +274,59 @@ fn read_response(mut r: impl BufRead) -> Result<Vec<u8>, EgressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// An upstream on a free loopback port that reads one request's head and then lets
+    /// `answer` write whatever it likes on the connection.
+    fn upstream(answer: impl FnOnce(TcpStream) + Send + 'static) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let Ok((conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(conn);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            answer(reader.into_inner());
+        });
+        port
+    }
+
+    fn get(port: u16) -> Result<Vec<u8>, EgressError> {
+        let policy = EgressPolicy::new(&[format!("127.0.0.1:{port}")]);
+        let raw = format!("GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n");
+        send(&policy, raw.as_bytes(), Duration::from_secs(10))
+    }
+
+    #[test]
+    fn a_chunk_size_near_u64_max_is_refused_not_an_overflow() {
+        // One real chunk first, so the next size added to what is held overflows.
+        let port = upstream(|mut conn| {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  3\r\nabc\r\nffffffffffffffff\r\n",
+            );
+        });
+        let err = get(port).unwrap_err();
+        assert!(matches!(err, EgressError::Failed(_)), "{err}");
+        assert!(err.to_string().contains("16 MiB"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_header_line_is_refused() {
+        // The upstream writes one header line for as long as the client reads.
+        let port = upstream(|mut conn| {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nX-Endless: ");
+            let block = [b'a'; 64 * 1024];
+            while conn.write_all(&block).is_ok() {}
+        });
+        let err = get(port).unwrap_err();
+        assert!(matches!(err, EgressError::Failed(_)), "{err}");
+        assert!(err.to_string().contains("header line longer than"), "{err}");
+    }
 
     #[test]
     fn chunked_responses_are_reassembled() {
@@ -241,6 +336,50 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nX-A: b\r\ncontent-length: 5\r\n\r\nabcde"
         );
+    }
+
+    #[test]
+    fn every_line_of_the_response_head_is_bounded() {
+        let refused = |raw: Vec<u8>, why: &str| {
+            let err = read_response(&raw[..]).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}, wanted {why}");
+        };
+        let long = |n: usize| "a".repeat(n);
+        refused(
+            format!("HTTP/1.1 200 {}\r\n\r\n", long(MAX_STATUS_LINE)).into_bytes(),
+            "status line longer than",
+        );
+        refused(
+            format!("HTTP/1.1 200 OK\r\nx: {}\r\n\r\n", long(MAX_HEADER_LINE)).into_bytes(),
+            "header line longer than",
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        refused(
+            format!("HTTP/1.1 200 OK\r\n{many}\r\n").into_bytes(),
+            "more than 128 headers",
+        );
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        refused(
+            format!("{chunked}1;{}\r\na\r\n0\r\n\r\n", long(MAX_CHUNK_LINE)).into_bytes(),
+            "chunk-size line longer than",
+        );
+        refused(
+            format!("{chunked}10000000000000000\r\n").into_bytes(),
+            "larger than 16 MiB",
+        );
+        refused(format!("{chunked}+3\r\nabc\r\n").into_bytes(), "chunk size");
+        refused(
+            format!("{chunked}3\r\nabcXY0\r\n\r\n").into_bytes(),
+            "not followed by CRLF",
+        );
+        // At the bounds (a longest line, the most headers), a response still goes through.
+        let max_header = format!("x: {}", long(MAX_HEADER_LINE - 5));
+        let fine: String = (0..MAX_HEADERS - 2)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        let raw = format!("HTTP/1.1 200 OK\r\n{max_header}\r\n{fine}content-length: 1\r\n\r\nz");
+        let out = read_response(raw.as_bytes()).unwrap();
+        assert!(out.ends_with(b"content-length: 1\r\n\r\nz"));
     }
 
     #[test]
