@@ -31,6 +31,13 @@ pub enum ProcessError {
     /// tail of CRIU's own log.
     #[error("criu {op} failed: {reason}")]
     Criu { op: &'static str, reason: String },
+    /// The container could not be frozen for a snapshot; it goes on running, untouched.
+    #[error("container {container}: cannot freeze for a snapshot: {reason}")]
+    Freeze { container: String, reason: String },
+    /// The container was frozen for a snapshot and could not be thawed: the program
+    /// stays stopped. `reason` also says how the snapshot itself went.
+    #[error("container {container}: cannot thaw after a snapshot: {reason}")]
+    Thaw { container: String, reason: String },
     /// A template rootfs could not be used.
     #[error("invalid rootfs {}: {reason}", path.display())]
     InvalidRootfs { path: PathBuf, reason: String },

@@ -173,6 +173,7 @@ impl ProcessHost {
             bundle: bundle_dir.clone(),
             cgroup: cgroup.clone(),
             memory_limit: launch.memory_limit_bytes,
+            durable: launch.durable_dirs.clone(),
             tail: tail.clone(),
             quiet: AtomicBool::new(false),
             last_exit: Mutex::new(None),

@@ -1,5 +1,9 @@
-//! A running container: connections into its network namespace, checkpoint, exits
-//! (published by `watch`) and teardown.
+//! A running container: connections into its network namespace, checkpoint and
+//! snapshots, exits (published by `watch`) and teardown.
+//!
+//! Invariant of snapshots: a program that keeps running is frozen for the whole of a
+//! snapshot (the CRIU dump and the packing of its durable dirs), so its memory and its
+//! files are of one instant, and it is thawed afterwards whatever happened meanwhile.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -8,12 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::ProcessError;
 use crate::netns::{self, Netns};
 use crate::runc::{self, Runc};
+use crate::{ProcessError, pack_dirs};
 
 /// The last lines a program printed, kept for error messages.
 pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
@@ -34,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) bundle: PathBuf,
     pub(crate) cgroup: String,
     pub(crate) memory_limit: u64,
+    /// The durable dirs: (path inside the sandbox, dir on the host).
+    pub(crate) durable: Vec<(String, PathBuf)>,
     pub(crate) tail: Tail,
     /// Set while we stop or checkpoint the container: its exit is then ours, not news.
     pub(crate) quiet: AtomicBool,
@@ -71,8 +78,58 @@ impl Sandbox {
     /// CRIU dump of the whole container (memory, fds, listening sockets, tmpfs) into the
     /// directory `images`. With `leave_running = false` the container is gone afterwards
     /// (and this sandbox is stopped); otherwise it continues unaffected. The container
-    /// must be idle: an open TCP connection inside it makes the dump fail.
+    /// is frozen for the dump and thawed after it (also when the dump fails). It must be
+    /// idle: an open TCP connection inside it makes the dump fail. To save the durable
+    /// dirs of a program that goes on running, use `snapshot`, which packs them within
+    /// the same freeze.
     pub async fn checkpoint(&self, images: &Path, leave_running: bool) -> Result<(), ProcessError> {
+        self.can_dump()?;
+        let frozen = Frozen::freeze(&self.inner).await?;
+        let result = self.dump(images, leave_running).await;
+        if result.is_ok() && !leave_running {
+            // CRIU killed the program and runc deleted the container: nothing to thaw.
+            frozen.gone();
+            self.teardown().await;
+            return Ok(());
+        }
+        frozen.thaw(result).await
+    }
+
+    /// A consistent snapshot of the running program: with `images`, a CRIU dump of the
+    /// container into that directory (leaving it running, as `checkpoint`), and its
+    /// durable dirs packed as `pack_dirs` does (the snapshot files it returns), all
+    /// within one freeze, so that memory and files are of the same instant. The program
+    /// is thawed afterwards whether the snapshot succeeded or not; a failure to thaw is
+    /// `ProcessError::Thaw`. A Data snapshot (no images) of a program that has already
+    /// exited packs its dirs as they are: nothing can change them any more.
+    pub async fn snapshot(
+        &self,
+        images: Option<&Path>,
+    ) -> Result<Vec<(String, Bytes)>, ProcessError> {
+        if images.is_some() {
+            self.can_dump()?;
+        }
+        let frozen = match Frozen::freeze(&self.inner).await {
+            Ok(frozen) => Some(frozen),
+            Err(e) if images.is_none() && program_gone(&self.inner) => {
+                tracing::info!(container = %self.inner.name, error = %e,
+                    "packing the durable dirs of an exited program");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let (started, was_frozen) = (Instant::now(), frozen.is_some());
+        let result = self.dump_and_pack(images).await;
+        let outcome = match frozen {
+            Some(frozen) => frozen.thaw(result).await,
+            None => result,
+        };
+        tracing::info!(container = %self.inner.name, full = images.is_some(), frozen = was_frozen,
+            ok = outcome.is_ok(), ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        outcome
+    }
+
+    fn can_dump(&self) -> Result<(), ProcessError> {
         let inner = &self.inner;
         if inner.runc.criu.is_none() {
             return Err(ProcessError::Unsupported(
@@ -85,6 +142,32 @@ impl Sandbox {
                 reason: format!("container {} is not running", inner.name),
             });
         }
+        Ok(())
+    }
+
+    async fn dump_and_pack(
+        &self,
+        images: Option<&Path>,
+    ) -> Result<Vec<(String, Bytes)>, ProcessError> {
+        if let Some(images) = images {
+            self.dump(images, true).await?;
+        }
+        let dirs = self.inner.durable.clone();
+        tokio::task::spawn_blocking(move || pack_dirs(&dirs))
+            .await
+            .map_err(|e| {
+                ProcessError::io(
+                    "packing the durable dirs of container",
+                    &self.inner.name,
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    /// `runc checkpoint` of the (frozen) container. Without `leave_running`, a
+    /// successful dump leaves the sandbox quiet for the caller's teardown.
+    async fn dump(&self, images: &Path, leave_running: bool) -> Result<(), ProcessError> {
+        let inner = &self.inner;
         std::fs::create_dir_all(images)
             .map_err(|e| ProcessError::io("creating image dir", images, e))?;
         let work = inner.bundle.join("criu-dump");
@@ -104,15 +187,12 @@ impl Sandbox {
             args.push("--leave-running");
         }
         args.push(&inner.name);
-        let result = inner.runc.run("checkpoint", &args).await;
-        match result {
+        match inner.runc.run("checkpoint", &args).await {
             Ok(_) => {
                 tracing::info!(container = %inner.name, ms = started.elapsed().as_millis() as u64,
                     leave_running, "checkpointed");
                 if leave_running {
                     self.unquiet();
-                } else {
-                    self.teardown().await;
                 }
                 Ok(())
             }
@@ -190,6 +270,106 @@ impl Drop for Sandbox {
                 let _ = std::fs::remove_dir_all(&bundle);
             });
     }
+}
+
+/// A container frozen for a snapshot (`runc pause`: the cgroup freezer, so every process
+/// of the container stops at once and none runs until `thaw`). Dropping one unthawed
+/// (the snapshot's future was cancelled) resumes it from a thread of its own: a
+/// snapshot never leaves a program frozen behind it.
+struct Frozen<'a> {
+    inner: &'a Inner,
+    armed: bool,
+}
+
+impl<'a> Frozen<'a> {
+    async fn freeze(inner: &'a Inner) -> Result<Frozen<'a>, ProcessError> {
+        // Armed before `runc pause` runs: a snapshot cancelled during it still thaws.
+        let mut frozen = Frozen { inner, armed: true };
+        match inner.runc.run("pause", &["pause", &inner.name]).await {
+            Ok(_) => Ok(frozen),
+            Err(e) => {
+                // A freeze that failed halfway, or a container an earlier failed thaw
+                // left frozen, must not stay so: resume it, best effort (this fails
+                // harmlessly for a container that was never frozen or has exited).
+                let _ = inner.runc.run("resume", &["resume", &inner.name]).await;
+                frozen.armed = false;
+                Err(ProcessError::Freeze {
+                    container: inner.name.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// The container no longer exists (a dump that did not leave it running).
+    fn gone(mut self) {
+        self.armed = false;
+    }
+
+    /// Resumes the container and returns `outcome`, the result of what was done while
+    /// it was frozen, unless the thaw fails: then a `Thaw` error that also tells the
+    /// outcome.
+    async fn thaw<T>(mut self, outcome: Result<T, ProcessError>) -> Result<T, ProcessError> {
+        let name = &self.inner.name;
+        let resumed = self.inner.runc.run("resume", &["resume", name]).await;
+        // Disarmed only now: a snapshot cancelled during `runc resume` still thaws.
+        self.armed = false;
+        match resumed {
+            Ok(_) => outcome,
+            Err(e) => {
+                let then = match &outcome {
+                    Ok(_) => "the snapshot itself succeeded".to_string(),
+                    Err(failed) => format!("the snapshot had failed: {failed}"),
+                };
+                tracing::error!(container = %name, error = %e, "cannot thaw after a snapshot");
+                Err(ProcessError::Thaw {
+                    container: name.clone(),
+                    reason: format!("{e}; {then}"),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (runc, name) = (self.inner.runc.clone(), self.inner.name.clone());
+        tracing::warn!(container = %name, "snapshot abandoned while frozen: thawing");
+        let _ = std::thread::Builder::new()
+            .name("ate-runc-resume".into())
+            .spawn(move || {
+                let status = std::process::Command::new(&runc.bin)
+                    .arg("--root")
+                    .arg(&runc.root)
+                    .args(["resume", &name])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if !status.is_ok_and(|s| s.success()) {
+                    tracing::error!(container = %name, "cannot thaw an abandoned snapshot");
+                }
+            });
+    }
+}
+
+/// Whether the program has exited: its container was removed, or its init (and with it
+/// every process of its pid namespace) is dead.
+fn program_gone(inner: &Inner) -> bool {
+    if inner.cleaned.load(Ordering::SeqCst) {
+        return true;
+    }
+    let Some(pidfd) = inner.init.lock().ok().and_then(|g| g.clone()) else {
+        return false;
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &*pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())).is_ok_and(|n| n > 0)
 }
 
 /// SIGKILLs the container's init (and so its whole pid namespace) through its pidfd.

@@ -3,13 +3,26 @@
 //! and a damaged or tampered snapshot is refused instead of silently restored. The stem
 //! comes from the path inside the sandbox (`/data` -> `data`, `/var/lib/x` ->
 //! `var-lib-x`), which is the same on both sides of a snapshot.
+//!
+//! Invariant of packing: nothing outside a durable dir ever enters its snapshot, and the
+//! index describes exactly the bytes in the tar. The dirs belong to the program, which
+//! may replace any directory in them by a symlink (to `/`, to a host path) at any
+//! moment, so the walk goes from directory descriptor to directory descriptor
+//! (`openat` with `O_NOFOLLOW`, never a path from the root), stores symlinks as links
+//! without following them, and takes each file's size and digest from the bytes it
+//! copied into the tar rather than from an earlier `stat`.
 
 use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Cursor, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, fstat, openat, readlinkat, statat};
+use rustix::io::Errno;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -20,20 +33,43 @@ use crate::tarsafe::{self, Rules, hex};
 /// parsed whole in memory, so a bigger one is refused before it is read.
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
+/// Deepest directory nesting packed. The walk holds one open descriptor per level and
+/// recurses once per level, so an unbounded tree made by the program could exhaust the
+/// node's descriptors or stack; 256 levels is far beyond real data and far below both.
+const MAX_DEPTH: usize = 256;
+
+/// Bytes copied from a file at a time while packing it.
+const COPY_CHUNK: usize = 64 * 1024;
+
 /// Packs each durable dir into a tar and an index. Returns (file name, content); names
-/// use only `[A-Za-z0-9._-]`. Symlinks are stored as links; sockets, fifos and devices
-/// are skipped. Call it while the program is stopped or frozen (after a checkpoint).
+/// use only `[A-Za-z0-9._-]`. Symlinks are stored as links and never followed; sockets,
+/// fifos and devices are skipped. Safe against a program that changes its dirs while
+/// this runs (nothing outside a dir is packed, the index matches the tar), but only a
+/// stopped or frozen program gives a snapshot whose files agree with each other and
+/// with its memory: `Sandbox::snapshot` freezes the program around it.
 pub fn pack_dirs(dirs: &[(String, PathBuf)]) -> Result<Vec<(String, Bytes)>, ProcessError> {
     let stems = stems(dirs);
     let mut out = Vec::new();
     for ((inside, host), stem) in dirs.iter().zip(stems) {
-        let mut builder = tar::Builder::new(Vec::new());
-        builder.follow_symlinks(false);
+        let root = openat(
+            CWD,
+            host,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ProcessError::io("opening durable dir", host, e.into()))?;
+        let mut builder = tar::Builder::new(Cursor::new(Vec::new()));
         let mut files = BTreeMap::new();
-        walk(host, Path::new(""), &mut builder, &mut files)?;
+        let top = Level {
+            fd: &root,
+            rel: Path::new(""),
+            depth: 0,
+        };
+        walk(top, &mut builder, &mut files).map_err(|e| in_dir(e, host))?;
         let tar = builder
             .into_inner()
-            .map_err(|e| ProcessError::io("packing", host, e))?;
+            .map_err(|e| ProcessError::io("packing", host, e))?
+            .into_inner();
         let index = json!({
             "dir": inside,
             "files": files.iter().map(|(p, (size, sha))| json!({"path": p, "size": size, "sha256": sha}))
@@ -45,6 +81,19 @@ pub fn pack_dirs(dirs: &[(String, PathBuf)]) -> Result<Vec<(String, Bytes)>, Pro
         out.push((format!("{stem}-index.json"), Bytes::from(index)));
     }
     Ok(out)
+}
+
+/// Errors of the walk name paths relative to the durable dir; this puts the dir's host
+/// path in front.
+fn in_dir(e: ProcessError, host: &Path) -> ProcessError {
+    match e {
+        ProcessError::Io { what, path, source } => ProcessError::Io {
+            what,
+            path: host.join(path),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// Empties each host dir and restores its content from files made by `pack_dirs`
@@ -146,58 +195,183 @@ fn read_index(name: &str, path: &Path) -> Result<BTreeMap<String, (u64, String)>
     Ok(out)
 }
 
+/// One level of a durable dir being packed: its open directory and its path inside
+/// the archive.
+struct Level<'a> {
+    fd: &'a OwnedFd,
+    rel: &'a Path,
+    depth: usize,
+}
+
+/// Packs the entries of the directory open at `level.fd`, recursing into
+/// subdirectories through descriptors opened relative to it. Each entry is opened
+/// with `O_NOFOLLOW` and classified by `fstat` on that descriptor, so what is packed
+/// is the inode that was opened, whatever the name points to a moment later.
 fn walk(
-    root: &Path,
-    rel: &Path,
-    builder: &mut tar::Builder<Vec<u8>>,
+    level: Level<'_>,
+    out: &mut tar::Builder<Cursor<Vec<u8>>>,
     files: &mut BTreeMap<String, (u64, String)>,
 ) -> Result<(), ProcessError> {
-    let dir = root.join(rel);
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| ProcessError::io("reading", &dir, e))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let name = rel.join(entry.file_name());
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| ProcessError::io("reading", &path, e))?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            builder
-                .append_dir(&name, &path)
-                .map_err(|e| ProcessError::io("packing", &path, e))?;
-            walk(root, &name, builder, files)?;
-        } else if ft.is_symlink() || ft.is_file() {
-            builder
-                .append_path_with_name(&path, &name)
-                .map_err(|e| ProcessError::io("packing", &path, e))?;
-            if ft.is_file() {
-                let digest = sha256_file(&path)?;
-                files.insert(name.to_string_lossy().into_owned(), (meta.len(), digest));
+    if level.depth >= MAX_DEPTH {
+        return Err(ProcessError::io(
+            "packing",
+            level.rel,
+            std::io::Error::other(format!("deeper than {MAX_DEPTH} levels")),
+        ));
+    }
+    let mut names = list(level.fd).map_err(|e| ProcessError::io("reading", level.rel, e))?;
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, hint) in names {
+        let rel = level.rel.join(OsStr::from_bytes(name.as_bytes()));
+        // Devices, fifos and sockets are skipped before opening: opening one can block
+        // or have side effects. A fifo swapped in later still opens without blocking
+        // (O_NONBLOCK) and is skipped below.
+        if matches!(
+            hint,
+            FileType::Fifo | FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice
+        ) {
+            skip_special(&rel);
+            continue;
+        }
+        let opened = openat(
+            level.fd,
+            name.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            // The final component is a symlink: stored as a link, never followed.
+            Err(Errno::LOOP) => {
+                pack_symlink(level.fd, &name, &rel, out)?;
+                continue;
             }
-        } else {
-            tracing::warn!(path = %path.display(), "skipping socket, fifo or device in durable dir");
+            // Removed since the listing.
+            Err(Errno::NOENT) => continue,
+            // A socket, which cannot be opened.
+            Err(Errno::NXIO) => {
+                skip_special(&rel);
+                continue;
+            }
+            Err(e) => return Err(ProcessError::io("opening", &rel, e.into())),
+        };
+        let st = fstat(&fd).map_err(|e| ProcessError::io("reading", &rel, e.into()))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                let mut header = header_of(&st, tar::EntryType::Directory);
+                header.set_size(0);
+                out.append_data(&mut header, &rel, std::io::empty())
+                    .map_err(|e| ProcessError::io("packing", &rel, e))?;
+                let next = Level {
+                    fd: &fd,
+                    rel: &rel,
+                    depth: level.depth + 1,
+                };
+                walk(next, out, files)?;
+            }
+            FileType::RegularFile => {
+                let (size, digest) = pack_file(File::from(fd), &st, &rel, out)?;
+                files.insert(rel.to_string_lossy().into_owned(), (size, digest));
+            }
+            _ => skip_special(&rel),
         }
     }
     Ok(())
 }
 
-fn sha256_file(path: &Path) -> Result<String, ProcessError> {
-    let mut f = File::open(path).map_err(|e| ProcessError::io("reading", path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+/// The names in the directory open at `fd` (without `.` and `..`), with the type the
+/// listing reports (only a hint: the entry may change before it is opened).
+fn list(fd: &OwnedFd) -> std::io::Result<Vec<(CString, FileType)>> {
+    let mut dir = Dir::read_from(fd)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        names.push((name.to_owned(), entry.file_type()));
+    }
+    Ok(names)
+}
+
+/// Appends the regular file open as `file`. Its header says how many bytes were copied
+/// (the tar writer rewrites it after the data) and the digest is of those same bytes,
+/// so the archive and the index agree even if the file changes meanwhile. At most the
+/// size the file had when opened is read, so a file that keeps growing cannot stall
+/// the packing.
+fn pack_file(
+    file: File,
+    st: &rustix::fs::Stat,
+    rel: &Path,
+    out: &mut tar::Builder<Cursor<Vec<u8>>>,
+) -> Result<(u64, String), ProcessError> {
+    let mut header = header_of(st, tar::EntryType::Regular);
+    let mut entry = out
+        .append_writer(&mut header, rel)
+        .map_err(|e| ProcessError::io("packing", rel, e))?;
+    let mut data = file.take(u64::try_from(st.st_size).unwrap_or(0));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut size = 0u64;
     loop {
-        let n = f
+        let n = data
             .read(&mut buf)
-            .map_err(|e| ProcessError::io("reading", path, e))?;
+            .map_err(|e| ProcessError::io("reading", rel, e))?;
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        hasher.update(&buf[..n]);
+        entry
+            .write_all(&buf[..n])
+            .map_err(|e| ProcessError::io("packing", rel, e))?;
+        size += n as u64;
     }
-    Ok(hex(&h.finalize()))
+    entry
+        .finish()
+        .map_err(|e| ProcessError::io("packing", rel, e))?;
+    Ok((size, hex(&hasher.finalize())))
+}
+
+/// Appends the symlink `name` of the directory open at `dir` as a link entry, with
+/// the target it holds now. One that stopped being a symlink since it was opened is
+/// left out: it changed while being packed.
+fn pack_symlink(
+    dir: &OwnedFd,
+    name: &CStr,
+    rel: &Path,
+    out: &mut tar::Builder<Cursor<Vec<u8>>>,
+) -> Result<(), ProcessError> {
+    let (target, st) = match readlinkat(dir, name, Vec::new())
+        .and_then(|t| Ok((t, statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)))
+    {
+        Ok(found) => found,
+        Err(Errno::INVAL | Errno::NOENT) => {
+            tracing::warn!(path = %rel.display(), "skipping an entry that changed while packing");
+            return Ok(());
+        }
+        Err(e) => return Err(ProcessError::io("reading link", rel, e.into())),
+    };
+    let mut header = header_of(&st, tar::EntryType::Symlink);
+    header.set_size(0);
+    let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+    out.append_link(&mut header, rel, target)
+        .map_err(|e| ProcessError::io("packing", rel, e))
+}
+
+/// A GNU header with the entry's type, mode, owner and modification time.
+fn header_of(st: &rustix::fs::Stat, kind: tar::EntryType) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(st.st_mode & 0o7777);
+    header.set_uid(u64::from(st.st_uid));
+    header.set_gid(u64::from(st.st_gid));
+    header.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
+    header
+}
+
+fn skip_special(rel: &Path) {
+    tracing::warn!(path = %rel.display(), "skipping socket, fifo or device in durable dir");
 }
 
 /// Removes everything inside `dir` (not following symlinks), keeping `dir` itself.

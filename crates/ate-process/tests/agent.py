@@ -3,13 +3,18 @@
 Modes (argv[1]):
   serve         listen on $PORT; /count, /file, /tmpw, /tmpr, /fetch?url=, /direct?url=,
                 /connect?host=&port=, /hog
+  tick          serve, while a thread counts in memory and writes each count to
+                $DATA_DIR/counter (write then rename, so the file always holds a whole
+                count); /tick reports it as JSON, /tick-reset forgets the longest pause
   never-listen  print a line and sleep forever
   exit3         print a line and exit with status 3
 """
 import http.server
+import json
 import os
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -17,6 +22,34 @@ import urllib.request
 
 DATA = os.environ.get("DATA_DIR", "/data")
 count = 0
+# The ticker's state: `memory` is the count, `written` the count the file was last set
+# to, `gap` the longest time between two ticks (seconds), `mismatches` each tick that
+# found the file not holding `written` (as [on file, written]).
+ticks = {"memory": 0, "written": 0, "gap": 0.0, "mismatches": []}
+TICK_PERIOD = 0.002
+
+
+def ticker():
+    path = os.path.join(DATA, "counter")
+    tmp = path + ".tmp"
+    prev = time.monotonic()
+    while True:
+        now = time.monotonic()
+        ticks["gap"] = max(ticks["gap"], now - prev)
+        prev = now
+        try:
+            with open(path) as f:
+                on_file = int(f.read())
+        except FileNotFoundError:
+            on_file = 0
+        if on_file != ticks["written"]:
+            ticks["mismatches"].append([on_file, ticks["written"]])
+        ticks["memory"] += 1
+        with open(tmp, "w") as f:
+            f.write(str(ticks["memory"]))
+        os.replace(tmp, path)
+        ticks["written"] = ticks["memory"]
+        time.sleep(TICK_PERIOD)
 
 
 def fetch(url, opener):
@@ -82,6 +115,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = fetch(args["url"][0], urllib.request.build_opener(urllib.request.ProxyHandler({})))
         elif path == "/connect":
             body = tunnel(args["host"][0], args["port"][0])
+        elif path == "/tick":
+            body = json.dumps({
+                "memory": ticks["memory"],
+                "written": ticks["written"],
+                "gap_ms": int(ticks["gap"] * 1000),
+                "mismatches": ticks["mismatches"][-20:],
+            })
+        elif path == "/tick-reset":
+            ticks["gap"] = 0.0
+            body = "ok"
         elif path == "/hog":
             hog = b"x" * (512 << 20)
             body = str(len(hog))
@@ -109,6 +152,8 @@ def main():
         print("about to fail", flush=True)
         print("fatal: giving up", file=sys.stderr, flush=True)
         sys.exit(3)
+    if mode == "tick":
+        threading.Thread(target=ticker, daemon=True).start()
     port = int(os.environ["PORT"])
     server = http.server.HTTPServer(("0.0.0.0", port), Handler)
     print(f"listening on {port}", flush=True)

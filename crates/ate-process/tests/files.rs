@@ -1,11 +1,17 @@
-//! Snapshot files of durable dirs and template rootfs images: round trips, tampering and
-//! archives that try to escape their directory.
+//! Snapshot files of durable dirs and template rootfs images: round trips, tampering,
+//! archives that try to escape their directory, and programs that change their dirs
+//! while they are packed.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
 
 use ate_process::{MAX_INDEX_BYTES, ProcessError, pack_dirs, prepare_rootfs, unpack_dirs};
 use common::*;
@@ -74,6 +80,204 @@ fn pack_unpack_round_trip_and_tampering() {
         0,
         "left empty after a refusal"
     );
+}
+
+/// One packed durable dir, read back: each entry's path and kind, and each regular
+/// file's size and sha256 computed from the bytes in the tar.
+struct Packed {
+    entries: Vec<(String, tar::EntryType)>,
+    files: BTreeMap<String, (u64, String)>,
+    tar: Vec<u8>,
+}
+
+/// Reads a `pack_dirs` result for one dir, asserting that the tar is well formed and that
+/// its index lists exactly the tar's regular files with the size and digest of their
+/// bytes in the tar.
+fn read_packed(packed: &[(String, bytes::Bytes)]) -> Packed {
+    let [(tar_name, tar), (index_name, index)] = packed else {
+        panic!("one dir packs to two files: {packed:?}");
+    };
+    assert_eq!(
+        (tar_name.as_str(), index_name.as_str()),
+        ("data.tar", "data-index.json")
+    );
+    let mut entries = Vec::new();
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(&tar[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Regular {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            assert_eq!(entry.header().size().unwrap(), bytes.len() as u64, "{path}");
+            let sha: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            files.insert(path.clone(), (bytes.len() as u64, sha));
+        }
+        entries.push((path, kind));
+    }
+    let index: serde_json::Value = serde_json::from_slice(index).unwrap();
+    let listed: BTreeMap<String, (u64, String)> = index["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let path = f["path"].as_str().unwrap().to_string();
+            let sha = f["sha256"].as_str().unwrap().to_string();
+            (path, (f["size"].as_u64().unwrap(), sha))
+        })
+        .collect();
+    assert_eq!(listed, files, "the index matches the bytes in the tar");
+    Packed {
+        entries,
+        files,
+        tar: tar.to_vec(),
+    }
+}
+
+/// Runs `change` in a tight loop on its own thread until the returned guard is dropped;
+/// the counter says how many changes it made.
+struct Changer {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn keep_changing(mut change: impl FnMut() + Send + 'static) -> Changer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (s, c) = (stop.clone(), count.clone());
+    let thread = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            change();
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Changer {
+        stop,
+        count,
+        thread: Some(thread),
+    }
+}
+
+impl Drop for Changer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_dir_flipped_to_a_symlink_while_packing_never_packs_what_it_points_to() {
+    const ROUNDS: usize = 1000;
+    const MARKER: &[u8] = b"host secret that must never reach a snapshot";
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, outside) = (tmp.path().join("src"), tmp.path().join("outside"));
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(outside.join("deeper")).unwrap();
+    std::fs::write(outside.join("marker"), MARKER).unwrap();
+    std::fs::write(outside.join("deeper/marker"), MARKER).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("sub/inner.txt"), "inner").unwrap();
+    std::fs::write(src.join("sub/deeper/leaf.txt"), "leaf").unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("swap")).unwrap();
+
+    // `sub` and `swap` trade places atomically, over and over: each name is a real
+    // directory one moment and a symlink to `outside` the next.
+    let (sub, swap) = (src.join("sub"), src.join("swap"));
+    let flipper = keep_changing(move || {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &sub,
+            rustix::fs::CWD,
+            &swap,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .unwrap();
+    });
+    let (mut as_dir, mut as_link) = (0, 0);
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        // A failed pack is noted, not fatal at once: what matters first is that no
+        // round packs anything from outside.
+        let packed = match pack_dirs(&[("/data".into(), src.clone())]) {
+            Ok(packed) => read_packed(&packed),
+            Err(e) => {
+                failures.push(format!("round {round}: {e}"));
+                continue;
+            }
+        };
+        assert!(
+            !packed.tar.windows(MARKER.len()).any(|w| w == MARKER),
+            "round {round}: a file outside the durable dir was packed: {:?}",
+            packed.entries
+        );
+        assert!(
+            packed.entries.iter().all(|(p, _)| !p.contains("marker")),
+            "round {round}: {:?}",
+            packed.entries
+        );
+        assert_eq!(
+            packed.files.get("a.txt").map(|f| f.0),
+            Some(5),
+            "round {round}"
+        );
+        for (path, kind) in &packed.entries {
+            match (path.as_str(), kind) {
+                ("sub" | "swap", tar::EntryType::Directory) => as_dir += 1,
+                ("sub" | "swap", tar::EntryType::Symlink) => as_link += 1,
+                _ => {}
+            }
+        }
+    }
+    let flips = flipper.count.load(Ordering::Relaxed);
+    drop(flipper);
+    eprintln!("{ROUNDS} packs over {flips} flips: {as_dir} dir entries, {as_link} link entries");
+    assert!(failures.is_empty(), "packing failed: {failures:?}");
+    assert!(flips > 0 && as_dir > 0 && as_link > 0, "the race was run");
+}
+
+#[test]
+fn a_file_changing_size_while_packing_is_packed_as_copied() {
+    const ROUNDS: usize = 200;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("before.txt"), "before").unwrap();
+    std::fs::write(src.join("z-after.txt"), "after").unwrap();
+    let log = src.join("log.bin");
+    let mut file = std::fs::File::create(&log).unwrap();
+    // Grows by 4 KiB at a time and is cut back to nothing past 1 MiB, so the packer
+    // meets a file both longer and shorter than it was a moment earlier.
+    let writer = keep_changing(move || {
+        let len = file.metadata().unwrap().len();
+        if len > 1 << 20 {
+            file.set_len(0).unwrap();
+            file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        } else {
+            file.write_all(&[b'x'; 4096]).unwrap();
+        }
+    });
+    for round in 0..ROUNDS {
+        let packed = pack_dirs(&[("/data".into(), src.clone())])
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let packed = read_packed(&packed);
+        let names: Vec<&str> = packed.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["before.txt", "log.bin", "z-after.txt"],
+            "round {round}"
+        );
+    }
+    let writes = writer.count.load(Ordering::Relaxed);
+    drop(writer);
+    assert!(writes > 0, "the file changed");
 }
 
 /// A raw ustar header for `name` (no validation, so it can say anything).

@@ -1,14 +1,232 @@
-//! Real runc and CRIU tests of the process sandbox class: Full snapshots and egress.
-//! Skipped, with the reason printed, when not root, when runc or python3 is missing, or
-//! (Full scope) without CRIU.
+//! Real runc and CRIU tests of the process sandbox class: Full snapshots, snapshots taken
+//! frozen, and egress. Skipped, with the reason printed, when not root, when runc or
+//! python3 is missing, or (Full scope) without CRIU.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ate_process::{ProcessError, pack_dirs, unpack_dirs};
+use ate_process::{ProcessError, Sandbox, pack_dirs, unpack_dirs};
 use common::*;
+
+/// What the test agent's ticker reports (`tick` mode).
+#[derive(Debug)]
+struct Ticks {
+    memory: u64,
+    gap_ms: u64,
+    /// Ticks that found the counter file not holding the count last written: (on file,
+    /// written).
+    mismatches: Vec<(u64, u64)>,
+}
+
+/// The ticker's state; a program that does not answer within 5 s (frozen) fails the test.
+async fn ticks(s: &Sandbox) -> Ticks {
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), get(s, "/tick"))
+        .await
+        .expect("the program answers (it is not left frozen)");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    Ticks {
+        memory: v["memory"].as_u64().unwrap(),
+        gap_ms: v["gap_ms"].as_u64().unwrap(),
+        mismatches: v["mismatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m[0].as_u64().unwrap(), m[1].as_u64().unwrap()))
+            .collect(),
+    }
+}
+
+/// Waits until the ticker's count reaches `n`.
+async fn ticked(s: &Sandbox, n: u64) -> Ticks {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = ticks(s).await;
+        if t.memory >= n {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "the ticker is stuck at {t:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes snapshot files to `snap` and unpacks their `/data` into `data`; returns the
+/// counter the snapshot holds.
+fn unpack_data(files: &[(String, bytes::Bytes)], snap: &Path, data: &Path) -> u64 {
+    std::fs::create_dir_all(snap).unwrap();
+    let mut on_disk: Vec<(String, PathBuf)> = Vec::new();
+    for (name, bytes) in files {
+        std::fs::write(snap.join(name), bytes).unwrap();
+        on_disk.push((name.clone(), snap.join(name)));
+    }
+    unpack_dirs(&on_disk, &[("/data".into(), data.to_path_buf())]).unwrap();
+    std::fs::read_to_string(data.join("counter"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Makes packing a durable dir take long enough (a few hundred ms in a debug build) that
+/// a program running on meanwhile would be seen to.
+const BALLAST: usize = 8 << 20;
+
+/// Takes a snapshot of a ticking program and checks that the program did not tick while
+/// it was taken (the dump, if any, and the packing), and that it was thawed after (it
+/// answers). Returns the snapshot files and the ticker's state after.
+async fn frozen_snapshot(
+    a: &Sandbox,
+    images: Option<&Path>,
+) -> (Vec<(String, bytes::Bytes)>, Ticks) {
+    assert_eq!(get(a, "/tick-reset").await.1, "ok");
+    let t = Instant::now();
+    let files = a.snapshot(images).await.unwrap();
+    let took = t.elapsed().as_millis() as u64;
+    let after = ticks(a).await;
+    let scope = if images.is_some() { "full" } else { "data" };
+    eprintln!(
+        "TIMING {scope} snapshot {took} ms; the program's longest pause {} ms",
+        after.gap_ms
+    );
+    // Without one freeze over the whole snapshot the ticker pauses a few ms at most, or
+    // for CRIU's own freeze during a dump; frozen, it pauses for all of the snapshot but
+    // the `runc pause` and `runc resume` around it, well over half of it with the ballast.
+    assert!(
+        after.gap_ms >= took / 2,
+        "the program ran during its {scope} snapshot: paused {} ms of {took} ms",
+        after.gap_ms
+    );
+    (files, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_snapshot_is_taken_with_the_program_frozen() {
+    let f = fixture().await;
+    let Some(host) = host(&f.state, false) else {
+        return;
+    };
+    let (data, logs) = (f.data.clone(), f.logs.clone());
+    std::fs::write(data.join("ballast.bin"), vec![7u8; BALLAST]).unwrap();
+    let a = host
+        .start(launch("t9-data", "tick", &data, &agent_path(), &logs))
+        .await
+        .unwrap();
+    ticked(&a, 50).await;
+    let (files, after) = frozen_snapshot(&a, None).await;
+    assert!(after.mismatches.is_empty(), "{after:?}");
+    let on_file = unpack_data(
+        &files,
+        &f.data.with_file_name("snap"),
+        &f.data.with_file_name("restored"),
+    );
+    assert!(on_file <= after.memory, "{on_file} vs {after:?}");
+    ticked(&a, after.memory + 20).await;
+
+    // A program that exited by itself cannot be frozen, nor change its dir: a Data
+    // snapshot packs it as it is.
+    let pids = live_pids_with("/ate/agent.py");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    std::process::Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), a.exited())
+        .await
+        .unwrap();
+    let files = a.snapshot(None).await.unwrap();
+    assert!(files.iter().any(|(n, _)| n == "data.tar"));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_snapshot_is_taken_frozen_so_memory_and_files_agree() {
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let Some(host) = host(&state, true) else {
+        return;
+    };
+    let logs = Logs::default();
+    let data_a = tmp.path().join("data-a");
+    std::fs::create_dir_all(&data_a).unwrap();
+    std::fs::write(data_a.join("ballast.bin"), vec![7u8; BALLAST]).unwrap();
+    let a = host
+        .start(launch("t10-a", "tick", &data_a, &agent_path(), &logs))
+        .await
+        .unwrap();
+    ticked(&a, 100).await;
+
+    let images = tmp.path().join("images");
+    let (files, _) = frozen_snapshot(&a, Some(&images)).await;
+
+    // Restored elsewhere, its memory continues from the instant its files were packed:
+    // the counter file holds the count it last wrote (or the next one, when the freeze
+    // came between writing the file and noting it in memory).
+    let data_b = tmp.path().join("data-b");
+    let on_file = unpack_data(&files, &tmp.path().join("snap-b"), &data_b);
+    let b = host
+        .restore(
+            launch("t10-b", "tick", &data_b, &agent_path(), &logs),
+            &images,
+        )
+        .await
+        .unwrap();
+    let restored = ticked(&b, on_file + 20).await;
+    assert!(
+        restored
+            .mismatches
+            .iter()
+            .all(|(file, written)| *file == written + 1),
+        "memory and files of the snapshot disagree: {restored:?}"
+    );
+    b.stop().await;
+
+    // Control: dumping and then packing with the program running in between (the order
+    // without one freeze) gives a file from the memory's future, and the ticker sees it.
+    // A dump that caught the ticker mid-write cannot be restored once the file moved on;
+    // then take another.
+    let mut seen = None;
+    for attempt in 0..3 {
+        let images_c = tmp.path().join(format!("images-c{attempt}"));
+        a.checkpoint(&images_c, true).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let files = pack_dirs(&[("/data".into(), data_a.clone())]).unwrap();
+        let data_c = tmp.path().join(format!("data-c{attempt}"));
+        unpack_data(
+            &files,
+            &tmp.path().join(format!("snap-c{attempt}")),
+            &data_c,
+        );
+        let name = format!("t10-c{attempt}");
+        match host
+            .restore(
+                launch(&name, "tick", &data_c, &agent_path(), &logs),
+                &images_c,
+            )
+            .await
+        {
+            Ok(c) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen = Some(ticks(&c).await);
+                c.stop().await;
+                break;
+            }
+            Err(e) => eprintln!("control restore {attempt} failed: {e}"),
+        }
+    }
+    let seen = seen.expect("a control restore");
+    assert!(
+        seen.mismatches
+            .iter()
+            .any(|(file, written)| *file > written + 1),
+        "the check must catch a snapshot packed while the program ran: {seen:?}"
+    );
+    a.stop().await;
+    assert!(runc_list(&state).is_empty());
+    assert!(leftovers(&state, "bundles").is_empty());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_and_restore_under_another_name() {
