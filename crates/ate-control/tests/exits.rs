@@ -73,6 +73,7 @@ impl TestNode {
             incarnation: format!("{name}-1"),
             snapshot_location: config.snapshot_location,
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            liveness_timeout_ms: None,
         };
         let m = s
             .seam

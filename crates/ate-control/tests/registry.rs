@@ -80,6 +80,7 @@ fn node_registration(node: &str, incarnation: &str) -> NodeRegistration {
         incarnation: incarnation.into(),
         snapshot_location: "file:///tmp/x".into(),
         capabilities: vec!["criu".into()],
+        liveness_timeout_ms: Some(2000),
     }
 }
 
@@ -959,4 +960,43 @@ async fn a_cut_off_node_fences_itself_before_its_lease_can_be_taken_over() {
         fenced_at + margin <= taken_at,
         "fenced at {fenced_at}, lease free at {taken_at}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_hears_no_replica_stops_trusting_the_node_in_time() {
+    let (_dir, store) = store();
+    let (a, _ha, addr, server) = replica_server(&store).await;
+    // The node announces a 2 s liveness timeout and keeps its lease renewed meanwhile.
+    let mut node = open(&addr, hello("n1", "i1", 0, 2000)).await.unwrap();
+    assert!(matches!(node.answer().await.unwrap(), In::Accepted(_)));
+    node.tx.send(registration("n1", "i1")).await.unwrap();
+    let (followed, mut follower) =
+        ate_seam::follow_control(vec![addr.clone()], &ate_seam::carry::ROUTER_TYPES);
+    follower.synced().await;
+    until("the router sees n1", Duration::from_secs(5), || {
+        followed.get::<NodeRegistration>(&"n1".into()).is_some()
+    })
+    .await;
+    // Nothing changes, but the router hears its replica: the view stays trusted past the
+    // bound while the node keeps its registration alive.
+    for _ in 0..5 {
+        node.tx.send(heartbeat()).await.unwrap();
+        assert!(matches!(node.answer().await.unwrap(), In::Accepted(_)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(followed.get::<NodeRegistration>(&"n1".into()).is_some());
+
+    // The router loses every replica: it keeps the node for less than the liveness
+    // timeout less the margin, then stops forwarding to it.
+    let cut = Instant::now();
+    server.abort();
+    a.stop();
+    until("the router drops n1", Duration::from_secs(5), || {
+        followed.get::<NodeRegistration>(&"n1".into()).is_none()
+    })
+    .await;
+    let bound = Duration::from_secs(2) - ate_seam::fencing_margin(Duration::from_secs(2));
+    assert!(cut.elapsed() <= bound + Duration::from_millis(300), "{:?}", cut.elapsed());
+    assert!(cut.elapsed() >= bound - Duration::from_millis(1100), "{:?}", cut.elapsed());
+    drop(node);
 }

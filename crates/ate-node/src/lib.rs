@@ -89,6 +89,9 @@ pub struct NodeConfig {
     /// Directories of this machine no process actor may see (the data dir, holding other
     /// actors' snapshots, and a store file next to it).
     pub private_dirs: Vec<PathBuf>,
+    /// The liveness timeout the node registers with over the network, announced in its
+    /// registration; `None` in process.
+    pub liveness_timeout: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -106,6 +109,7 @@ impl NodeConfig {
             cache_bytes: 1 << 30,
             egress_timeout: Duration::from_secs(120),
             process: ProcessConfig::detect(),
+            liveness_timeout: None,
         }
     }
 }
@@ -170,6 +174,7 @@ impl Node {
             capacity: config.capacity,
             incarnation: ate_snapshots::new_snapshot_id(),
             snapshot_location: config.snapshot_location.clone(),
+            liveness_timeout_ms: config.liveness_timeout.map(|t| t.as_millis() as u64),
         };
         let joined = seam.join(registration, service.clone() as Arc<dyn NodeExecutor>)?;
         *membership.lock().unwrap_or_else(|p| p.into_inner()) = Some(joined);

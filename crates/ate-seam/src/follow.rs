@@ -1,10 +1,19 @@
 //! What a process away from the control plane knows of nodes: a router follows the live
 //! nodes' registrations and routes from any control-plane replica into a local dataspace,
 //! and reaches the nodes over the network ([`RemoteNodes`]).
+//!
+//! What a follower knows is only as good as its last word from a replica: replicas send a
+//! heartbeat every [`WATCH_HEARTBEAT`], and a follower that has heard no replica for a node's
+//! liveness timeout minus the fencing margin drops that node's registration (so a router
+//! stops forwarding to it) until a replica vouches for it again. By then the node, if it was
+//! cut off too, has fenced itself; if it was declared lost, its actors may run elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use ate_dataspace::Assertion;
+use tokio::time::Instant;
 
 use ate_dataspace::{Dataspace, Id, Owner};
 use ate_proto::atenode::{self as pb, registry_client::RegistryClient, watch_event::Event};
@@ -17,6 +26,13 @@ use crate::{
     Dialer, MAX_MESSAGE_BYTES, NodeDirectory, NodeExecutor, NodeRegistration, RemoteExecutor,
     SeamError,
 };
+
+/// How often a replica tells its followers it is there.
+pub const WATCH_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a follower waits for any word (a change or a heartbeat) from its replica before
+/// it moves to the next: a few missed heartbeats.
+const WATCH_SILENCE: Duration = Duration::from_secs(3);
 
 /// Nodes reached over the network, found by their registrations in a dataspace (mirrored
 /// from the registry, or followed from a control plane). One channel per node address,
@@ -133,6 +149,63 @@ impl Drop for ControlFollower {
 
 type Key = (String, String);
 
+/// What a follower holds: the assertions in its dataspace, and when it last heard a replica.
+struct Followed {
+    owner: Owner,
+    held: BTreeMap<Key, String>,
+    heard: Instant,
+}
+
+impl Followed {
+    /// When the first held node registration goes unconfirmed for too long.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.held
+            .iter()
+            .filter_map(|(k, v)| unconfirmed_after(k, v))
+            .min()
+            .map(|bound| self.heard + bound)
+    }
+
+    /// Drops every node registration no replica has confirmed within its bound.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Key> = self
+            .held
+            .iter()
+            .filter(|(k, v)| unconfirmed_after(k, v).is_some_and(|b| self.heard + b <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            tracing::warn!(node = %key.1, "no control plane confirmed the node in time; not forwarding to it");
+            take(&self.owner, &mut self.held, &key);
+        }
+    }
+}
+
+/// How long a node registration stays trusted without a word from any replica: the node's
+/// liveness timeout less the fencing margin. `None` for other assertions, and for a node
+/// that announces no timeout.
+fn unconfirmed_after(key: &Key, value_json: &str) -> Option<Duration> {
+    if key.0 != NodeRegistration::TYPE {
+        return None;
+    }
+    let reg: NodeRegistration = serde_json::from_str(value_json).ok()?;
+    let timeout = Duration::from_millis(reg.liveness_timeout_ms?);
+    Some(timeout.saturating_sub(crate::fencing_margin(timeout)))
+}
+
+fn lock(f: &Mutex<Followed>) -> MutexGuard<'_, Followed> {
+    f.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sleeps until `at`, or forever without it.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     controls: Vec<String>,
     types: Vec<String>,
@@ -140,7 +213,11 @@ async fn run(
     owner: Owner,
     synced: watch::Sender<bool>,
 ) {
-    let mut held: BTreeMap<Key, String> = BTreeMap::new();
+    let followed = Mutex::new(Followed {
+        owner,
+        held: BTreeMap::new(),
+        heard: Instant::now(),
+    });
     let mut next = 0usize;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -149,13 +226,31 @@ async fn run(
         }
         let endpoint = &controls[next % controls.len()];
         next += 1;
-        match watch_once(&dialer, endpoint, &types, &owner, &mut held, &synced).await {
+        let once = watch_once(&dialer, endpoint, &types, &followed, &synced);
+        tokio::pin!(once);
+        // Nodes go unconfirmed on time whatever the watch is doing (connecting, stuck).
+        let ended = loop {
+            let expiry = lock(&followed).next_expiry();
+            tokio::select! {
+                ended = &mut once => break ended,
+                () = sleep_until_some(expiry) => lock(&followed).expire(),
+            }
+        };
+        match ended {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(reason) => {
                 tracing::warn!(control = %endpoint, %reason, "cannot follow the control plane; trying the next");
             }
         }
-        tokio::time::sleep(backoff).await;
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            let expiry = lock(&followed).next_expiry();
+            tokio::select! {
+                () = &mut pause => break,
+                () = sleep_until_some(expiry) => lock(&followed).expire(),
+            }
+        }
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
@@ -164,8 +259,7 @@ async fn watch_once(
     dialer: &Dialer,
     endpoint: &str,
     types: &[String],
-    owner: &Owner,
-    held: &mut BTreeMap<Key, String>,
+    followed: &Mutex<Followed>,
     synced: &watch::Sender<bool>,
 ) -> Result<(), String> {
     let channel = dialer
@@ -184,12 +278,21 @@ async fn watch_once(
     // The replica's view until it says it is complete; then only differences are applied.
     let mut fresh: Option<BTreeMap<Key, String>> = Some(BTreeMap::new());
     loop {
-        let event = match stream.message().await {
+        let message = tokio::time::timeout(WATCH_SILENCE, stream.message())
+            .await
+            .map_err(|_| format!("no word from the control plane for {WATCH_SILENCE:?}"))?;
+        let event = match message {
             Ok(Some(pb::WatchEvent { event: Some(e) })) => e,
             Ok(Some(_)) => continue,
             Ok(None) => return Err("the control plane closed the watch".into()),
             Err(status) => return Err(ate_tls::error_chain(&status)),
         };
+        let mut f = lock(followed);
+        // Only a replica that has sent its whole view vouches for what is held.
+        if fresh.is_none() {
+            f.heard = Instant::now();
+        }
+        let Followed { owner, held, .. } = &mut *f;
         match event {
             Event::Asserted(a) => {
                 let key = (a.r#type, a.id);
@@ -222,10 +325,12 @@ async fn watch_once(
                     for (k, v) in view {
                         put(owner, held, k, v);
                     }
+                    f.heard = Instant::now();
                     synced.send_replace(true);
                 }
             }
             Event::Reset(_) => fresh = Some(BTreeMap::new()),
+            Event::Heartbeat(_) => {}
         }
     }
 }

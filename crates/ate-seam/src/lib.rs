@@ -29,7 +29,9 @@ pub use executor::{
     RestoreRequest, RunRequest, SnapshotRef, StopRequest, WorkerId, Workload,
 };
 pub use exits::ActorExited;
-pub use follow::{ControlFollower, RemoteNodes, follow_control, follow_control_with};
+pub use follow::{
+    ControlFollower, RemoteNodes, WATCH_HEARTBEAT, follow_control, follow_control_with,
+};
 pub use local::{LocalSeam, NodeMembership};
 pub use register::{Registration, RegistrationConfig, fencing_margin};
 pub use registry::{NodeCacheAdvert, NodeDirectory, NodeRegistration, WorkerAdvert};

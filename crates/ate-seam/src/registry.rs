@@ -32,6 +32,11 @@ pub struct NodeRegistration {
     /// from before capabilities) means none.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// How long the control plane waits for the node's heartbeats before it may declare
+    /// the node lost: a router that cannot hear any replica stops forwarding to the node
+    /// within it (see `follow_control`). `None` for an in-process node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_timeout_ms: Option<u64>,
 }
 
 impl Assertion for NodeRegistration {

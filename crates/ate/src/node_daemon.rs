@@ -166,7 +166,8 @@ pub struct NodeDaemon {
 
 impl NodeDaemon {
     /// Starts the node and keeps it registered with the control plane.
-    pub fn start(config: NodeConfig, registration: RegistrationConfig) -> Self {
+    pub fn start(mut config: NodeConfig, registration: RegistrationConfig) -> Self {
+        config.liveness_timeout = Some(registration.liveness_timeout);
         let current = Arc::new(CurrentNode::default());
         let task = tokio::spawn(keep_registered(config, registration, current.clone()));
         Self { current, task }

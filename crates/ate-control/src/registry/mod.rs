@@ -201,30 +201,34 @@ impl registry_server::Registry for Registry {
         let mut stopping = self.inner.stopping.subscribe();
         tokio::spawn(async move {
             let _follow = follow;
+            let mut beat = tokio::time::interval(ate_seam::WATCH_HEARTBEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let event = tokio::select! {
                     e = events.recv() => match e {
-                        Some(e) => e,
+                        Some(e) => Some(e),
                         None => return,
                     },
+                    _ = beat.tick() => None,
                     _ = stopped(&mut stopping) => {
                         let _ = tx.send(Err(Status::unavailable("control plane shutting down"))).await;
                         return;
                     }
                 };
                 let event = match event {
-                    RawEvent::Asserted(a) => pb::watch_event::Event::Asserted(pb::Asserted {
+                    None => pb::watch_event::Event::Heartbeat(pb::Done {}),
+                    Some(RawEvent::Asserted(a)) => pb::watch_event::Event::Asserted(pb::Asserted {
                         r#type: a.type_tag,
                         id: a.id,
                         value_json: a.value_json,
                     }),
-                    RawEvent::Retracted { type_tag, id } => {
+                    Some(RawEvent::Retracted { type_tag, id }) => {
                         pb::watch_event::Event::Retracted(pb::Retracted {
                             r#type: type_tag,
                             id,
                         })
                     }
-                    RawEvent::Synced => pb::watch_event::Event::Synced(pb::Done {}),
+                    Some(RawEvent::Synced) => pb::watch_event::Event::Synced(pb::Done {}),
                 };
                 if tx
                     .send(Ok(pb::WatchEvent { event: Some(event) }))
