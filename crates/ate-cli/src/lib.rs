@@ -61,8 +61,35 @@ impl CliError {
         move |s| CliError::Rpc {
             action,
             code: s.code(),
-            message: s.message().to_string(),
+            message: server_message(s.message()),
         }
+    }
+}
+
+/// Longest server message the CLI prints: a message is a sentence or two, and a server
+/// (or whatever answers in its place) must not flood the terminal.
+const MAX_SERVER_MESSAGE: usize = 4096;
+
+/// A server's message as the CLI prints it: clipped, with terminal controls escaped, so a
+/// hostile answer cannot rewrite the screen.
+fn server_message(message: &str) -> String {
+    table::escape_controls(&ate_model::clip(message, MAX_SERVER_MESSAGE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_are_clipped_and_escaped() {
+        let err = CliError::rpc("get actor")(tonic::Status::not_found(format!(
+            "actor \x1b]0;owned\x07 {}",
+            "x".repeat(10 * MAX_SERVER_MESSAGE)
+        )));
+        let shown = err.to_string();
+        assert!(!shown.chars().any(table::is_terminal_control), "{shown:.80}");
+        assert!(shown.len() < 2 * MAX_SERVER_MESSAGE, "{}", shown.len());
+        assert!(shown.contains("NotFound"), "{shown:.80}");
     }
 }
 
