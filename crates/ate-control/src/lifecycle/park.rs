@@ -8,15 +8,15 @@
 use std::time::{Duration, Instant};
 
 use ate_model::{
-    Actor, ActorRef, ActorStatus, ActorTemplate, SnapshotInfo, SnapshotScope, Worker,
-    WorkerPlacement, snapshot_uri,
+    Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, SNAPSHOT_TOO_LARGE, SnapshotInfo,
+    SnapshotScope, Worker, WorkerPlacement, snapshot_uri,
 };
 use ate_seam::{CheckpointRequest, Durability, SeamError, SnapshotRef};
 use ate_snapshots::{cache_key, new_snapshot_id};
 use ate_store::StoreError;
 
 use super::evict::Handover;
-use super::{Lifecycle, LifecycleError, crashpoint, worker_id, worker_key};
+use super::{Lifecycle, LifecycleError, crashpoint, now_ms, worker_id, worker_key};
 
 /// How often a wait for a background upload looks again.
 const UPLOAD_POLL: Duration = Duration::from_millis(50);
@@ -57,6 +57,24 @@ impl Park {
             Park::Pause => t.spec.snapshots.on_pause,
         }
     }
+}
+
+/// The `SnapshotTooLarge` condition for a checkpoint the node refused as bigger than the
+/// template allows: nothing of it was stored and the actor runs on, so its owner learns
+/// why it did not park (and by how much it is over) from the actor itself.
+fn too_large(e: &SeamError, kind: Park) -> Option<ActorCondition> {
+    let SeamError::SnapshotTooLarge { size, limit, .. } = e else {
+        return None;
+    };
+    Some(ActorCondition {
+        kind: SNAPSHOT_TOO_LARGE.into(),
+        reason: "MaxBytesExceeded".into(),
+        message: format!(
+            "the {} checkpoint is {size} bytes, over spec.snapshots.maxBytes of {limit}; the actor keeps running",
+            kind.name()
+        ),
+        time_ms: now_ms(),
+    })
 }
 
 impl Lifecycle {
@@ -269,9 +287,13 @@ impl Lifecycle {
                 if successor.is_none() {
                     tracing::warn!(actor = %aref, error = %e, "checkpoint failed; the actor keeps running");
                 }
+                let too_large = too_large(&e, kind);
                 self.update_actor(a, |x| {
                     x.status = ActorStatus::Running;
                     x.in_progress_snapshot.clear();
+                    if let Some(c) = &too_large {
+                        x.set_condition(c.clone());
+                    }
                 })
                 .await?;
                 return Err(e.into());
@@ -482,6 +504,10 @@ impl Lifecycle {
             }
         }
         let deleted = self.inner.snapshots.delete_actor(aref, &uris).await?;
+        // A worker still bound to the actor (a stray of a resume that died) goes with it:
+        // its binding carries this actor's lease generation, which a new actor of the name
+        // (its lease retired below) could not overrule.
+        self.free_workers_of(&a).await?;
         // The lease keeps workflows out; only a selector update can land in between.
         loop {
             match self

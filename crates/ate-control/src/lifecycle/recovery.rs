@@ -105,7 +105,7 @@ impl Lifecycle {
 
     /// Stops the actor on, and frees, every worker bound to it: the one it records and
     /// any a claim bound before the record was written.
-    async fn free_workers_of(&self, a: &Actor) -> Result<(), LifecycleError> {
+    pub(crate) async fn free_workers_of(&self, a: &Actor) -> Result<(), LifecycleError> {
         let aref = a.actor_ref();
         let sel = FieldSelector::eq([
             ("actor_atespace", aref.atespace.as_str()),

@@ -131,25 +131,32 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// A claimed worker that an earlier attempt had bound (under an older lease) is
-    /// rebound under this one, so that attempt can no longer free it.
+    /// A claimed worker that an earlier attempt had bound is rebound under this lease, so
+    /// that attempt can no longer free it. The claim holds the actor's lease, the newest
+    /// there is for this actor; a binding carrying another generation is an older
+    /// attempt's (or, newer-looking, one of a deleted actor of the same name, whose lease
+    /// was retired), so it is overwritten either way.
     async fn fence_claim(&self, w: Worker, mine: &Assignment) -> Result<Worker, LifecycleError> {
-        let older = w
-            .assignment
-            .as_ref()
-            .is_some_and(|a| a.lease_generation < mine.lease_generation);
-        if !older {
-            return Ok(w);
+        let key = w.key();
+        let mut w = w;
+        for _ in 0..8 {
+            let theirs = w.assignment.as_ref().map(|a| a.lease_generation);
+            if theirs == Some(mine.lease_generation) || mine.lease_generation == 0 {
+                return Ok(w);
+            }
+            if w.assignment.as_ref().map(|a| &a.actor) != Some(&mine.actor) {
+                break;
+            }
+            w.assignment = Some(mine.clone());
+            match self.store().update(w).await {
+                Ok(w) => return Ok(w),
+                Err(StoreError::Conflict { .. }) => w = self.store().get::<Worker>(&key).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
-        match self
-            .rebind_worker(&w.key(), &mine.actor, Some(mine), None)
-            .await?
-        {
-            Some(w) => Ok(w),
-            None => Err(LifecycleError::Busy {
-                actor: mine.actor.to_string(),
-            }),
-        }
+        Err(LifecycleError::Busy {
+            actor: mine.actor.to_string(),
+        })
     }
 
     /// Binds the actor to a worker, preferring snapshot locality. A worker already bound
