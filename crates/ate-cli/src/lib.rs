@@ -87,7 +87,10 @@ mod tests {
             "x".repeat(10 * MAX_SERVER_MESSAGE)
         )));
         let shown = err.to_string();
-        assert!(!shown.chars().any(table::is_terminal_control), "{shown:.80}");
+        assert!(
+            !shown.chars().any(table::is_terminal_control),
+            "{shown:.80}"
+        );
         assert!(shown.len() < 2 * MAX_SERVER_MESSAGE, "{}", shown.len());
         assert!(shown.contains("NotFound"), "{shown:.80}");
     }

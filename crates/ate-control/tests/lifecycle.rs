@@ -6,8 +6,12 @@ mod common;
 use std::sync::Arc;
 
 use ate_control::LifecycleError;
-use ate_model::{ActorStatus, Assignment, STATE_LOST, SnapshotInfo};
-use common::{System, wait_for};
+use ate_model::{
+    ActorStatus, ActorTemplate, Assignment, SNAPSHOT_TOO_LARGE, STATE_LOST, SnapshotInfo,
+};
+use ate_seam::SeamError;
+use ate_testkit::files_under;
+use common::{COUNTER, System, wait_for};
 
 async fn system(nodes: &[&str], replicas: u32) -> System {
     System::with_workers(nodes, replicas).await
@@ -586,4 +590,73 @@ async fn an_actor_that_cannot_be_settled_never_stops_the_sweep() {
         s.lifecycle.recover().await.expect("sweep").failed == 1
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_over_max_bytes_fails_cleanly_with_a_condition() {
+    let s = system(&["node-a"], 2).await;
+    // The counter's memory is one 64 KiB page: its snapshots are a little over 64 KiB.
+    let mut spec = s.wasm_spec("counter.wat", COUNTER);
+    spec.snapshots.max_bytes = 32 << 10;
+    let t = s.template_of("small", spec).await;
+    let a = s.actor("c1", &t).await;
+    let l = &s.lifecycle;
+    l.resume(&a, false).await.unwrap();
+    assert_eq!(s.hit(&a).await, "1");
+
+    for (n, park) in [(2, "suspend"), (3, "pause")] {
+        let refused = if park == "suspend" {
+            l.suspend(&a).await
+        } else {
+            l.pause(&a).await
+        };
+        match refused {
+            Err(LifecycleError::Node(SeamError::SnapshotTooLarge { size, limit, .. })) => {
+                assert_eq!((size, limit), (65_536, 32 << 10), "{park}")
+            }
+            other => panic!("{park}: expected SnapshotTooLarge, got {other:?}"),
+        }
+        let after = s.get(&a).await;
+        assert_eq!(after.status, ActorStatus::Running, "{park}: rolled back");
+        assert!(after.in_progress_snapshot.is_empty());
+        assert!(after.latest_snapshot.is_none());
+        let c = after
+            .conditions
+            .iter()
+            .find(|c| c.kind == SNAPSHOT_TOO_LARGE)
+            .unwrap_or_else(|| panic!("{park}: no condition in {:?}", after.conditions));
+        assert_eq!(c.reason, "MaxBytesExceeded");
+        assert_eq!(
+            c.message,
+            format!(
+                "the {park} checkpoint is 65536 bytes, over spec.snapshots.maxBytes of 32768; the actor keeps running"
+            )
+        );
+        // It kept running, state and all, and takes requests where it was.
+        assert_eq!(s.hit(&a).await, n.to_string(), "{park}");
+        assert_eq!(s.bound_to(&a).await.len(), 1);
+    }
+    s.assert_consistent().await;
+    assert!(
+        files_under(&s.snapshots().join("team-a/c1")).is_empty(),
+        "nothing in the snapshot store: {:?}",
+        files_under(&s.snapshots().join("team-a/c1"))
+    );
+    assert!(
+        files_under(&s.dir.path().join("node-a/cache/team-a/c1")).is_empty(),
+        "nothing in the node's cache"
+    );
+
+    // With the limit raised (0: the default) the same actor suspends and resumes, its
+    // state intact.
+    let mut tpl: ActorTemplate = s.store.get(&t.key()).await.unwrap();
+    tpl.spec.snapshots.max_bytes = 0;
+    s.store.update(tpl).await.unwrap();
+    wait_for("the raised limit applies", || async {
+        l.suspend(&a).await.is_ok()
+    })
+    .await;
+    assert!(!files_under(&s.snapshots().join("team-a/c1")).is_empty());
+    l.resume(&a, false).await.unwrap();
+    assert_eq!(s.hit(&a).await, "4");
 }

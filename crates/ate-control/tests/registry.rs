@@ -996,7 +996,15 @@ async fn a_router_that_hears_no_replica_stops_trusting_the_node_in_time() {
     })
     .await;
     let bound = Duration::from_secs(2) - ate_seam::fencing_margin(Duration::from_secs(2));
-    assert!(cut.elapsed() <= bound + Duration::from_millis(300), "{:?}", cut.elapsed());
-    assert!(cut.elapsed() >= bound - Duration::from_millis(1100), "{:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() <= bound + Duration::from_millis(300),
+        "{:?}",
+        cut.elapsed()
+    );
+    assert!(
+        cut.elapsed() >= bound - Duration::from_millis(1100),
+        "{:?}",
+        cut.elapsed()
+    );
     drop(node);
 }

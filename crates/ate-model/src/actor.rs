@@ -171,6 +171,11 @@ pub struct ActorCondition {
 /// Condition kind: the actor resumed from older state than it last ran with.
 pub const STATE_LOST: &str = "StateLost";
 
+/// Condition kind: a checkpoint of the actor was bigger than its template's
+/// `spec.snapshots.maxBytes`, so the suspend or pause failed and the actor kept running
+/// (the message gives the sizes).
+pub const SNAPSHOT_TOO_LARGE: &str = "SnapshotTooLarge";
+
 /// Where an actor runs: enough to reach it and to free the worker later.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -32,12 +32,44 @@ pub struct SnapshotsConfig {
     /// How many of an actor's snapshots to keep; older ones are deleted after a suspend.
     #[serde(default = "SnapshotsConfig::default_keep")]
     pub keep: u32,
+    /// Largest snapshot of an actor, in bytes before compression (all its files): a
+    /// checkpoint over it fails and the actor keeps running, with a `SnapshotTooLarge`
+    /// condition; a restore of a bigger snapshot is refused before it is read. 0 (or
+    /// absent) means [`DEFAULT_SNAPSHOT_MAX_BYTES`]. Use [`SnapshotsConfig::max_bytes`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_bytes: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The size limit of a template that sets none (4 GiB). A checkpoint is staged on the
+/// node's disk, kept in its cache and uploaded before the actor's worker is free again, so
+/// one runaway actor must not fill a node's disk or hold its worker for the minutes a
+/// huge upload takes. 4 GiB holds a default actor's memory many times over (64 MiB for
+/// wasm, 512 MiB for process) plus its files; a template with bigger actors (a wasm guest
+/// near its 4 GiB memory maximum, a process with a large `memoryMib` or big durable dirs)
+/// raises `spec.snapshots.maxBytes`.
+pub const DEFAULT_SNAPSHOT_MAX_BYTES: u64 = 4 << 30;
+
+/// Largest `spec.snapshots.maxBytes` a template may set (1 TiB): beyond the disk of any
+/// node that would have to stage, cache and restore such a snapshot, so a bigger value is
+/// a typo rather than a plan.
+pub const MAX_SNAPSHOT_MAX_BYTES: u64 = 1 << 40;
 
 impl SnapshotsConfig {
     /// Three: the latest, and two to fall back to.
     pub fn default_keep() -> u32 {
         3
+    }
+
+    /// The size limit in force: `maxBytes`, or [`DEFAULT_SNAPSHOT_MAX_BYTES`] when unset.
+    pub fn max_bytes(&self) -> u64 {
+        match self.max_bytes {
+            0 => DEFAULT_SNAPSHOT_MAX_BYTES,
+            n => n,
+        }
     }
 }
 
@@ -48,6 +80,7 @@ impl Default for SnapshotsConfig {
             on_pause: SnapshotScope::default(),
             on_commit: SnapshotScope::default(),
             keep: Self::default_keep(),
+            max_bytes: 0,
         }
     }
 }
@@ -491,6 +524,13 @@ impl ActorTemplate {
                 format!("must be between 1 and {MAX_SNAPSHOTS_KEPT}"),
             ));
         }
+        if s.snapshots.max_bytes > MAX_SNAPSHOT_MAX_BYTES {
+            return Err(ModelError::invalid(
+                "spec.snapshots.maxBytes",
+                s.snapshots.max_bytes.to_string(),
+                format!("must be at most {MAX_SNAPSHOT_MAX_BYTES} (1 TiB); 0 means the default"),
+            ));
+        }
         s.worker_selector.validate("spec.workerSelector")
     }
 }
@@ -882,6 +922,34 @@ mod tests {
             ..Default::default()
         });
         t.validate().unwrap();
+    }
+
+    #[test]
+    fn snapshot_max_bytes_defaults_parses_and_is_bounded() {
+        let s: TemplateSpec =
+            serde_json::from_str(r#"{"sandboxClass":"wasm","module":"/m.wasm"}"#).unwrap();
+        assert_eq!(s.snapshots.max_bytes, 0);
+        assert_eq!(s.snapshots.max_bytes(), DEFAULT_SNAPSHOT_MAX_BYTES);
+        assert!(
+            !serde_json::to_string(&s).unwrap().contains("maxBytes"),
+            "an unset limit is not written, so older readers take the spec"
+        );
+        let s: TemplateSpec = serde_json::from_str(
+            r#"{"sandboxClass":"wasm","module":"/m.wasm","snapshots":{"maxBytes":1048576}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.snapshots.max_bytes(), 1 << 20);
+        let mut t = wasm("/m.wasm");
+        t.spec.snapshots.max_bytes = MAX_SNAPSHOT_MAX_BYTES;
+        t.validate().unwrap();
+        t.spec.snapshots.max_bytes = MAX_SNAPSHOT_MAX_BYTES + 1;
+        let e = t.validate().unwrap_err();
+        assert_eq!(e.field(), "spec.snapshots.maxBytes", "{e}");
+        assert!(e.to_string().contains("at most"), "{e}");
+        let negative = serde_json::from_str::<TemplateSpec>(
+            r#"{"sandboxClass":"wasm","module":"/m.wasm","snapshots":{"maxBytes":-1}}"#,
+        );
+        assert!(negative.is_err());
     }
 
     #[test]

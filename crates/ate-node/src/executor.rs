@@ -51,6 +51,9 @@ pub(crate) fn blocking_failed(e: tokio::task::JoinError) -> SeamError {
 pub(crate) fn snapshot_error(e: SnapshotError) -> SeamError {
     match e {
         SnapshotError::Unavailable(_) => SeamError::Internal(e.to_string()),
+        SnapshotError::TooLarge {
+            actor, size, limit, ..
+        } => SeamError::SnapshotTooLarge { actor, size, limit },
         other => SeamError::Snapshot(other.to_string()),
     }
 }
@@ -353,7 +356,8 @@ impl NodeExecutor for NodeService {
                 self.wasm_start(&req.actor, &req.workload, image).await?
             }
             Class::Process => {
-                let cached = self.fetch(&req.snapshot, "process").await?;
+                let max_bytes = req.workload.spec.snapshots.max_bytes();
+                let cached = self.fetch(&req.snapshot, "process", max_bytes).await?;
                 self.process_start(&req.worker, &req.actor, &req.workload, Some(cached))
                     .await?
             }

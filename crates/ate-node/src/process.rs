@@ -13,7 +13,7 @@ use ate_seam::{
     Body, BodyError, Checkpoint, CheckpointRequest, InvokeError, SeamError, SnapshotRef, WorkerId,
     Workload,
 };
-use ate_snapshots::CachedSnapshot;
+use ate_snapshots::{CachedSnapshot, SnapshotFile};
 use http_body_util::BodyExt;
 
 use crate::executor::{NodeService, blocking_failed};
@@ -298,31 +298,30 @@ impl NodeService {
         } else {
             None
         };
-        // One freeze covers the CRIU dump and the packing of the durable dirs, so the
-        // snapshot's memory and files agree; the program is thawed afterwards.
-        let dirs = p
-            .sandbox
-            .snapshot(images.as_deref())
+        // The durable dirs are packed to files here, never into memory; the snapshot
+        // hands them (and the CRIU images) over to the cache, and what a failure leaves
+        // is removed below.
+        let packed = p.dir.join("packed");
+        let at = packed.clone();
+        tokio::task::spawn_blocking(move || fresh_dir(&at))
             .await
-            .map_err(|e| match e {
-                ProcessError::Snapshot { .. } | ProcessError::Io { .. } => {
-                    SeamError::Snapshot(e.to_string())
-                }
-                other => process_error(&req.actor, other),
-            })?;
-        let mut files = Vec::new();
-        if let Some(images) = images {
-            files.extend(
-                tokio::task::spawn_blocking(move || read_images(&images))
-                    .await
-                    .map_err(blocking_failed)??,
-            );
-        }
-        files.extend(dirs);
-        let runtime = format!("ate/{} {}", env!("CARGO_PKG_VERSION"), "process/runc");
-        let (store, bytes) = self
-            .write_snapshot(req, "process", req.scope, &runtime, files)
-            .await?;
+            .map_err(blocking_failed)??;
+        let max_bytes = req.workload.spec.snapshots.max_bytes();
+        let written = self
+            .process_write(req, p, images.as_deref(), &packed, max_bytes)
+            .await;
+        let leftovers = [Some(packed), images]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        tokio::task::spawn_blocking(move || {
+            for dir in leftovers {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        })
+        .await
+        .map_err(blocking_failed)?;
+        let (store, bytes) = written?;
         if req.seal {
             p.sandbox.stop().await;
         }
@@ -336,6 +335,48 @@ impl NodeService {
             },
             bytes,
         })
+    }
+
+    /// Takes the snapshot (one freeze over the CRIU dump into `images` and the packing of
+    /// the durable dirs into `packed`, within `max_bytes`) and writes it.
+    async fn process_write(
+        &self,
+        req: &CheckpointRequest,
+        p: &ProcessHosted,
+        images: Option<&Path>,
+        packed: &Path,
+        max_bytes: u64,
+    ) -> Result<(ate_snapshots::SnapshotStore, u64), SeamError> {
+        let dirs = p
+            .sandbox
+            .snapshot(images, packed, max_bytes)
+            .await
+            .map_err(|e| match e {
+                ProcessError::TooLarge { size, limit } => SeamError::SnapshotTooLarge {
+                    actor: req.actor.to_string(),
+                    size,
+                    limit,
+                },
+                ProcessError::Snapshot { .. } | ProcessError::Io { .. } => {
+                    SeamError::Snapshot(e.to_string())
+                }
+                other => process_error(&req.actor, other),
+            })?;
+        let mut files = Vec::new();
+        if let Some(images) = images.map(Path::to_path_buf) {
+            files.extend(
+                tokio::task::spawn_blocking(move || image_files(&images))
+                    .await
+                    .map_err(blocking_failed)??,
+            );
+        }
+        files.extend(
+            dirs.into_iter()
+                .map(|(name, path)| SnapshotFile::path(name, path)),
+        );
+        let runtime = format!("ate/{} {}", env!("CARGO_PKG_VERSION"), "process/runc");
+        self.write_snapshot(req, "process", req.scope, &runtime, files)
+            .await
     }
 
     /// Passes one request to the program over a connection of its own, streaming both
@@ -429,8 +470,8 @@ fn unpack(
     ate_process::unpack_dirs(&data, durable).map_err(|e| SeamError::Snapshot(e.to_string()))
 }
 
-/// The files of a CRIU image dir, as snapshot files.
-fn read_images(dir: &Path) -> Result<Vec<(String, bytes::Bytes)>, SeamError> {
+/// The files of a CRIU image dir, as snapshot files (read where they are, not loaded).
+fn image_files(dir: &Path) -> Result<Vec<SnapshotFile>, SeamError> {
     let io = |e: std::io::Error| SeamError::Snapshot(format!("{}: {e}", dir.display()));
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -439,8 +480,10 @@ fn read_images(dir: &Path) -> Result<Vec<(String, bytes::Bytes)>, SeamError> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let bytes = std::fs::read(entry.path()).map_err(io)?;
-        files.push((format!("{IMAGE_PREFIX}{name}"), bytes::Bytes::from(bytes)));
+        files.push(SnapshotFile::path(
+            format!("{IMAGE_PREFIX}{name}"),
+            entry.path(),
+        ));
     }
     Ok(files)
 }

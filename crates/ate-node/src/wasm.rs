@@ -9,7 +9,7 @@ use ate_seam::{
     Body, Checkpoint, CheckpointRequest, InvokeError, RestoreRequest, SeamError, SnapshotRef,
     WorkerId, Workload, channel_body, full_body,
 };
-use ate_snapshots::cache_key;
+use ate_snapshots::{SnapshotFile, cache_key};
 use ate_wasm::{
     CompiledModule, EgressPolicy, Guest, GuestConfig, GuestState, MappedMemory, MemoryImage,
     ResponsePart, WasmEngine, WasmError,
@@ -136,7 +136,8 @@ impl NodeService {
         if let Some(w) = self.slots.warm(&req.worker).filter(|w| w.key == key) {
             return Ok(Some(w));
         }
-        let cached = self.fetch(&req.snapshot, "wasm").await?;
+        let max_bytes = req.workload.spec.snapshots.max_bytes();
+        let cached = self.fetch(&req.snapshot, "wasm", max_bytes).await?;
         let saved = tokio::task::spawn_blocking(move || {
             let state_path = cached
                 .file(ate_wasm::STATE_FILE)
@@ -200,17 +201,41 @@ impl NodeService {
         let mut guard = hosted.write_owned().await;
         guard.parked = req.seal;
         let engine = self.engine.clone();
+        let max_bytes = req.workload.spec.snapshots.max_bytes();
         let (image, guard_back) = tokio::task::spawn_blocking(move || {
-            let r = wasm(&mut guard).and_then(|h| h.guest(&engine)?.checkpoint());
+            let r = wasm(&mut guard).and_then(|h| {
+                let guest = h.guest(&engine)?;
+                // Refused before the memory is copied: a guest bigger than its template's
+                // snapshots may be never costs the node a second copy of itself.
+                let size = guest.memory_size() as u64;
+                if size > max_bytes {
+                    return Ok(Err(size));
+                }
+                guest.checkpoint().map(Ok)
+            });
             (r, guard)
         })
         .await
         .map_err(blocking_failed)?;
         let mut guard = guard_back;
-        let image = image.map_err(|e| guest_error(&req.actor, e))?;
+        let image = match image.map_err(|e| guest_error(&req.actor, e))? {
+            Ok(image) => image,
+            Err(size) => {
+                return Err(SeamError::SnapshotTooLarge {
+                    actor: req.actor.to_string(),
+                    size,
+                    limit: max_bytes,
+                });
+            }
+        };
+        // The memory goes out as the bytes the worker keeps warm anyway: no copy of it
+        // is made on the way to the cache and the store.
         let files = image
             .to_files()
-            .map_err(|e| SeamError::Snapshot(e.to_string()))?;
+            .map_err(|e| SeamError::Snapshot(e.to_string()))?
+            .into_iter()
+            .map(|(name, bytes)| SnapshotFile::bytes(name, bytes))
+            .collect();
         let runtime = format!("ate/{} {}", env!("CARGO_PKG_VERSION"), ate_wasm::RUNTIME);
         let (store, bytes) = self
             .write_snapshot(req, "wasm", SnapshotScope::Full, &runtime, files)

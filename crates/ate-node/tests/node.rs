@@ -8,6 +8,7 @@ use ate_dataspace::{Dataspace, Filter};
 use ate_model::{ActorRef, NamespacedName, TemplateSpec};
 use ate_node::{Node, NodeConfig};
 use ate_seam::*;
+use ate_testkit::files_under;
 use http_body_util::BodyExt;
 
 const COUNTER: &str = include_str!("../../../demo/counter/counter.wat");
@@ -290,6 +291,76 @@ async fn a_corrupt_snapshot_is_refused() {
         get(&f.exec("node-b"), &worker("w2"), &actor).await,
         Err(SeamError::NotHosted { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_over_the_templates_max_bytes_are_refused_both_ways() {
+    let f = fixture(COUNTER, 10_000);
+    let _a = f.node("node-a");
+    let _b = f.node("node-b");
+    let actor = ActorRef::new("team-a", "c1");
+    let (ea, w1) = (f.exec("node-a"), worker("w1"));
+    ea.run(f.run(&w1, &actor)).await.unwrap();
+    assert_eq!(get(&ea, &w1, &actor).await.unwrap().1, "1");
+    let mut small = f.workload.clone();
+    small.spec.snapshots.max_bytes = 32 << 10;
+
+    // A sealing pause over the limit: refused, nothing cached or stored, and the actor
+    // takes requests again where it was.
+    for durability in [Durability::Local, Durability::Durable] {
+        let err = ea
+            .checkpoint(CheckpointRequest {
+                workload: small.clone(),
+                durability,
+                seal: true,
+                ..f.checkpoint(&w1, &actor)
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SeamError::SnapshotTooLarge {
+                    size: 65_536,
+                    limit: 32_768,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(files_under(&f.dir.path().join("node-a/cache/team-a")).is_empty());
+        assert!(files_under(&f.snapshots()).is_empty());
+    }
+    assert_eq!(get(&ea, &w1, &actor).await.unwrap().1, "2");
+
+    // Taken under the default limit, then restored by a template whose limit is smaller:
+    // node-b, which must fetch it, refuses it before reading any of it.
+    let cp = ea.checkpoint(f.checkpoint(&w1, &actor)).await.unwrap();
+    assert!(cp.bytes > 65_536, "{}", cp.bytes);
+    let err = f
+        .exec("node-b")
+        .restore(RestoreRequest {
+            workload: small.clone(),
+            ..f.restore(&worker("w2"), &actor, &cp.snapshot)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SeamError::SnapshotTooLarge { size, limit: 32_768, .. } if *size == cp.bytes),
+        "{err}"
+    );
+    assert!(files_under(&f.dir.path().join("node-b/cache/team-a")).is_empty());
+    f.exec("node-b")
+        .restore(f.restore(&worker("w2"), &actor, &cp.snapshot))
+        .await
+        .expect("within the default limit");
+    assert_eq!(
+        get(&f.exec("node-b"), &worker("w2"), &actor)
+            .await
+            .unwrap()
+            .1,
+        "3"
+    );
 }
 
 const SPIN: &str = include_str!("../../ate-wasm/tests/fixtures/spin.wat");

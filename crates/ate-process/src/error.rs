@@ -41,6 +41,10 @@ pub enum ProcessError {
     /// A template rootfs could not be used.
     #[error("invalid rootfs {}: {reason}", path.display())]
     InvalidRootfs { path: PathBuf, reason: String },
+    /// A snapshot would be bigger than the template allows: `size` bytes (the CRIU images
+    /// and the durable dirs packed so far, counted when packing passed the limit).
+    #[error("snapshot too large: {size} bytes, over spec.snapshots.maxBytes of {limit}")]
+    TooLarge { size: u64, limit: u64 },
     /// A snapshot file of durable dirs is damaged, tampered with or malicious.
     #[error("snapshot file {file}: {reason}")]
     Snapshot { file: String, reason: String },

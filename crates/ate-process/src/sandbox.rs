@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -97,15 +96,20 @@ impl Sandbox {
 
     /// A consistent snapshot of the running program: with `images`, a CRIU dump of the
     /// container into that directory (leaving it running, as `checkpoint`), and its
-    /// durable dirs packed as `pack_dirs` does (the snapshot files it returns), all
-    /// within one freeze, so that memory and files are of the same instant. The program
-    /// is thawed afterwards whether the snapshot succeeded or not; a failure to thaw is
-    /// `ProcessError::Thaw`. A Data snapshot (no images) of a program that has already
-    /// exited packs its dirs as they are: nothing can change them any more.
+    /// durable dirs packed as `pack_dirs` does into the directory `packed` (the snapshot
+    /// files it returns, as paths), all within one freeze, so that memory and files are
+    /// of the same instant. The images and the packed dirs together may take at most
+    /// `max_bytes`: past it the snapshot stops with `ProcessError::TooLarge` (packing
+    /// stops as soon as it passes the limit). The program is thawed afterwards whether
+    /// the snapshot succeeded or not; a failure to thaw is `ProcessError::Thaw`. A Data
+    /// snapshot (no images) of a program that has already exited packs its dirs as they
+    /// are: nothing can change them any more.
     pub async fn snapshot(
         &self,
         images: Option<&Path>,
-    ) -> Result<Vec<(String, Bytes)>, ProcessError> {
+        packed: &Path,
+        max_bytes: u64,
+    ) -> Result<Vec<(String, PathBuf)>, ProcessError> {
         if images.is_some() {
             self.can_dump()?;
         }
@@ -119,7 +123,7 @@ impl Sandbox {
             Err(e) => return Err(e),
         };
         let (started, was_frozen) = (Instant::now(), frozen.is_some());
-        let result = self.dump_and_pack(images).await;
+        let result = self.dump_and_pack(images, packed, max_bytes).await;
         let outcome = match frozen {
             Some(frozen) => frozen.thaw(result).await,
             None => result,
@@ -148,20 +152,39 @@ impl Sandbox {
     async fn dump_and_pack(
         &self,
         images: Option<&Path>,
-    ) -> Result<Vec<(String, Bytes)>, ProcessError> {
+        packed: &Path,
+        max_bytes: u64,
+    ) -> Result<Vec<(String, PathBuf)>, ProcessError> {
+        let mut used = 0;
         if let Some(images) = images {
             self.dump(images, true).await?;
+            used = files_size(images)?;
+            if used > max_bytes {
+                return Err(ProcessError::TooLarge {
+                    size: used,
+                    limit: max_bytes,
+                });
+            }
         }
         let dirs = self.inner.durable.clone();
-        tokio::task::spawn_blocking(move || pack_dirs(&dirs))
-            .await
-            .map_err(|e| {
-                ProcessError::io(
-                    "packing the durable dirs of container",
-                    &self.inner.name,
-                    std::io::Error::other(e),
-                )
-            })?
+        let out = packed.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            pack_dirs(&dirs, &out, max_bytes - used).map_err(|e| match e {
+                ProcessError::TooLarge { size, .. } => ProcessError::TooLarge {
+                    size: size + used,
+                    limit: max_bytes,
+                },
+                other => other,
+            })
+        })
+        .await
+        .map_err(|e| {
+            ProcessError::io(
+                "packing the durable dirs of container",
+                &self.inner.name,
+                std::io::Error::other(e),
+            )
+        })?
     }
 
     /// `runc checkpoint` of the (frozen) container. Without `leave_running`, a
@@ -354,6 +377,19 @@ impl Drop for Frozen<'_> {
                 }
             });
     }
+}
+
+/// The total size of the regular files in `dir` (a CRIU image dir, which is flat).
+fn files_size(dir: &Path) -> Result<u64, ProcessError> {
+    let io = |e| ProcessError::io("reading", dir, e);
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let meta = entry.map_err(io)?.metadata().map_err(io)?;
+        if meta.is_file() {
+            total = total.saturating_add(meta.len());
+        }
+    }
+    Ok(total)
 }
 
 /// Whether the program has exited: its container was removed, or its init (and with it

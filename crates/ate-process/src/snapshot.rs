@@ -4,6 +4,10 @@
 //! comes from the path inside the sandbox (`/data` -> `data`, `/var/lib/x` ->
 //! `var-lib-x`), which is the same on both sides of a snapshot.
 //!
+//! Packing writes the tar and the index to files in a directory the caller gives, a buffer
+//! at a time, so a durable dir of any size costs a few buffers of memory; the bytes written
+//! are counted against the snapshot's size limit, and packing stops as soon as they pass it.
+//!
 //! Invariant of packing: nothing outside a durable dir ever enters its snapshot, and the
 //! index describes exactly the bytes in the tar. The dirs belong to the program, which
 //! may replace any directory in them by a symlink (to `/`, to a host path) at any
@@ -15,12 +19,12 @@
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::{Cursor, Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, fstat, openat, readlinkat, statat};
 use rustix::io::Errno;
 use serde_json::json;
@@ -41,15 +45,74 @@ const MAX_DEPTH: usize = 256;
 /// Bytes copied from a file at a time while packing it.
 const COPY_CHUNK: usize = 64 * 1024;
 
-/// Packs each durable dir into a tar and an index. Returns (file name, content); names
-/// use only `[A-Za-z0-9._-]`. Symlinks are stored as links and never followed; sockets,
-/// fifos and devices are skipped. Safe against a program that changes its dirs while
-/// this runs (nothing outside a dir is packed, the index matches the tar), but only a
-/// stopped or frozen program gives a snapshot whose files agree with each other and
-/// with its memory: `Sandbox::snapshot` freezes the program around it.
-pub fn pack_dirs(dirs: &[(String, PathBuf)]) -> Result<Vec<(String, Bytes)>, ProcessError> {
+/// A tar being written to its file, counting how far it reaches against a budget. The
+/// tar writer seeks back to rewrite a header once a file's data is in, so what counts is
+/// the furthest byte written, not the bytes passed to `write`.
+struct Budgeted {
+    file: BufWriter<File>,
+    pos: u64,
+    end: u64,
+    budget: u64,
+    /// How far a write refused for the budget would have reached.
+    over: Option<u64>,
+}
+
+impl Write for Budgeted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let reach = self.pos + buf.len() as u64;
+        if reach > self.budget {
+            self.over = Some(reach.max(self.end));
+            return Err(std::io::Error::other("over the snapshot size limit"));
+        }
+        let n = self.file.write(buf)?;
+        self.pos += n as u64;
+        self.end = self.end.max(self.pos);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for Budgeted {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+type Tar = tar::Builder<Budgeted>;
+
+/// A new owner-only file for packed data.
+fn create(path: &Path) -> Result<File, ProcessError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ProcessError::io("creating", path, e))
+}
+
+/// Packs each durable dir into a tar and an index, written as files in `out` (an existing
+/// directory the caller owns; files of the same names are replaced). Returns (file name,
+/// path) in order; names use only `[A-Za-z0-9._-]`. The files written may take at most
+/// `max_bytes` in all: past it packing stops with [`ProcessError::TooLarge`]. Symlinks
+/// are stored as links and never followed; sockets, fifos and devices are skipped. Safe
+/// against a program that changes its dirs while this runs (nothing outside a dir is
+/// packed, the index matches the tar), but only a stopped or frozen program gives a
+/// snapshot whose files agree with each other and with its memory: `Sandbox::snapshot`
+/// freezes the program around it. On an error, files already written in `out` are the
+/// caller's to remove.
+pub fn pack_dirs(
+    dirs: &[(String, PathBuf)],
+    out: &Path,
+    max_bytes: u64,
+) -> Result<Vec<(String, PathBuf)>, ProcessError> {
     let stems = stems(dirs);
-    let mut out = Vec::new();
+    let mut packed = Vec::new();
+    let mut used = 0u64;
     for ((inside, host), stem) in dirs.iter().zip(stems) {
         let root = openat(
             CWD,
@@ -58,18 +121,45 @@ pub fn pack_dirs(dirs: &[(String, PathBuf)]) -> Result<Vec<(String, Bytes)>, Pro
             Mode::empty(),
         )
         .map_err(|e| ProcessError::io("opening durable dir", host, e.into()))?;
-        let mut builder = tar::Builder::new(Cursor::new(Vec::new()));
+        let (tar_name, index_name) = (format!("{stem}.tar"), format!("{stem}-index.json"));
+        let tar_path = out.join(&tar_name);
+        let mut builder = tar::Builder::new(Budgeted {
+            file: BufWriter::new(create(&tar_path)?),
+            pos: 0,
+            end: 0,
+            budget: max_bytes - used,
+            over: None,
+        });
         let mut files = BTreeMap::new();
         let top = Level {
             fd: &root,
             rel: Path::new(""),
             depth: 0,
         };
-        walk(top, &mut builder, &mut files).map_err(|e| in_dir(e, host))?;
-        let tar = builder
-            .into_inner()
-            .map_err(|e| ProcessError::io("packing", host, e))?
-            .into_inner();
+        let walked = walk(top, &mut builder, &mut files).map_err(|e| in_dir(e, host));
+        let before = used;
+        let too_large = |reach: u64| ProcessError::TooLarge {
+            size: before + reach,
+            limit: max_bytes,
+        };
+        if let Some(reach) = builder.get_ref().over {
+            return Err(too_large(reach));
+        }
+        walked?;
+        let finished = builder.into_inner().and_then(|mut b| {
+            b.flush()?;
+            Ok(b)
+        });
+        let tar = match finished {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(ProcessError::io("packing", host, e));
+            }
+        };
+        if let Some(reach) = tar.over {
+            return Err(too_large(reach));
+        }
+        used += tar.end;
         let index = json!({
             "dir": inside,
             "files": files.iter().map(|(p, (size, sha))| json!({"path": p, "size": size, "sha256": sha}))
@@ -77,10 +167,18 @@ pub fn pack_dirs(dirs: &[(String, PathBuf)]) -> Result<Vec<(String, Bytes)>, Pro
         });
         let index = serde_json::to_vec_pretty(&index)
             .map_err(|e| ProcessError::io("encoding index of", host, std::io::Error::other(e)))?;
-        out.push((format!("{stem}.tar"), Bytes::from(tar)));
-        out.push((format!("{stem}-index.json"), Bytes::from(index)));
+        if used + index.len() as u64 > max_bytes {
+            return Err(too_large(tar.end + index.len() as u64));
+        }
+        used += index.len() as u64;
+        let index_path = out.join(&index_name);
+        create(&index_path)?
+            .write_all(&index)
+            .map_err(|e| ProcessError::io("writing", &index_path, e))?;
+        packed.push((tar_name, tar_path));
+        packed.push((index_name, index_path));
     }
-    Ok(out)
+    Ok(packed)
 }
 
 /// Errors of the walk name paths relative to the durable dir; this puts the dir's host
@@ -209,7 +307,7 @@ struct Level<'a> {
 /// is the inode that was opened, whatever the name points to a moment later.
 fn walk(
     level: Level<'_>,
-    out: &mut tar::Builder<Cursor<Vec<u8>>>,
+    out: &mut Tar,
     files: &mut BTreeMap<String, (u64, String)>,
 ) -> Result<(), ProcessError> {
     if level.depth >= MAX_DEPTH {
@@ -304,7 +402,7 @@ fn pack_file(
     file: File,
     st: &rustix::fs::Stat,
     rel: &Path,
-    out: &mut tar::Builder<Cursor<Vec<u8>>>,
+    out: &mut Tar,
 ) -> Result<(u64, String), ProcessError> {
     let mut header = header_of(st, tar::EntryType::Regular);
     let mut entry = out
@@ -336,12 +434,7 @@ fn pack_file(
 /// Appends the symlink `name` of the directory open at `dir` as a link entry, with
 /// the target it holds now. One that stopped being a symlink since it was opened is
 /// left out: it changed while being packed.
-fn pack_symlink(
-    dir: &OwnedFd,
-    name: &CStr,
-    rel: &Path,
-    out: &mut tar::Builder<Cursor<Vec<u8>>>,
-) -> Result<(), ProcessError> {
+fn pack_symlink(dir: &OwnedFd, name: &CStr, rel: &Path, out: &mut Tar) -> Result<(), ProcessError> {
     let (target, st) = match readlinkat(dir, name, Vec::new())
         .and_then(|t| Ok((t, statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)))
     {

@@ -48,7 +48,7 @@ fn pack_unpack_round_trip_and_tampering() {
     std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
     std::fs::write(dst.join("stale"), "old").unwrap();
 
-    let packed = pack_dirs(&[("/data".into(), src.clone())]).unwrap();
+    let packed = pack(&[("/data".into(), src.clone())]).unwrap();
     let names: Vec<&str> = packed.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["data.tar", "data-index.json"]);
     let files = write_all(&snap, &packed);
@@ -80,6 +80,50 @@ fn pack_unpack_round_trip_and_tampering() {
         0,
         "left empty after a refusal"
     );
+}
+
+#[test]
+fn packing_stops_at_the_size_limit_and_writes_to_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("out"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    for i in 0..4 {
+        std::fs::write(src.join(format!("sub/big-{i}.bin")), vec![i as u8; 1 << 20]).unwrap();
+    }
+    let dirs = [("/data".to_string(), src.clone())];
+    let packed = pack_dirs(&dirs, &out, u64::MAX).unwrap();
+    let names: Vec<&str> = packed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["data.tar", "data-index.json"]);
+    let total: u64 = packed
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(total > 4 << 20, "{total}");
+    // Exactly the size it takes is within the limit.
+    pack_dirs(&dirs, &out, total).expect("at the limit");
+    // One byte less, or much less: refused, and the tar stops growing at the limit.
+    for limit in [total - 1, 1 << 20] {
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        match pack_dirs(&dirs, &out, limit) {
+            Err(e @ ProcessError::TooLarge { .. }) => {
+                let ProcessError::TooLarge { size, limit: l } = e else {
+                    unreachable!()
+                };
+                assert_eq!(l, limit);
+                assert!(size > limit, "{size} vs {limit}");
+                assert!(e.to_string().contains("spec.snapshots.maxBytes"), "{e}");
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let tar = std::fs::metadata(out.join("data.tar")).map_or(0, |m| m.len());
+        assert!(
+            tar <= limit,
+            "the tar reached {tar} past a limit of {limit}"
+        );
+    }
 }
 
 /// One packed durable dir, read back: each entry's path and kind, and each regular
@@ -206,7 +250,7 @@ fn a_dir_flipped_to_a_symlink_while_packing_never_packs_what_it_points_to() {
     for round in 0..ROUNDS {
         // A failed pack is noted, not fatal at once: what matters first is that no
         // round packs anything from outside.
-        let packed = match pack_dirs(&[("/data".into(), src.clone())]) {
+        let packed = match pack(&[("/data".into(), src.clone())]) {
             Ok(packed) => read_packed(&packed),
             Err(e) => {
                 failures.push(format!("round {round}: {e}"));
@@ -265,8 +309,8 @@ fn a_file_changing_size_while_packing_is_packed_as_copied() {
         }
     });
     for round in 0..ROUNDS {
-        let packed = pack_dirs(&[("/data".into(), src.clone())])
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let packed =
+            pack(&[("/data".into(), src.clone())]).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let packed = read_packed(&packed);
         let names: Vec<&str> = packed.files.keys().map(String::as_str).collect();
         assert_eq!(

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ate_process::{ProcessError, Sandbox, pack_dirs, unpack_dirs};
+use ate_process::{ProcessError, Sandbox, unpack_dirs};
 use common::*;
 
 /// What the test agent's ticker reports (`tick` mode).
@@ -82,7 +82,7 @@ async fn frozen_snapshot(
 ) -> (Vec<(String, bytes::Bytes)>, Ticks) {
     assert_eq!(get(a, "/tick-reset").await.1, "ok");
     let t = Instant::now();
-    let files = a.snapshot(images).await.unwrap();
+    let files = snapshot(a, images).await.unwrap();
     let took = t.elapsed().as_millis() as u64;
     let after = ticks(a).await;
     let scope = if images.is_some() { "full" } else { "data" };
@@ -135,7 +135,7 @@ async fn a_data_snapshot_is_taken_with_the_program_frozen() {
     tokio::time::timeout(Duration::from_secs(5), a.exited())
         .await
         .unwrap();
-    let files = a.snapshot(None).await.unwrap();
+    let files = snapshot(&a, None).await.unwrap();
     assert!(files.iter().any(|(n, _)| n == "data.tar"));
     a.stop().await;
 }
@@ -192,7 +192,7 @@ async fn a_full_snapshot_is_taken_frozen_so_memory_and_files_agree() {
         let images_c = tmp.path().join(format!("images-c{attempt}"));
         a.checkpoint(&images_c, true).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let files = pack_dirs(&[("/data".into(), data_a.clone())]).unwrap();
+        let files = pack(&[("/data".into(), data_a.clone())]).unwrap();
         let data_c = tmp.path().join(format!("data-c{attempt}"));
         unpack_data(
             &files,
@@ -302,7 +302,7 @@ async fn checkpoint_and_restore_under_another_name() {
     let snap = tmp.path().join("snap");
     std::fs::create_dir_all(&snap).unwrap();
     let mut files = Vec::new();
-    for (name, bytes) in pack_dirs(&[("/data".into(), data_a.clone())]).unwrap() {
+    for (name, bytes) in pack(&[("/data".into(), data_a.clone())]).unwrap() {
         std::fs::write(snap.join(&name), &bytes).unwrap();
         files.push((name.clone(), snap.join(&name)));
     }

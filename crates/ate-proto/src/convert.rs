@@ -233,6 +233,7 @@ pub fn template_to_pb(t: &m::ActorTemplate) -> pb::ActorTemplate {
                 on_pause: scope_to_pb(s.snapshots.on_pause),
                 on_commit: scope_to_pb(s.snapshots.on_commit),
                 keep: Some(s.snapshots.keep),
+                max_bytes: s.snapshots.max_bytes,
             }),
             worker_selector: selector_to_pb(&s.worker_selector),
             idle_timeout_ms: Some(s.idle_timeout.0.as_millis() as u64),
@@ -330,6 +331,7 @@ pub fn template_from_pb(t: &pb::ActorTemplate) -> Result<m::ActorTemplate, m::Mo
                 keep: snapshots
                     .keep
                     .unwrap_or_else(m::SnapshotsConfig::default_keep),
+                max_bytes: snapshots.max_bytes,
             },
             worker_selector: selector_from_pb(s.worker_selector.as_ref()),
             idle_timeout: s
@@ -489,6 +491,7 @@ mod tests {
                     on_pause: m::SnapshotScope::Full,
                     on_commit: m::SnapshotScope::Data,
                     keep: 5,
+                    max_bytes: 3 << 30,
                 },
                 worker_selector: m::LabelSelector::parse("s", "tier=gold").unwrap(),
                 idle_timeout: m::Duration::from_secs(0),

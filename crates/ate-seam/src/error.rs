@@ -17,6 +17,17 @@ pub enum SeamError {
     InvalidWorkload { field: String, reason: String },
     #[error("snapshot refused: {0}")]
     Snapshot(String),
+    /// A checkpoint bigger than the template's `spec.snapshots.maxBytes` (`size` bytes,
+    /// uncompressed, or as many as were counted when it passed the limit). Nothing of it
+    /// was stored, and an actor that was running keeps running.
+    #[error(
+        "snapshot of actor {actor} is too large: {size} bytes, over spec.snapshots.maxBytes of {limit}"
+    )]
+    SnapshotTooLarge {
+        actor: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("node {node} is unavailable")]
     NodeUnavailable { node: String },
     #[error("node {node} is already registered")]
@@ -40,6 +51,7 @@ impl SeamError {
             | SeamError::WorkerBusy { .. }
             | SeamError::UnsupportedClass { .. }
             | SeamError::Snapshot(_)
+            | SeamError::SnapshotTooLarge { .. }
             | SeamError::NodeExists { .. } => ErrorKind::FailedPrecondition,
             SeamError::InvalidWorkload { .. } => ErrorKind::InvalidArgument,
             SeamError::InUse { .. } => ErrorKind::Aborted,

@@ -5,13 +5,17 @@
 //! snapshot, so the older ones would only take room (and grow every advert) until evicted.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ate_model::ActorRef;
+use sha2::Digest;
 
+use crate::source::{FileSource, SnapshotFile, read_chunks};
 use crate::{
-    Manifest, SnapshotError, SnapshotStore, validate_actor, validate_file_name, validate_id,
+    FileEntry, Manifest, SnapshotError, SnapshotStore, validate_actor, validate_file_name,
+    validate_id,
 };
 
 /// A snapshot present in the cache: its manifest and the directory of its files.
@@ -116,12 +120,15 @@ impl SnapshotCache {
         self.lock().total
     }
 
-    /// The snapshot from the cache, else fetched (and verified) from `store` into it.
+    /// The snapshot from the cache, else fetched (and verified) from `store` into it,
+    /// streamed to disk file by file. A snapshot over `max_bytes` is refused before it is
+    /// read (see [`SnapshotStore::read_into`]).
     pub async fn get_or_fetch(
         &self,
         store: &SnapshotStore,
         actor: &ActorRef,
         id: &str,
+        max_bytes: u64,
     ) -> Result<CachedSnapshot, SnapshotError> {
         validate_id(id)?;
         let k = key(actor, id);
@@ -134,38 +141,56 @@ impl SnapshotCache {
                 return Ok(e.snapshot.clone());
             }
         }
-        let (manifest, files) = store.read(actor, id).await?;
-        self.insert(actor, manifest, &files)
+        let staged = self.stage(actor, id)?;
+        let manifest = store.read_into(actor, id, staged.dir(), max_bytes).await?;
+        self.commit(staged, manifest)
     }
 
-    /// Puts a snapshot the node has in hand (one it just wrote) into the cache, so the
-    /// next restore of it on this node reads no object storage.
-    pub fn insert(
-        &self,
-        actor: &ActorRef,
-        manifest: Manifest,
-        files: &[(String, bytes::Bytes)],
-    ) -> Result<CachedSnapshot, SnapshotError> {
+    /// A new staging directory for `actor`'s snapshot `id`. Each staging has a directory
+    /// of its own, so two fetches of one snapshot at once do not mix their files.
+    pub fn stage(&self, actor: &ActorRef, id: &str) -> Result<Staged, SnapshotError> {
         // The actor names two directories below the cache's: it must be checked here as
         // the store checks it, or `..` would leave the cache.
         validate_actor(actor)?;
-        validate_id(&manifest.id)?;
-        let k = key(actor, &manifest.id);
+        validate_id(id)?;
+        let mut r = [0u8; 4];
+        let _ = getrandom::fill(&mut r);
+        let parent = self.dir.join(&actor.atespace).join(&actor.id);
+        let dir = parent.join(format!("{id}.{}.partial", crate::hex(&r)));
+        crate::private::create_dir(&dir).map_err(io)?;
+        Ok(Staged {
+            dir,
+            actor: actor.clone(),
+            id: id.into(),
+            names: Vec::new(),
+        })
+    }
+
+    /// Makes a staged snapshot, described by `manifest`, the cache's entry for its id
+    /// (replacing an earlier one), and evicts what no longer fits.
+    pub fn commit(
+        &self,
+        mut staged: Staged,
+        manifest: Manifest,
+    ) -> Result<CachedSnapshot, SnapshotError> {
+        let actor = staged.actor.clone();
+        if manifest.id != staged.id {
+            return Err(SnapshotError::Io(format!(
+                "manifest of snapshot {} committed for {}",
+                manifest.id, staged.id
+            )));
+        }
+        let k = key(&actor, &manifest.id);
         let dir = self
             .dir
             .join(&actor.atespace)
             .join(&actor.id)
             .join(&manifest.id);
         let bytes = manifest.total_size();
-        let staging = dir.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&staging);
-        crate::private::create_dir(&staging).map_err(io)?;
-        for (name, data) in files {
-            validate_file_name(name)?;
-            crate::private::write_file(&staging.join(name), data).map_err(io)?;
-        }
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&staging, &dir).map_err(io)?;
+        std::fs::rename(&staged.dir, &dir).map_err(io)?;
+        staged.names.clear();
+        staged.dir = PathBuf::new();
         let id = manifest.id.clone();
         let snapshot = CachedSnapshot { manifest, dir };
         let actor_key = format!("{}/{}", actor.atespace, actor.id);
@@ -219,4 +244,102 @@ impl SnapshotCache {
             tracing::debug!(snapshot = %victim, "evicted from the snapshot cache");
         }
     }
+}
+
+/// A snapshot being put together in the cache (see [`SnapshotCache::stage`]). Its methods
+/// do blocking file I/O. Dropped without [`SnapshotCache::commit`], its directory goes.
+#[derive(Debug)]
+pub struct Staged {
+    dir: PathBuf,
+    actor: ActorRef,
+    id: String,
+    /// The files added so far, in order.
+    names: Vec<String>,
+}
+
+impl Staged {
+    /// The staging directory (files written here directly are the caller's to describe).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Puts one file in: a [`FileSource::Path`] is moved (renamed: the caller hands the
+    /// file over, and on the same filesystem nothing is copied), or copied across
+    /// filesystems; bytes and readers are written out in chunks.
+    pub fn add(&mut self, file: SnapshotFile) -> Result<(), SnapshotError> {
+        validate_file_name(&file.name)?;
+        if self.names.contains(&file.name) {
+            return Err(SnapshotError::InvalidName {
+                what: "file name (given twice)",
+                name: file.name,
+            });
+        }
+        let to = self.dir.join(&file.name);
+        let failed = |e: std::io::Error| SnapshotError::Io(format!("{}: {e}", to.display()));
+        match file.source {
+            FileSource::Path(from) => {
+                if std::fs::rename(&from, &to).is_err() {
+                    copy_into(&mut std::fs::File::open(&from).map_err(failed)?, &to)
+                        .map_err(failed)?;
+                }
+                crate::private::tighten(&to, crate::private::FILE_MODE).map_err(failed)?;
+            }
+            FileSource::Bytes(b) => crate::private::write_file(&to, &b).map_err(failed)?,
+            FileSource::Reader(mut r) => copy_into(&mut r, &to).map_err(failed)?,
+        }
+        self.names.push(file.name);
+        Ok(())
+    }
+
+    /// The staged files as sources for [`SnapshotStore::write`], in the order added.
+    pub fn files(&self) -> Vec<SnapshotFile> {
+        self.names
+            .iter()
+            .map(|n| SnapshotFile::path(n.clone(), self.dir.join(n)))
+            .collect()
+    }
+
+    /// Entries for the staged files, read back from disk chunk by chunk: sizes and
+    /// digests, `compressed_size` 0 (a node-local snapshot is not compressed).
+    pub fn describe(&self) -> Result<Vec<FileEntry>, SnapshotError> {
+        self.names
+            .iter()
+            .map(|name| {
+                let path = self.dir.join(name);
+                let failed =
+                    |e: std::io::Error| SnapshotError::Io(format!("{}: {e}", path.display()));
+                let mut file = std::fs::File::open(&path).map_err(failed)?;
+                let mut hasher = sha2::Sha256::new();
+                let size = read_chunks(
+                    &mut file,
+                    |chunk| {
+                        hasher.update(chunk);
+                        Ok(())
+                    },
+                    failed,
+                )?;
+                Ok(FileEntry {
+                    name: name.clone(),
+                    size,
+                    compressed_size: 0,
+                    sha256: crate::hex(&hasher.finalize()),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Copies `from` into the new owner-only file `to`, a buffer at a time.
+fn copy_into(from: &mut dyn Read, to: &Path) -> std::io::Result<()> {
+    let mut file = crate::private::create_file(to)?;
+    std::io::copy(from, &mut file)?;
+    Ok(())
 }

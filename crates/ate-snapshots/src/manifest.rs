@@ -69,8 +69,12 @@ impl Manifest {
         }
     }
 
+    /// The size of all files, uncompressed (saturating: sizes come from storage, and a
+    /// damaged manifest must not overflow the sum).
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |total, f| total.saturating_add(f.size))
     }
 
     /// Parses `manifest.json` of `actor`'s snapshot `id` as read from storage, and checks

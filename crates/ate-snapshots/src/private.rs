@@ -35,13 +35,17 @@ pub(crate) fn tighten(path: &Path, mode: u32) -> std::io::Result<Option<u32>> {
     Ok(Some(current))
 }
 
-/// Writes a new file with [`FILE_MODE`] (replacing one of the same name).
-pub(crate) fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
+/// Creates a new file with [`FILE_MODE`] (replacing one of the same name).
+pub(crate) fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(FILE_MODE)
-        .open(path)?;
-    file.write_all(data)
+        .open(path)
+}
+
+/// Writes a new file with [`FILE_MODE`] (replacing one of the same name).
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    create_file(path)?.write_all(data)
 }

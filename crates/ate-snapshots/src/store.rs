@@ -1,19 +1,24 @@
+//! The snapshot store: writing, reading, listing and deleting snapshots at one location.
+//! A snapshot's files go first and its manifest last, so a snapshot is either complete or
+//! has no manifest; a write that fails removes what it wrote. Files stream both ways
+//! (`upload`, `download`): no file is held in memory whole.
+
 use std::sync::Arc;
 
 use ate_model::{ActorRef, SnapshotScope};
-use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::SnapshotError;
+use crate::download::{DownloadError, download, size_mismatch};
 use crate::manifest::{
     FileEntry, MAX_MANIFEST_BYTES, Manifest, too_big, validate_file_name, validate_id,
 };
-use crate::{SnapshotError, sha256};
+use crate::source::{SnapshotFile, check_size};
+use crate::upload::{UploadError, upload};
 
 const MANIFEST: &str = "manifest.json";
-/// zstd level: fast enough to stay off the critical path of a suspend.
-const LEVEL: i32 = 3;
 
 /// A new snapshot id: milliseconds since the epoch, then randomness. Ids sort by creation,
 /// which retention relies on.
@@ -27,20 +32,11 @@ pub fn new_snapshot_id() -> String {
     format!("{ms:016}-{}", crate::hex(&r))
 }
 
-/// Most memory reserved up front for a decompressed file; beyond it the buffer grows with
-/// the data actually decompressed, so a manifest claiming a huge size cannot make a read
-/// allocate it.
-const PREALLOC_LIMIT: u64 = 64 << 20;
-
-/// Decompresses a snapshot file the manifest says is `size` bytes, reading at most one
-/// byte more (so a larger file is caught by the size check without being inflated whole).
-fn decompress(packed: &[u8], size: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut out = Vec::with_capacity(size.min(PREALLOC_LIMIT) as usize);
-    zstd::stream::read::Decoder::with_buffer(packed)?
-        .take(size.saturating_add(1))
-        .read_to_end(&mut out)?;
-    Ok(out)
+/// The most a zstd frame of `size` bytes can compress to: zstd's own bound
+/// (`ZSTD_compressBound`, about 1/256 over the input) with room for a frame header and a
+/// small file's block overhead. A manifest claiming a larger compressed size is damaged.
+fn compressed_bound(size: u64) -> u64 {
+    size.saturating_add(size >> 8).saturating_add(128 << 10)
 }
 
 fn os_err(e: object_store::Error) -> SnapshotError {
@@ -122,8 +118,14 @@ impl SnapshotStore {
         Ok(self.actor_dir(actor)?.join(id))
     }
 
-    /// Writes a snapshot: every file compressed, then the manifest, so a snapshot is either
-    /// complete or has no manifest.
+    /// Writes a snapshot: every file streamed (read in chunks, digested, compressed and
+    /// uploaded in parts), then the manifest, so a snapshot is either complete or has no
+    /// manifest. Sizes and digests in the manifest are of the bytes actually read. A
+    /// snapshot over `max_bytes` (uncompressed, all files) is refused with
+    /// [`SnapshotError::TooLarge`]: before anything is written when the sizes are known up
+    /// front, else as soon as the bytes read pass it. A write that fails removes whatever
+    /// it wrote of the snapshot.
+    #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
         actor: &ActorRef,
@@ -131,39 +133,85 @@ impl SnapshotStore {
         sandbox_class: &str,
         scope: SnapshotScope,
         runtime: &str,
-        files: Vec<(String, Bytes)>,
+        files: Vec<SnapshotFile>,
+        max_bytes: u64,
     ) -> Result<Manifest, SnapshotError> {
         let dir = self.snapshot_dir(actor, id)?;
+        for (i, f) in files.iter().enumerate() {
+            validate_file_name(&f.name)?;
+            if files[..i].iter().any(|g| g.name == f.name) {
+                return Err(SnapshotError::InvalidName {
+                    what: "file name (given twice)",
+                    name: f.name.clone(),
+                });
+            }
+        }
+        check_size(actor, id, &files, max_bytes)?;
         if let Some(local) = self.local_path(&dir) {
             // Made here, owner-only, before the object store makes it with the umask's mode.
             crate::private::create_dir(&local).map_err(|e| SnapshotError::Io(e.to_string()))?;
         }
-        let mut entries = Vec::with_capacity(files.len());
-        for (name, data) in files {
-            validate_file_name(&name)?;
-            let raw = data.clone();
-            let (digest, packed) = tokio::task::spawn_blocking(move || {
-                let packed = zstd::bulk::compress(&raw, LEVEL);
-                (sha256(&raw), packed)
-            })
+        let written = self
+            .write_files(&dir, actor, id, files, max_bytes)
             .await
-            .map_err(|e| SnapshotError::Io(e.to_string()))?;
-            let packed = packed.map_err(|e| SnapshotError::Io(e.to_string()))?;
-            entries.push(FileEntry {
-                name: name.clone(),
-                size: data.len() as u64,
-                compressed_size: packed.len() as u64,
-                sha256: digest,
-            });
-            self.put(&dir.clone().join(format!("{name}.zst")), packed)
-                .await?;
+            .map(|entries| Manifest::new(actor, id, sandbox_class, scope, runtime, entries));
+        let written = match written {
+            Ok(manifest) => match serde_json::to_vec_pretty(&manifest) {
+                Ok(json) => self.put(&dir.join(MANIFEST), json).await.map(|()| manifest),
+                Err(e) => Err(SnapshotError::Io(e.to_string())),
+            },
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(manifest) => {
+                tracing::debug!(actor = %actor, id, bytes = manifest.total_size(), "snapshot written");
+                Ok(manifest)
+            }
+            Err(e) => {
+                // Nothing of a failed write stays: no store is left holding a partial
+                // snapshot that only retention would ever clean up.
+                if let Err(cleanup) = self.delete_snapshot(actor, id).await {
+                    tracing::warn!(actor = %actor, id, error = %cleanup, "cannot remove a failed snapshot write");
+                }
+                Err(e)
+            }
         }
-        let manifest = Manifest::new(actor, id, sandbox_class, scope, runtime, entries);
-        let json =
-            serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Io(e.to_string()))?;
-        self.put(&dir.join(MANIFEST), json).await?;
-        tracing::debug!(actor = %actor, id, bytes = manifest.total_size(), "snapshot written");
-        Ok(manifest)
+    }
+
+    /// Streams each file to `<dir>/<name>.zst`, within `max_bytes` in all.
+    async fn write_files(
+        &self,
+        dir: &Path,
+        actor: &ActorRef,
+        id: &str,
+        files: Vec<SnapshotFile>,
+        max_bytes: u64,
+    ) -> Result<Vec<FileEntry>, SnapshotError> {
+        let mut entries = Vec::with_capacity(files.len());
+        let mut total = 0u64;
+        for file in files {
+            let name = file.name.clone();
+            let path = dir.clone().join(format!("{name}.zst"));
+            let streamed = upload(&self.store, &path, file, max_bytes - total)
+                .await
+                .map_err(|e| match e {
+                    UploadError::TooLarge { read } => {
+                        SnapshotError::too_large(actor, id, total.saturating_add(read), max_bytes)
+                    }
+                    UploadError::Source(e) => SnapshotError::Io(format!("{name}: {e}")),
+                    UploadError::Store(e) => os_err(e),
+                    UploadError::Task(e) => SnapshotError::Io(format!("{name}: {e}")),
+                })?;
+            self.tighten(&path)?;
+            total += streamed.size;
+            entries.push(FileEntry {
+                name,
+                size: streamed.size,
+                compressed_size: streamed.compressed_size,
+                sha256: streamed.sha256,
+            });
+        }
+        Ok(entries)
     }
 
     /// Where an object lives on the local disk, for a `file://` store.
@@ -178,6 +226,11 @@ impl SnapshotStore {
     /// the umask's mode, inside directories that are already the owner's only).
     async fn put(&self, path: &Path, data: impl Into<PutPayload>) -> Result<(), SnapshotError> {
         self.store.put(path, data.into()).await.map_err(os_err)?;
+        self.tighten(path)
+    }
+
+    /// Makes a stored object owner-only, on a local disk.
+    fn tighten(&self, path: &Path) -> Result<(), SnapshotError> {
         if let Some(local) = self.local_path(path) {
             crate::private::tighten(&local, crate::private::FILE_MODE)
                 .map_err(|e| SnapshotError::Io(format!("{}: {e}", local.display())))?;
@@ -221,56 +274,72 @@ impl SnapshotStore {
         Manifest::from_json(&bytes, actor, id)
     }
 
-    /// Reads and verifies a whole snapshot: every file's size and SHA-256 must match the
-    /// manifest.
-    pub async fn read(
+    /// Reads and verifies a whole snapshot into the existing directory `to`, one file per
+    /// snapshot file. Before any file is read, the snapshot's size (all files,
+    /// uncompressed) is checked against `max_bytes` ([`SnapshotError::TooLarge`]) and every
+    /// object's size against the `compressedSize` the manifest gives it, which must itself
+    /// be one zstd can make of the file's `size` ([`SnapshotError::Corrupt`]). Each file is
+    /// then decompressed chunk by chunk into place, and must match the manifest's size and
+    /// SHA-256. On an error, what was written into `to` is the caller's to remove.
+    pub async fn read_into(
         &self,
         actor: &ActorRef,
         id: &str,
-    ) -> Result<(Manifest, Vec<(String, Bytes)>), SnapshotError> {
+        to: &std::path::Path,
+        max_bytes: u64,
+    ) -> Result<Manifest, SnapshotError> {
         let manifest = self.manifest(actor, id).await?;
         let dir = self.snapshot_dir(actor, id)?;
-        let mut out = Vec::with_capacity(manifest.files.len());
-        for f in &manifest.files {
-            let fail = |reason: String| SnapshotError::Corrupt {
-                actor: actor.to_string(),
-                id: id.into(),
-                reason: format!("{}: {reason}", f.name),
-            };
-            let packed = match self
-                .store
-                .get(&dir.clone().join(format!("{}.zst", f.name)))
-                .await
-            {
-                Ok(r) => r.bytes().await.map_err(os_err)?,
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(SnapshotError::Incomplete {
-                        actor: actor.to_string(),
-                        id: id.into(),
-                        reason: format!("{} is missing", f.name),
-                    });
-                }
-                Err(e) => return Err(os_err(e)),
-            };
-            let size = f.size;
-            let data = tokio::task::spawn_blocking(move || decompress(&packed, size))
-                .await
-                .map_err(|e| SnapshotError::Io(e.to_string()))?
-                .map_err(|e| fail(format!("cannot decompress: {e}")))?;
-            if data.len() as u64 != f.size {
-                return Err(fail(format!(
-                    "{} bytes, manifest says {}",
-                    data.len(),
-                    f.size
-                )));
-            }
-            let digest = sha256(&data);
-            if digest != f.sha256 {
-                return Err(fail("sha256 does not match the manifest".into()));
-            }
-            out.push((f.name.clone(), Bytes::from(data)));
+        let corrupt = |name: &str, reason: String| SnapshotError::Corrupt {
+            actor: actor.to_string(),
+            id: id.into(),
+            reason: format!("{name}: {reason}"),
+        };
+        let missing = |name: &str| SnapshotError::Incomplete {
+            actor: actor.to_string(),
+            id: id.into(),
+            reason: format!("{name} is missing"),
+        };
+        let total = manifest.total_size();
+        if total > max_bytes {
+            return Err(SnapshotError::too_large(actor, id, total, max_bytes));
         }
-        Ok((manifest, out))
+        let object = |f: &FileEntry| dir.clone().join(format!("{}.zst", f.name));
+        for f in &manifest.files {
+            if f.compressed_size > compressed_bound(f.size) {
+                return Err(corrupt(
+                    &f.name,
+                    format!(
+                        "compressedSize {} is more than zstd makes of {} bytes",
+                        f.compressed_size, f.size
+                    ),
+                ));
+            }
+            match self.store.head(&object(f)).await {
+                Ok(meta) if meta.size != f.compressed_size => {
+                    return Err(corrupt(
+                        &f.name,
+                        size_mismatch(meta.size, f.compressed_size),
+                    ));
+                }
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Err(missing(&f.name)),
+                Err(e) => return Err(os_err(e)),
+            }
+        }
+        for f in &manifest.files {
+            download(&self.store, &object(f), f, to.join(&f.name))
+                .await
+                .map_err(|e| match e {
+                    DownloadError::Missing => missing(&f.name),
+                    DownloadError::Corrupt(reason) => corrupt(&f.name, reason),
+                    DownloadError::Store(e) => os_err(e),
+                    DownloadError::Local(e) => {
+                        SnapshotError::Io(format!("{}: {e}", to.join(&f.name).display()))
+                    }
+                })?;
+        }
+        Ok(manifest)
     }
 
     /// The ids of an actor's snapshots, oldest first.

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ate_model::{ActorRef, SnapshotScope};
-use ate_snapshots::{SnapshotCache, SnapshotStore};
+use ate_snapshots::{SnapshotCache, SnapshotFile, SnapshotStore};
 use bytes::Bytes;
 
 fn mode(path: &Path) -> u32 {
@@ -47,7 +47,10 @@ async fn store_and_cache_files_are_private() {
     let root = dir.path().join("snapshots");
     let store = SnapshotStore::open(&format!("file://{}", root.display())).unwrap();
     let actor = ActorRef::new("team-a", "agent-1");
-    let files = vec![("memory.bin".to_string(), Bytes::from(vec![7u8; 4096]))];
+    let files = vec![SnapshotFile::bytes(
+        "memory.bin",
+        Bytes::from(vec![7u8; 4096]),
+    )];
     store
         .write(
             &actor,
@@ -56,6 +59,7 @@ async fn store_and_cache_files_are_private() {
             SnapshotScope::Full,
             "ate/test",
             files,
+            u64::MAX,
         )
         .await
         .unwrap();
@@ -63,7 +67,10 @@ async fn store_and_cache_files_are_private() {
 
     let cache_dir = dir.path().join("cache");
     let cache = SnapshotCache::new(&cache_dir, 1 << 20).unwrap();
-    cache.get_or_fetch(&store, &actor, "0001-a").await.unwrap();
+    cache
+        .get_or_fetch(&store, &actor, "0001-a", u64::MAX)
+        .await
+        .unwrap();
     assert_private(&cache_dir);
 }
 

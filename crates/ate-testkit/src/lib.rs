@@ -1,7 +1,8 @@
 //! Real servers for tests. Each server runs on a free loopback port with its data in a
 //! temporary directory, and is stopped and removed when dropped. Tests that need one call
 //! `RedisServer::start()` or `PostgresServer::start()`; `scripts/test.sh` installs the
-//! binaries on a fresh machine. [`http`] is a real HTTP client for router tests.
+//! binaries on a fresh machine. [`http`] is a real HTTP client for router tests, and
+//! [`files_under`] lists what a test left on disk.
 
 pub mod http;
 mod postgres;
@@ -13,6 +14,21 @@ use std::time::{Duration, Instant};
 
 pub use postgres::PostgresServer;
 pub use redis::RedisServer;
+
+/// Every file under `dir`, at any depth (none if `dir` does not exist): for tests that
+/// check what was, or was not, left on disk.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
 
 /// A port nobody listens on right now.
 pub fn free_port() -> io::Result<u16> {

@@ -568,3 +568,82 @@ async fn process_actors_evicted_for_one_another_keep_their_state() {
     assert_eq!(bound(&up, "n1") + bound(&up, "n2"), usize::from(!full));
     up.stop();
 }
+
+/// Snapshot directories of actor `id` of team-a in the snapshot stores under `dir`, and
+/// whether each is complete (has its manifest).
+fn stored_snapshots(dir: &Path, id: &str) -> Vec<(String, bool)> {
+    fn walk(p: &Path, id: &str, out: &mut Vec<(String, bool)>) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            let path = e.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let is_actor = path.file_name().is_some_and(|n| n == id)
+                && path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|n| n == "team-a")
+                && path
+                    .ancestors()
+                    .any(|a| a.file_name().is_some_and(|n| n == "snapshots"));
+            if is_actor {
+                for s in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    let name = s.file_name().to_string_lossy().into_owned();
+                    out.push((name, s.path().join("manifest.json").is_file()));
+                }
+            } else {
+                walk(&path, id, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, id, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspend_over_max_bytes_fails_and_the_program_keeps_running() {
+    require!(false);
+    let dir = tempfile::tempdir().unwrap();
+    let _leftovers = Leftovers(dir.path().to_path_buf());
+    let capped = template("capped", &demo_agent(), "Data", "    maxBytes: 65536\n");
+    let up = solo(dir.path(), 1, &capped).await;
+    up.ok(&["create", "actor", "a1", "-t", "demo/capped", "-a", "team-a"]);
+    ok(&up, "POST", "/a/team-a/a1/notes", "small").await;
+    // A few KiB of durable dir: within the limit.
+    up.ok(&["suspend", "actor", "a1", "-a", "team-a"]);
+    let before = stored_snapshots(dir.path(), "a1");
+    assert_eq!(before.len(), 1, "{before:?}");
+    ok(&up, "POST", "/a/team-a/a1/chat", "remember me").await;
+    let big = "x".repeat(100_000);
+    ok(&up, "POST", "/a/team-a/a1/notes", &big).await;
+
+    // Now the durable dir packs past 64 KiB: the suspend fails while packing, and the
+    // program goes on running as it was, its memory (the conversation) intact.
+    let err = up.fails(&["suspend", "actor", "a1", "-a", "team-a"]);
+    assert!(
+        err.contains("FailedPrecondition")
+            && err.contains("snapshot of actor team-a/a1 is too large")
+            && err.contains("over spec.snapshots.maxBytes of 65536"),
+        "{err}"
+    );
+    assert_eq!(up.status_of("a1"), "RUNNING");
+    assert_eq!(
+        actor_column(&up, "a1", "CONDITION"),
+        "SnapshotTooLarge(MaxBytesExceeded)"
+    );
+    let history = ok(&up, "GET", "/a/team-a/a1/history", "").await;
+    assert!(history.contains("remember me"), "{history}");
+    assert!(
+        ok(&up, "GET", "/a/team-a/a1/notes", "")
+            .await
+            .contains(&big)
+    );
+    assert_eq!(
+        stored_snapshots(dir.path(), "a1"),
+        before,
+        "nothing of the refused snapshot is stored"
+    );
+    assert_eq!(bound(&up, "a1"), 1, "it keeps its worker");
+}

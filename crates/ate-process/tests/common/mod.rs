@@ -6,8 +6,38 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ate_process::{HostConfig, Launch, LogStream, Probe, ProcessHost, Sandbox};
+use ate_process::{HostConfig, Launch, LogStream, Probe, ProcessError, ProcessHost, Sandbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The snapshot files `files` name, read back into memory for a test to look inside.
+fn read_back(files: Vec<(String, PathBuf)>) -> Vec<(String, bytes::Bytes)> {
+    files
+        .into_iter()
+        .map(|(name, path)| (name, bytes::Bytes::from(std::fs::read(path).unwrap())))
+        .collect()
+}
+
+/// Packs `dirs` as `pack_dirs` does (into a scratch dir, without a size limit) and reads
+/// the files back.
+pub fn pack(dirs: &[(String, PathBuf)]) -> Result<Vec<(String, bytes::Bytes)>, ProcessError> {
+    let out = tempfile::tempdir().unwrap();
+    Ok(read_back(ate_process::pack_dirs(
+        dirs,
+        out.path(),
+        u64::MAX,
+    )?))
+}
+
+/// `Sandbox::snapshot` into a scratch dir without a size limit, its files read back.
+pub async fn snapshot(
+    sandbox: &Sandbox,
+    images: Option<&Path>,
+) -> Result<Vec<(String, bytes::Bytes)>, ProcessError> {
+    let out = tempfile::tempdir().unwrap();
+    Ok(read_back(
+        sandbox.snapshot(images, out.path(), u64::MAX).await?,
+    ))
+}
 
 /// Tests share the machine's CPUs and print timings: run them one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

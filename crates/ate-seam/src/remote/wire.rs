@@ -398,6 +398,11 @@ mod tests {
                 reason: "naïve — not ascii".into(),
             },
             SeamError::Snapshot("corrupt".into()),
+            SeamError::SnapshotTooLarge {
+                actor: "team-a/x".into(),
+                size: 5 << 30,
+                limit: 4 << 30,
+            },
             SeamError::Internal("boom".into()),
         ];
         for e in errors {

@@ -142,13 +142,20 @@ fn measure(args: &WasmBenchArgs) -> anyhow::Result<()> {
         let files = base.to_files()?;
         let write = time(args.runs.min(7), || {
             let id = ate_snapshots::new_snapshot_id();
+            let sources = files
+                .iter()
+                .map(|(name, bytes)| {
+                    ate_snapshots::SnapshotFile::bytes(name.clone(), bytes.clone())
+                })
+                .collect();
             Ok(rt.block_on(store.write(
                 &actor,
                 &id,
                 "wasm",
                 ate_model::SnapshotScope::Full,
                 ate_wasm::RUNTIME,
-                files.clone(),
+                sources,
+                u64::MAX,
             ))?)
         })?;
         let size = if bytes >= 1 << 20 {
