@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ate_dataspace::{Event, Filter, Id};
-use ate_model::{Kind, Node, Worker, WorkerPool};
+use ate_model::{Kind, Node, NodeAssertion, Worker, WorkerPool};
 use ate_seam::{NodeDirectory, NodeRegistration, WorkerAdvert};
 use ate_store::{ListOptions, Store, StoreError};
 use tokio::task::JoinHandle;
@@ -316,6 +316,11 @@ impl Fleet {
     /// Recovers the actor on a worker whose node is gone; the worker as it is now if it
     /// was freed, `None` if the actor is busy (the next pass tries again).
     async fn recover(&self, w: &Worker) -> Result<Option<Worker>, StoreError> {
+        if self.registered_in_store(w).await? {
+            // This replica's view of the nodes lags the store (it was stalled, or its
+            // mirror is catching up): the worker's node incarnation is registered.
+            return Ok(None);
+        }
         let why = format!("node {} was lost", w.node_name);
         match self.lifecycle.recover_lost_worker(w, &why).await {
             Ok(true) => match self.store.get::<Worker>(&w.key()).await {
@@ -329,6 +334,24 @@ impl Fleet {
                 tracing::warn!(worker = %w.key(), error = %e, "cannot recover the actor of a lost worker");
                 Ok(None)
             }
+        }
+    }
+
+    /// Whether the store, which a replica's mirror follows, holds a registration of the
+    /// worker's node incarnation: the last word before an actor is declared lost with it.
+    /// Nodes in process (no registry) have none there, and are judged by the view alone.
+    async fn registered_in_store(&self, w: &Worker) -> Result<bool, StoreError> {
+        let key = NodeAssertion {
+            node: w.node_name.clone(),
+            type_tag: <NodeRegistration as ate_dataspace::Assertion>::TYPE.into(),
+            id: w.node_name.clone(),
+            ..Default::default()
+        }
+        .key();
+        match self.store.get::<NodeAssertion>(&key).await {
+            Ok(a) => Ok(a.incarnation == w.node_incarnation),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -660,3 +660,35 @@ async fn a_checkpoint_over_max_bytes_fails_cleanly_with_a_condition() {
     l.resume(&a, false).await.unwrap();
     assert_eq!(s.hit(&a).await, "4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_store_still_registers_is_not_declared_lost_on_a_lagging_view() {
+    let mut s = system(&["node-a"], 1).await;
+    let t = s.template("counter", 2).await;
+    let a = s.actor("c1", &t).await;
+    s.lifecycle.resume(&a, false).await.unwrap();
+    assert_eq!(s.hit(&a).await, "1");
+    let w = s.bound_to(&a).await.pop().expect("bound worker");
+    // The store still holds the node incarnation's registration (written by the replica
+    // that holds its stream) while this replica's view has lost it.
+    let record = ate_model::NodeAssertion {
+        node: "node-a".into(),
+        type_tag: "ate.node.v1".into(),
+        id: "node-a".into(),
+        value: "{}".into(),
+        incarnation: w.node_incarnation.clone(),
+        version: 0,
+    };
+    let key = record.key();
+    s.store.create(record).await.unwrap();
+    s.kill_node("node-a");
+    s.fleet.reconcile().await.unwrap();
+    assert_eq!(s.get(&a).await.status, ActorStatus::Running);
+    // Once the store agrees, the actor goes back to its snapshot.
+    s.store
+        .delete::<ate_model::NodeAssertion>(&key, None)
+        .await
+        .unwrap();
+    s.fleet.reconcile().await.unwrap();
+    assert_eq!(s.get(&a).await.status, ActorStatus::Suspended);
+}
