@@ -215,6 +215,14 @@ async fn a_replica_that_lost_its_lease_never_writes_over_the_rollback() {
     let after = s.get(&a).await;
     assert_eq!(after.status, ActorStatus::Suspended);
     assert!(after.worker.is_none());
+    // The node might have started the actor before the resume died: the rollback says
+    // that anything it did there is lost.
+    let lost = after
+        .conditions
+        .iter()
+        .find(|c| c.kind == ate_model::STATE_LOST)
+        .expect("a StateLost condition");
+    assert_eq!(lost.reason, "ResumeInterrupted");
     assert!(s.bound_to(&a).await.is_empty());
     s.assert_consistent().await;
 

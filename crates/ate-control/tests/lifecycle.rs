@@ -581,7 +581,13 @@ async fn an_actor_that_cannot_be_settled_never_stops_the_sweep() {
 
     let first = s.lifecycle.recover().await.expect("the sweep goes on");
     assert_eq!((first.settled, first.failed), (1, 1), "{first:?}");
-    assert_eq!(s.get(&fine).await.status, ActorStatus::Suspended);
+    let settled = s.get(&fine).await;
+    assert_eq!(settled.status, ActorStatus::Suspended);
+    assert!(
+        settled.conditions.is_empty(),
+        "a resume that never had a worker lost nothing: {:?}",
+        settled.conditions
+    );
     assert_eq!(s.get(&broken).await.status, ActorStatus::Pausing);
     // Tried again only after a backoff.
     let next = s.lifecycle.recover().await.expect("sweep");

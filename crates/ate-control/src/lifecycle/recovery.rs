@@ -95,17 +95,31 @@ impl Lifecycle {
 
     async fn roll_back_resume(&self, a: Actor) -> Result<Actor, LifecycleError> {
         let aref = a.actor_ref();
-        self.free_workers_of(&a).await?;
+        let freed = self.free_workers_of(&a).await?;
+        // Once a worker was bound, its node may have started the actor and answered
+        // requests before the resume died: what it did since its snapshot is gone, and
+        // the actor says so rather than silently going back.
+        let lost = freed.first().map(|w| {
+            state_lost(
+                "ResumeInterrupted",
+                format!(
+                    "a resume onto worker {w} was interrupted; anything the actor did there was lost and it will resume from its last snapshot"
+                ),
+            )
+        });
         self.mutate(&aref, |x| {
             x.status = x.resting_status();
             x.worker = None;
+            if let Some(c) = &lost {
+                x.set_condition(c.clone());
+            }
         })
         .await
     }
 
     /// Stops the actor on, and frees, every worker bound to it: the one it records and
-    /// any a claim bound before the record was written.
-    pub(crate) async fn free_workers_of(&self, a: &Actor) -> Result<(), LifecycleError> {
+    /// any a claim bound before the record was written. Returns the workers' keys.
+    pub(crate) async fn free_workers_of(&self, a: &Actor) -> Result<Vec<String>, LifecycleError> {
         let aref = a.actor_ref();
         let sel = FieldSelector::eq([
             ("actor_atespace", aref.atespace.as_str()),
@@ -123,11 +137,13 @@ impl Lifecycle {
         {
             bound.push(p.clone());
         }
+        let mut freed = Vec::with_capacity(bound.len());
         for p in bound {
             self.stop_on(&p, &aref).await;
             self.release_worker(&worker_key(&p), &aref, None).await?;
+            freed.push(worker_key(&p));
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// The actor's worker (and what it held) is gone: frees its workers and makes it
