@@ -1,6 +1,7 @@
 //! `ate bench`: measurements of ate on this machine. Each run prints the machine, the date
 //! and the figures, ready to be recorded in `docs/benchmarks.md`.
 
+mod chaos;
 mod claims;
 mod dataspace;
 mod in_process;
@@ -45,6 +46,10 @@ pub enum BenchCommand {
     /// every answer checked; requests, activations and evictions per second, activation
     /// latency under that load, in process and split.
     Wakeups(wakeups::WakeupsBenchArgs),
+    /// Faults on a seeded schedule against the split deployment on PostgreSQL (processes
+    /// killed and frozen, the store restarted, partitions, slow links) under a counter
+    /// workload; checks that no acknowledged answer was lost and no actor ran twice.
+    Chaos(chaos::ChaosBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -60,5 +65,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Process(a) => process::run(a).await,
         BenchCommand::Scale(a) => scale::run(a).await,
         BenchCommand::Wakeups(a) => wakeups::run(a).await,
+        BenchCommand::Chaos(a) => chaos::run(a).await,
     }
 }
