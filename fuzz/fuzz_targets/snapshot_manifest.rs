@@ -6,7 +6,7 @@
 //! - mode 1: a process actor's durable-dir snapshot, its index and tar
 //!   (`ate_process::unpack_dirs`);
 //! - mode 2: a template rootfs tarball (`ate_process::prepare_rootfs`);
-//! - mode 3: a whole snapshot read back from a `file://` store (`SnapshotStore::read`):
+//! - mode 3: a whole snapshot read back from a `file://` store (`SnapshotStore::read_into`):
 //!   its manifest and its `memory.bin.zst`, whatever sizes they claim.
 //!
 //! The first byte picks the mode (modulo 4). Modes 1 and 3 then take a big-endian u16,
@@ -29,6 +29,10 @@ use ate_snapshots::{Manifest, SnapshotStore, validate_file_name, validate_id};
 use libfuzzer_sys::fuzz_target;
 
 const CANARY: &[u8] = b"untouched";
+
+/// Most a snapshot read back may hold: whatever sizes a manifest claims, a read never
+/// writes more than this.
+const MAX_READ: u64 = 64 << 20;
 
 fn snapshot_manifest(data: &[u8]) {
     // The actor and id it must name: as it says if it says so, else a fixed pair.
@@ -219,11 +223,14 @@ fn stored_snapshot(data: &[u8]) {
             .build()
             .expect("a runtime")
     });
-    if let Ok((m, files)) = runtime.block_on(store.read(&actor, "0001-a")) {
-        assert_eq!(m.files.len(), files.len());
-        for (entry, (name, bytes)) in m.files.iter().zip(&files) {
-            assert_eq!(&entry.name, name);
-            assert_eq!(bytes.len() as u64, entry.size, "{name}: size");
+    let dst = base.join("dst");
+    std::fs::create_dir_all(&dst).expect("creating the destination");
+    if let Ok(m) = runtime.block_on(store.read_into(&actor, "0001-a", &dst, MAX_READ)) {
+        for entry in &m.files {
+            let written = std::fs::metadata(dst.join(&entry.name))
+                .map(|f| f.len())
+                .expect("a file read back exists");
+            assert_eq!(written, entry.size, "{}: size", entry.name);
         }
     }
 }
