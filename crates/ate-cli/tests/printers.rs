@@ -5,7 +5,8 @@
 
 use ate_cli::output::{Format, Printable, render, render_one, rfc3339_ms};
 use ate_cli::table::{
-    CLIP_MARKER, MAX_CELL_CHARS, MAX_CELL_WIDTH, cell_text, escape_controls, text_width,
+    CLIP_MARKER, MAX_CELL_CHARS, MAX_CELL_WIDTH, cell_text, escape_controls, is_terminal_control,
+    text_width,
 };
 use ate_model::{
     Actor, ActorCondition, ActorRef, ActorStatus, ActorTemplate, Assignment, Atespace, AuditEvent,
@@ -39,23 +40,6 @@ fn value() -> impl Strategy<Value = String> {
 /// A value of only printable ASCII and short enough to print whole.
 fn ascii_value() -> impl Strategy<Value = String> {
     proptest::string::string_regex(r"[ -~]{0,40}").expect("regex")
-}
-
-/// Whether a terminal acts on `c` rather than showing it: controls (ESC and CSI start
-/// sequences, line breaks and tabs move the cursor), line and paragraph separators, and
-/// the bidirectional controls, which reorder what shows.
-fn acts_on_terminal(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{2028}'
-                | '\u{2029}'
-                | '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        )
 }
 
 /// Gives out `values` one after the other, around again when they run out.
@@ -229,7 +213,7 @@ fn check_every_printer<T: Printable>(items: &[T]) {
 
 /// JSON reads back as `expected` and shows nothing a terminal acts on but line breaks.
 fn check_json(text: &str, expected: &serde_json::Value) {
-    let bad = text.chars().find(|&c| c != '\n' && acts_on_terminal(c));
+    let bad = text.chars().find(|&c| c != '\n' && is_terminal_control(c));
     assert_eq!(bad, None, "a terminal control in {text:?}");
     let read: serde_json::Value = serde_json::from_str(text).expect("json reads back");
     assert_eq!(&read, expected, "{text:?}");
@@ -247,7 +231,7 @@ fn check_yaml(text: &str, expected: &serde_yaml_ng::Value) {
 /// cell at its column's start, every cell escaped and clipped.
 fn check_table<T: Printable>(items: &[T], wide: bool, out: &str) {
     assert!(!out.contains('\u{1b}'), "ESC in {out:?}");
-    let bad = out.chars().find(|&c| c != '\n' && acts_on_terminal(c));
+    let bad = out.chars().find(|&c| c != '\n' && is_terminal_control(c));
     assert_eq!(bad, None, "a terminal control in {out:?}");
 
     let mut sorted: Vec<&T> = items.iter().collect();

@@ -12,6 +12,8 @@ pub mod sql;
 pub mod typed;
 
 #[cfg(feature = "testsuite")]
+pub mod secret_channel;
+#[cfg(feature = "testsuite")]
 pub mod testsuite;
 
 use std::time::Duration;
